@@ -1,0 +1,260 @@
+"""Decorators and the definitions they attach; loading pipelines from files and modules."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from .errors import ConfigError, InvalidInput, TargetNotFound
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_REGISTRY: dict[str, PipelineDef] = {}
+_FILE_MODULES: dict[str, str] = {}  # module name -> absolute file path, for modules we loaded from files
+
+
+def _source_hash(fn: Callable[..., Any]) -> str:
+    try:
+        src = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        src = repr(getattr(fn, "__code__", fn))
+    return hashlib.sha256(src.encode()).hexdigest()[:12]
+
+
+@dataclass(eq=False, kw_only=True)
+class PipelineDef:
+    """A pipeline: an ``async def`` plus its name, version and pinning."""
+
+    fn: Callable[..., Any]
+    name: str
+    version: str
+    pin: bool
+    signature: inspect.Signature = field(repr=False)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"pipeline {self.name!r} is not called directly: start it with `durapipe run`, "
+            "Client.start(), or dp.run_subpipeline() from another pipeline"
+        )
+
+    @property
+    def entrypoint(self) -> str:
+        mod = self.fn.__module__
+        attr = self.fn.__qualname__
+        path = _FILE_MODULES.get(mod)
+        if path is None and mod == "__main__":
+            path = os.path.abspath(getattr(sys.modules[mod], "__file__", "") or "")
+        return f"{path}:{attr}" if path else f"{mod}:{attr}"
+
+    def bind_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Check inputs against the signature; return them with defaults left out."""
+        params = self.signature.parameters
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        unknown = [k for k in inputs if k not in params and not accepts_any]
+        if unknown:
+            names = ", ".join(p for p in params if params[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)) or "none"
+            raise InvalidInput(f"pipeline {self.name!r} has no input {unknown[0]!r}; its inputs are: {names}")
+        missing = [
+            n
+            for n, p in params.items()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in inputs
+        ]
+        if missing:
+            raise InvalidInput(f"pipeline {self.name!r} needs input {missing[0]!r}: pass --input {missing[0]}=VALUE")
+        return dict(inputs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepOptions:
+    name: str
+    retries: int = 0
+    retry_delay: float = 1.0
+    backoff: float = 2.0
+    max_delay: float = 60.0
+
+
+def pipeline(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    pin: bool = False,
+) -> Any:
+    """Make an ``async def`` a durable pipeline.
+
+    Args:
+        name: the pipeline's name (default: the function's name).
+        version: the author's version; without it a hash of the function's source stands in.
+        pin: runs abort instead of continuing on a different version.
+    """
+
+    def wrap(f: Callable[..., Any]) -> PipelineDef:
+        if isinstance(f, PipelineDef):
+            raise ConfigError(f"{f.name} is decorated with @dp.pipeline twice")
+        if not inspect.iscoroutinefunction(f):
+            raise ConfigError(
+                f"@dp.pipeline needs an `async def` function; {getattr(f, '__qualname__', f)!r} is not one"
+            )
+        pname = name or f.__name__
+        if not pname or len(pname) > 200:
+            raise ConfigError("a pipeline name is 1-200 characters")
+        d = PipelineDef(
+            fn=f,
+            name=pname,
+            version=str(version) if version is not None else _source_hash(f),
+            pin=pin,
+            signature=inspect.signature(f),
+        )
+        functools.update_wrapper(d, f)  # type: ignore[arg-type]
+        _REGISTRY[pname] = d
+        return d
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap
+
+
+@overload
+def step(fn: F, /) -> F: ...
+@overload
+def step(
+    *, name: str | None = None, retries: int = 0, retry_delay: float = 1.0, backoff: float = 2.0, max_delay: float = 60.0
+) -> Callable[[F], F]: ...
+
+
+def step(
+    fn: Any = None,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    backoff: float = 2.0,
+    max_delay: float = 60.0,
+) -> Any:
+    """Make a function (sync or async) a journaled step.
+
+    Inside a running pipeline each call is recorded; on replay the recorded result is returned
+    without running the body. Outside a pipeline it is a plain call. Steps run at least once:
+    use ``dp.context().step_id`` as an idempotency key to make their effects exactly-once.
+    """
+    if retries < 0:
+        raise ConfigError("retries must be 0 or more")
+
+    def wrap(f: Any) -> Any:
+        from ._engine import call_step
+
+        opts = StepOptions(name=name or f.__name__, retries=retries, retry_delay=retry_delay, backoff=backoff, max_delay=max_delay)
+        is_async = inspect.iscoroutinefunction(f)
+
+        @functools.wraps(f)
+        async def journaled(*args: Any, **kwargs: Any) -> Any:
+            return await call_step(f, opts, is_async, args, kwargs)
+
+        journaled.__durapipe_step__ = opts  # type: ignore[attr-defined]
+        return journaled
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap
+
+
+def registered(name: str) -> PipelineDef | None:
+    return _REGISTRY.get(name)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _import_file(path: Path) -> Any:
+    path = path.resolve()
+    for mod_name, p in _FILE_MODULES.items():
+        if p == str(path):
+            return sys.modules[mod_name]
+    base = "durapipe_user_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+    mod_name, n = base, 1
+    while mod_name in sys.modules:
+        n += 1
+        mod_name = f"{base}_{n}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise TargetNotFound(f"cannot import {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    _FILE_MODULES[mod_name] = str(path)
+    parent = str(path.parent)
+    if parent not in sys.path:
+        sys.path.insert(0, parent)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(mod_name, None)
+        _FILE_MODULES.pop(mod_name, None)
+        raise
+    return module
+
+
+def load_module(spec: str) -> Any:
+    """Import ``path/to/file.py`` or ``package.module``; clear errors for the common mistakes."""
+    if spec.endswith(".py") or os.sep in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise TargetNotFound(f"no such file: {spec}")
+        return _import_file(path)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        if exc.name and spec.startswith(exc.name):
+            raise TargetNotFound(
+                f"no module named {spec!r} (from {os.getcwd()}); give a file path like path/to/file.py or a module on PYTHONPATH"
+            ) from None
+        raise
+
+
+def pipelines_in(module: Any) -> list[PipelineDef]:
+    seen: dict[int, PipelineDef] = {}
+    for value in vars(module).values():
+        if isinstance(value, PipelineDef):
+            seen[id(value)] = value
+    return list(seen.values())
+
+
+def load_target(target: str) -> PipelineDef:
+    """``path/to/file.py:name`` or ``package.module:name`` (``:name`` optional if there is one)."""
+    mod_spec, sep, attr = target.rpartition(":")
+    if not sep:
+        mod_spec, attr = target, ""
+    if not mod_spec:
+        raise TargetNotFound(f"target {target!r} names no file or module; use path/to/file.py:pipeline or package.module:pipeline")
+    module = load_module(mod_spec)
+    found = pipelines_in(module)
+    if not attr:
+        if len(found) == 1:
+            return found[0]
+        names = ", ".join(sorted(p.name for p in found)) or "none"
+        raise TargetNotFound(f"{mod_spec} has {len(found)} pipelines ({names}); name one: {mod_spec}:NAME")
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            break
+    if obj is None:
+        by_name = [p for p in found if p.name == attr]
+        if by_name:
+            return by_name[0]
+        names = ", ".join(sorted(p.name for p in found)) or "none"
+        raise TargetNotFound(f"{mod_spec} has no pipeline {attr!r}; its pipelines: {names}")
+    if not isinstance(obj, PipelineDef):
+        raise TargetNotFound(f"{target} is not a pipeline: decorate it with @dp.pipeline")
+    return obj

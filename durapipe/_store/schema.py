@@ -1,0 +1,131 @@
+"""Tables. The migrations in ``migrations/`` create exactly these (a test checks it)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+# Times are float seconds since the epoch (UTC): portable, cheap to compare, exact enough.
+
+runs = Table(
+    "durapipe_runs",
+    metadata,
+    Column("id", String(140), primary_key=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("entrypoint", Text, nullable=False),
+    Column("pinned", Boolean, nullable=False, default=False),
+    Column("status", String(20), nullable=False),
+    Column("inputs", Text, nullable=False),
+    Column("output", Text),
+    Column("error", Text),
+    Column("parent_run_id", String(140)),
+    Column("parent_step", String(200)),
+    Column("root_run_id", String(140), nullable=False),
+    Column("depth", Integer, nullable=False, default=0),
+    Column("prefix", String(400), nullable=False),  # console prefix, e.g. deploy.build_image_1
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("wake_at", Float),
+    Column("waiting_for", Text),  # JSON: what a sleeping/waiting run waits for (display)
+    Column("lease_owner", String(140)),
+    Column("lease_expires_at", Float),
+    Column("attempt", Integer, nullable=False, default=0),  # fencing token, bumped by every claim
+    Column("requested", String(20)),  # 'stop' | 'stop_now' | 'cancel'
+    Index("ix_durapipe_runs_status_wake", "status", "wake_at"),
+    Index("ix_durapipe_runs_lease", "lease_expires_at"),
+    Index("ix_durapipe_runs_parent", "parent_run_id"),
+    Index("ix_durapipe_runs_root", "root_run_id"),
+    Index("ix_durapipe_runs_pipeline", "pipeline", "status"),
+)
+
+events = Table(
+    "durapipe_events",
+    metadata,
+    Column("run_id", String(140), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("step", String(200)),  # the step key, e.g. "3" or "5/1/2"
+    Column("name", String(200)),  # what was called: function name, "exec", input name
+    Column("label", String(200)),  # display name, e.g. "exec_1"
+    Column("at", Float, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("data", Text),  # JSON
+    PrimaryKeyConstraint("run_id", "seq"),
+)
+
+inputs = Table(
+    "durapipe_inputs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", String(140), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("consumed_seq", Integer),  # the seq of the input_received event that took it
+    Index("ix_durapipe_inputs_run_name", "run_id", "name", "consumed_seq"),
+)
+
+logs = Table(
+    "durapipe_logs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", String(140), nullable=False),
+    Column("root_run_id", String(140), nullable=False),
+    Column("step", String(200)),
+    Column("prefix", String(400), nullable=False),
+    Column("stream", String(10), nullable=False),  # out | err | info | warn | error
+    Column("at", Float, nullable=False),
+    Column("line", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Index("ix_durapipe_logs_root", "root_run_id", "id"),
+)
+
+workers = Table(
+    "durapipe_workers",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),  # worker | run
+    Column("pipelines", Text, nullable=False),  # JSON {name: version}
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("stopped_at", Float),
+)
+
+holds = Table(
+    "durapipe_holds",
+    metadata,
+    Column("pipeline", String(200), nullable=False),
+    Column("version", String(100), nullable=False, default=""),  # "" = every version
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("pipeline", "version"),
+)
+
+TERMINAL = frozenset({"completed", "failed", "cancelled", "aborted"})
+SUSPENDABLE = ("sleeping", "waiting")
+ACTIVE = ("pending", "running", "sleeping", "waiting")

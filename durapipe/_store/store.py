@@ -1,0 +1,670 @@
+"""The Store: every SQL statement durapipe runs lives here.
+
+SQLite and PostgreSQL sit behind the same methods. Writes that belong to a run's history go
+through :class:`Journal` (group commit, fencing); the rest are short transactions of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, case, delete, event, func, insert, or_, select, text, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..errors import ConfigError, DatabaseUnavailable, LeaseLost
+from . import schema as S
+from .url import DatabaseURL, redact, resolve_url
+
+log = logging.getLogger("durapipe.store")
+
+SCHEMA_REVISION = "0001"  # alembic head; tests/integration/test_migrations.py keeps it true
+NOTIFY_CHANNEL = "durapipe"
+
+
+def _sqlite_synchronous() -> str:
+    mode = os.environ.get("DURAPIPE_SQLITE_SYNCHRONOUS", "FULL").upper()
+    if mode not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+        raise ConfigError(f"DURAPIPE_SQLITE_SYNCHRONOUS={mode!r}: use FULL, NORMAL, EXTRA or OFF")
+    return mode
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimFilter:
+    """Which runs a runner may take."""
+
+    pipelines: dict[str, str] | None = None  # name -> version it carries; None = any
+    root_run_id: str | None = None  # only this run tree (durapipe run / resume)
+
+
+@dataclass(slots=True, kw_only=True)
+class Op:
+    """One atomic change to one run's history, checked against its lease."""
+
+    run_id: str
+    owner: str | None  # None: no lease check (a client acting on an unleased run)
+    attempt: int | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    run_update: dict[str, Any] | None = None
+    new_runs: list[dict[str, Any]] = field(default_factory=list)
+    consume_input: int | None = None
+    consume_seq: int | None = None
+    wake_parent: str | None = None  # a parent run to make runnable now (child finished)
+    future: asyncio.Future[None] | None = None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError | OSError | ConnectionError):
+        return True
+    name = type(exc).__name__
+    return "Connection" in name or "CannotConnect" in name
+
+
+class Store:
+    def __init__(self, url: DatabaseURL) -> None:
+        self.url = url
+        self.dialect = url.dialect
+        self.is_sqlite = url.dialect == "sqlite"
+        if self.is_sqlite:
+            assert url.path is not None
+            if not os.path.exists(url.path):
+                parent = os.path.dirname(os.path.abspath(url.path))
+                if not os.path.isdir(parent):
+                    raise ConfigError(f"cannot create the SQLite database {url.path!r}: folder {parent!r} does not exist")
+                # Readable by its owner only: the history holds inputs and outputs.
+                os.close(os.open(url.path, os.O_CREAT | os.O_RDWR, 0o600))
+            sync = _sqlite_synchronous()
+            self.writer = create_async_engine(url.sqlalchemy, pool_size=1, max_overflow=0, connect_args={"timeout": 30})
+            self.reader = create_async_engine(url.sqlalchemy, connect_args={"timeout": 30})
+            for eng, begin in ((self.writer, "BEGIN IMMEDIATE"), (self.reader, "BEGIN")):
+                _sqlite_events(eng, begin, sync)
+        else:
+            self.writer = create_async_engine(
+                url.sqlalchemy,
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=False,
+                connect_args={"timeout": 10, "server_settings": {"application_name": "durapipe"}},
+            )
+            self.reader = self.writer
+        self.journal = Journal(self)
+
+    # ------------------------------------------------------------------ plumbing
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.writer.begin() as conn:
+                yield conn
+        except (OSError, ConnectionError) as exc:
+            raise self._unavailable(exc) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated or _is_transient(exc.orig or exc):
+                raise self._unavailable(exc) from exc
+            raise
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.reader.connect() as conn:
+                yield conn
+        except (OSError, ConnectionError) as exc:
+            raise self._unavailable(exc) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated or _is_transient(exc.orig or exc):
+                raise self._unavailable(exc) from exc
+            raise
+
+    def _unavailable(self, exc: BaseException) -> DatabaseUnavailable:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return DatabaseUnavailable(
+            f"cannot reach the database {redact(self.url.raw)}: {detail}. "
+            "Check --database-url / DURAPIPE_DATABASE_URL and that the server is up"
+        )
+
+    async def close(self) -> None:
+        await self.journal.close()
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+    # ------------------------------------------------------------------ schema
+
+    async def schema_revision(self) -> str | None:
+        try:
+            async with self.read() as conn:
+                row = (await conn.execute(text("SELECT version_num FROM durapipe_alembic_version"))).first()
+                return str(row[0]) if row else None
+        except DatabaseUnavailable:
+            raise
+        except SQLAlchemyError:
+            return None
+
+    async def migrate(self) -> None:
+        from .migrate import upgrade_head
+
+        async with self.write() as conn:
+            await conn.run_sync(upgrade_head)
+
+    async def ensure_schema(self, *, auto_migrate: bool) -> None:
+        rev = await self.schema_revision()
+        if rev == SCHEMA_REVISION:
+            return
+        if auto_migrate or (rev is None and self.is_sqlite):
+            await self.migrate()
+            return
+        if rev is None:
+            raise ConfigError(
+                f"the database {redact(self.url.raw)} has no durapipe tables; run `durapipe db upgrade` first"
+            )
+        raise ConfigError(
+            f"the database is at schema revision {rev}, this durapipe needs {SCHEMA_REVISION}; "
+            "run `durapipe db upgrade` (or upgrade durapipe)"
+        )
+
+    # ------------------------------------------------------------------ runs
+
+    async def create_run(self, row: dict[str, Any], first_events: list[dict[str, Any]]) -> tuple[Row[Any], bool]:
+        """Insert a run; if its id exists already return that run instead. -> (row, created)."""
+        async with self.write() as conn:
+            existing = (await conn.execute(select(S.runs).where(S.runs.c.id == row["id"]))).first()
+            if existing is not None:
+                return existing, False
+            await conn.execute(insert(S.runs).values(**row))
+            if first_events:
+                await conn.execute(insert(S.events), first_events)
+            await self._notify(conn, "run")
+            created = (await conn.execute(select(S.runs).where(S.runs.c.id == row["id"]))).one()
+            return created, True
+
+    async def get_run(self, run_id: str) -> Row[Any] | None:
+        async with self.read() as conn:
+            return (await conn.execute(select(S.runs).where(S.runs.c.id == run_id))).first()
+
+    async def get_runs(self, run_ids: Sequence[str]) -> list[Row[Any]]:
+        if not run_ids:
+            return []
+        async with self.read() as conn:
+            return list((await conn.execute(select(S.runs).where(S.runs.c.id.in_(list(run_ids))))).all())
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        pipeline: str | None = None,
+        roots_only: bool = False,
+        root_run_id: str | None = None,
+        limit: int = 200,
+    ) -> list[Row[Any]]:
+        q = select(S.runs)
+        if status:
+            q = q.where(S.runs.c.status == status)
+        if pipeline:
+            q = q.where(S.runs.c.pipeline == pipeline)
+        if roots_only:
+            q = q.where(S.runs.c.parent_run_id.is_(None))
+        if root_run_id:
+            q = q.where(S.runs.c.root_run_id == root_run_id)
+        q = q.order_by(S.runs.c.created_at.desc(), S.runs.c.id.desc()).limit(limit)
+        async with self.read() as conn:
+            return list((await conn.execute(q)).all())
+
+    async def count_by_status(self) -> dict[str, int]:
+        q = select(S.runs.c.status, func.count()).group_by(S.runs.c.status)
+        async with self.read() as conn:
+            return {str(s): int(n) for s, n in (await conn.execute(q)).all()}
+
+    async def events(self, run_id: str) -> list[Row[Any]]:
+        """The whole history of a run, in order: one query, however long."""
+        q = select(S.events).where(S.events.c.run_id == run_id).order_by(S.events.c.seq)
+        async with self.read() as conn:
+            return list((await conn.execute(q)).all())
+
+    def _runnable(self, now: float, flt: ClaimFilter) -> Any:
+        r = S.runs.c
+        due = or_(
+            and_(r.status == "pending", r.lease_owner.is_(None)),
+            and_(r.status.in_(S.SUSPENDABLE), r.lease_owner.is_(None), r.wake_at <= now),
+            and_(r.status.in_(S.ACTIVE), r.lease_owner.is_not(None), r.lease_expires_at < now),
+        )
+        conds = [due]
+        if flt.pipelines is not None:
+            conds.append(
+                or_(*(and_(r.pipeline == name, or_(r.pinned.is_(False), r.version == ver)) for name, ver in flt.pipelines.items()))
+                if flt.pipelines
+                else text("1=0")
+            )
+        if flt.root_run_id is not None:
+            conds.append(r.root_run_id == flt.root_run_id)
+        held = select(S.holds.c.pipeline).where(
+            S.holds.c.pipeline == r.pipeline, or_(S.holds.c.version == "", S.holds.c.version == r.version)
+        )
+        conds.append(~held.exists())
+        return and_(*conds)
+
+    async def claim(self, *, owner: str, flt: ClaimFilter, limit: int, ttl: float, now: float) -> list[Row[Any]]:
+        """Take the leases of up to ``limit`` runnable runs in one statement."""
+        if limit <= 0:
+            return []
+        r = S.runs.c
+        pick = (
+            select(r.id)
+            .where(self._runnable(now, flt))
+            .order_by(func.coalesce(r.wake_at, r.created_at), r.id)
+            .limit(limit)
+        )
+        if not self.is_sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (
+            update(S.runs)
+            .where(r.id.in_(pick.scalar_subquery()))
+            .values(lease_owner=owner, lease_expires_at=now + ttl, attempt=r.attempt + 1, status="running", updated_at=now)
+            .returning(*S.runs.c)
+        )
+        async with self.write() as conn:
+            return list((await conn.execute(stmt)).all())
+
+    async def claim_run(
+        self, run_id: str, *, owner: str, ttl: float, now: float, statuses: Iterable[str], dead_owners: Iterable[str] = ()
+    ) -> Row[Any] | None:
+        """Take one run's lease if it is free, expired, or held by a dead process of this host."""
+        r = S.runs.c
+        free = or_(r.lease_owner.is_(None), r.lease_expires_at < now, r.lease_owner == owner)
+        dead = list(dead_owners)
+        if dead:
+            free = or_(free, r.lease_owner.in_(dead))
+        stmt = (
+            update(S.runs)
+            .where(r.id == run_id, r.status.in_(list(statuses)), free)
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + ttl,
+                attempt=r.attempt + 1,
+                status="running",
+                requested=None,
+                updated_at=now,
+            )
+            .returning(*S.runs.c)
+        )
+        async with self.write() as conn:
+            return (await conn.execute(stmt)).first()
+
+    async def heartbeat(
+        self, *, worker_id: str, held: dict[str, int], ttl: float, now: float
+    ) -> tuple[set[str], dict[str, str]]:
+        """Extend the leases of held runs. -> (runs lost, {run_id: request})."""
+        r = S.runs.c
+        lost: set[str] = set()
+        requests: dict[str, str] = {}
+        async with self.write() as conn:
+            await conn.execute(update(S.workers).where(S.workers.c.id == worker_id).values(heartbeat_at=now))
+            if held:
+                ids = list(held)
+                await conn.execute(
+                    update(S.runs).where(r.id.in_(ids), r.lease_owner == worker_id).values(lease_expires_at=now + ttl)
+                )
+                rows = (await conn.execute(select(r.id, r.lease_owner, r.attempt, r.requested).where(r.id.in_(ids)))).all()
+                seen = set()
+                for rid, lo, att, req in rows:
+                    seen.add(rid)
+                    if lo != worker_id or att != held[rid]:
+                        lost.add(rid)
+                    elif req:
+                        requests[rid] = req
+                lost |= set(ids) - seen
+        return lost, requests
+
+    async def requests_for(self, run_ids: Sequence[str]) -> dict[str, str]:
+        if not run_ids:
+            return {}
+        r = S.runs.c
+        async with self.read() as conn:
+            rows = (await conn.execute(select(r.id, r.requested).where(r.id.in_(list(run_ids)), r.requested.is_not(None)))).all()
+        return {rid: req for rid, req in rows}
+
+    async def release(self, run_id: str, *, owner: str, attempt: int, now: float) -> None:
+        """Give a lease back; a run that was mid-flight becomes pending for any worker."""
+        r = S.runs.c
+        async with self.write() as conn:
+            await conn.execute(
+                update(S.runs)
+                .where(r.id == run_id, r.lease_owner == owner, r.attempt == attempt)
+                .values(
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    status=case((r.status == "running", "pending"), else_=r.status),
+                    updated_at=now,
+                )
+            )
+            await self._notify(conn, "run")
+
+    async def set_request(self, run_id: str, request: str | None, *, now: float, wake: bool = False) -> None:
+        values: dict[str, Any] = {"requested": request, "updated_at": now}
+        if wake:
+            values["wake_at"] = now
+        async with self.write() as conn:
+            await conn.execute(update(S.runs).where(S.runs.c.id == run_id).values(**values))
+            await self._notify(conn, "control")
+
+    async def finish_unleased(self, run_id: str, *, status: str, event: dict[str, Any], now: float, expect: Iterable[str]) -> bool:
+        """End or stop a run nobody holds (a client acting on a suspended run)."""
+        r = S.runs.c
+        async with self.write() as conn:
+            row = (await conn.execute(select(r.status, r.lease_owner, r.lease_expires_at, r.parent_run_id).where(r.id == run_id))).first()
+            if row is None or row.status not in set(expect):
+                return False
+            if row.lease_owner is not None and (row.lease_expires_at or 0) >= now:
+                return False
+            seq = (await conn.execute(select(func.coalesce(func.max(S.events.c.seq), 0)).where(S.events.c.run_id == run_id))).scalar_one()
+            await conn.execute(insert(S.events).values(run_id=run_id, seq=int(seq) + 1, at=now, **event))
+            values: dict[str, Any] = {"status": status, "updated_at": now, "requested": None, "lease_owner": None, "lease_expires_at": None}
+            if status in S.TERMINAL:
+                values["finished_at"] = now
+                values["wake_at"] = None
+            await conn.execute(update(S.runs).where(r.id == run_id).values(**values))
+            if status in S.TERMINAL and row.parent_run_id:
+                await conn.execute(update(S.runs).where(r.id == row.parent_run_id, r.status == "waiting").values(wake_at=now))
+            await self._notify(conn, "run")
+        return True
+
+    async def make_runnable(self, run_id: str, *, now: float, statuses: Iterable[str]) -> bool:
+        """Release a stopped/failed/blocked run to the workers (resume --detach)."""
+        r = S.runs.c
+        async with self.write() as conn:
+            res = await conn.execute(
+                update(S.runs)
+                .where(r.id == run_id, r.status.in_(list(statuses)))
+                .values(status="pending", requested=None, lease_owner=None, lease_expires_at=None, updated_at=now)
+            )
+            await self._notify(conn, "run")
+            return bool(res.rowcount)
+
+    # ------------------------------------------------------------------ inputs
+
+    async def send_input(self, run_id: str, name: str, value: str, *, now: float) -> int:
+        r = S.runs.c
+        async with self.write() as conn:
+            res = await conn.execute(insert(S.inputs).values(run_id=run_id, name=name, value=value, created_at=now))
+            # A suspended run waiting for anything wakes and looks; a spurious wake only replays.
+            await conn.execute(
+                update(S.runs).where(r.id == run_id, r.status == "waiting", r.lease_owner.is_(None)).values(wake_at=now)
+            )
+            await self._notify(conn, f"input:{run_id}")
+            pk = res.inserted_primary_key
+            return int(pk[0]) if pk else 0
+
+    async def next_input(self, run_id: str, name: str) -> Row[Any] | None:
+        c = S.inputs.c
+        q = select(S.inputs).where(c.run_id == run_id, c.name == name, c.consumed_seq.is_(None)).order_by(c.id).limit(1)
+        async with self.read() as conn:
+            return (await conn.execute(q)).first()
+
+    async def inputs_of(self, run_id: str) -> list[Row[Any]]:
+        q = select(S.inputs).where(S.inputs.c.run_id == run_id).order_by(S.inputs.c.id)
+        async with self.read() as conn:
+            return list((await conn.execute(q)).all())
+
+    # ------------------------------------------------------------------ logs
+
+    async def write_logs(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        async with self.write() as conn:
+            await conn.execute(insert(S.logs), rows)
+
+    async def read_logs(self, root_run_id: str, *, after_id: int = 0, limit: int = 5000) -> list[Row[Any]]:
+        c = S.logs.c
+        q = select(S.logs).where(c.root_run_id == root_run_id, c.id > after_id).order_by(c.id).limit(limit)
+        async with self.read() as conn:
+            return list((await conn.execute(q)).all())
+
+    # ------------------------------------------------------------------ workers
+
+    async def register_worker(self, row: dict[str, Any]) -> None:
+        async with self.write() as conn:
+            await conn.execute(insert(S.workers).values(**row))
+
+    async def stop_worker(self, worker_id: str, *, now: float) -> None:
+        async with self.write() as conn:
+            await conn.execute(update(S.workers).where(S.workers.c.id == worker_id).values(stopped_at=now))
+
+    async def live_workers(self, *, now: float, stale_after: float) -> list[Row[Any]]:
+        w = S.workers.c
+        q = select(S.workers).where(w.stopped_at.is_(None), w.heartbeat_at >= now - stale_after).order_by(w.started_at)
+        async with self.read() as conn:
+            return list((await conn.execute(q)).all())
+
+    async def workers_on_host(self, host: str) -> list[Row[Any]]:
+        w = S.workers.c
+        async with self.read() as conn:
+            return list((await conn.execute(select(S.workers).where(w.host == host, w.stopped_at.is_(None)))).all())
+
+    async def get_worker(self, worker_id: str) -> Row[Any] | None:
+        async with self.read() as conn:
+            return (await conn.execute(select(S.workers).where(S.workers.c.id == worker_id))).first()
+
+    async def held_counts(self) -> dict[str, int]:
+        r = S.runs.c
+        q = select(r.lease_owner, func.count()).where(r.lease_owner.is_not(None)).group_by(r.lease_owner)
+        async with self.read() as conn:
+            return {str(o): int(n) for o, n in (await conn.execute(q)).all()}
+
+    # ------------------------------------------------------------------ holds
+
+    async def hold(self, pipeline: str, version: str | None, *, now: float) -> None:
+        async with self.write() as conn:
+            exists = (
+                await conn.execute(
+                    select(S.holds.c.pipeline).where(S.holds.c.pipeline == pipeline, S.holds.c.version == (version or ""))
+                )
+            ).first()
+            if exists is None:
+                await conn.execute(insert(S.holds).values(pipeline=pipeline, version=version or "", created_at=now))
+
+    async def unhold(self, pipeline: str) -> int:
+        async with self.write() as conn:
+            res = await conn.execute(delete(S.holds).where(S.holds.c.pipeline == pipeline))
+            await self._notify(conn, "run")
+            return int(res.rowcount)
+
+    # ------------------------------------------------------------------ journal batch
+
+    async def commit_ops(self, ops: list[Op]) -> list[BaseException | None]:
+        """Apply many runs' ops in one transaction. Each op is checked against its lease."""
+        results: list[BaseException | None] = [None] * len(ops)
+        r = S.runs.c
+        async with self.write() as conn:
+            fenced = {op.run_id for op in ops if op.owner is not None}
+            current: dict[str, tuple[str | None, int]] = {}
+            if fenced:
+                q = select(r.id, r.lease_owner, r.attempt).where(r.id.in_(list(fenced)))
+                if not self.is_sqlite:
+                    q = q.with_for_update()
+                for rid, lo, att in (await conn.execute(q)).all():
+                    current[rid] = (lo, att)
+            ev_rows: list[dict[str, Any]] = []
+            new_runs: list[dict[str, Any]] = []
+            notify = False
+            for i, op in enumerate(ops):
+                if op.owner is not None and current.get(op.run_id) != (op.owner, op.attempt):
+                    results[i] = LeaseLost(f"run {op.run_id}: lease lost")
+                    continue
+                ev_rows.extend(op.events)
+                new_runs.extend(op.new_runs)
+            if new_runs:
+                await conn.execute(insert(S.runs), new_runs)
+                notify = True
+            if ev_rows:
+                await conn.execute(insert(S.events), ev_rows)
+            for i, op in enumerate(ops):
+                if results[i] is not None:
+                    continue
+                if op.consume_input is not None:
+                    await conn.execute(
+                        update(S.inputs)
+                        .where(S.inputs.c.id == op.consume_input, S.inputs.c.consumed_seq.is_(None))
+                        .values(consumed_seq=op.consume_seq)
+                    )
+                if op.run_update:
+                    await conn.execute(update(S.runs).where(r.id == op.run_id).values(**op.run_update))
+                    if op.run_update.get("lease_owner", "x") is None or op.run_update.get("status") in S.TERMINAL:
+                        notify = True
+                if op.wake_parent:
+                    await conn.execute(
+                        update(S.runs)
+                        .where(r.id == op.wake_parent, r.status == "waiting")
+                        .values(wake_at=op.run_update.get("updated_at") if op.run_update else time.time())
+                    )
+                    notify = True
+            if notify:
+                await self._notify(conn, "run")
+        return results
+
+    async def _notify(self, conn: AsyncConnection, payload: str) -> None:
+        if not self.is_sqlite:
+            await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+
+    # ------------------------------------------------------------------ gc
+
+    async def gc(self, *, older_than: float) -> int:
+        r = S.runs.c
+        async with self.write() as conn:
+            ids = [
+                x
+                for (x,) in (
+                    await conn.execute(select(r.id).where(r.status.in_(list(S.TERMINAL)), r.finished_at < older_than))
+                ).all()
+            ]
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk : chunk + 500]
+                await conn.execute(delete(S.events).where(S.events.c.run_id.in_(part)))
+                await conn.execute(delete(S.inputs).where(S.inputs.c.run_id.in_(part)))
+                await conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
+                await conn.execute(delete(S.runs).where(r.id.in_(part)))
+            return len(ids)
+
+
+def _sqlite_events(engine: AsyncEngine, begin: str, synchronous: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+
+class Journal:
+    """Group commit: the pending ops of every run in this process share one transaction.
+
+    A caller's ``submit`` returns once its op is durable (or raises LeaseLost). Connection
+    failures are retried with backoff, so a database restart pauses runs instead of failing them.
+    """
+
+    def __init__(self, store: Store, *, max_batch: int = 500) -> None:
+        self._store = store
+        self._pending: list[Op] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._max_batch = max_batch
+        self.retry_for = float(os.environ.get("DURAPIPE_DB_RETRY_SECONDS", "60"))
+        self.batches = 0
+        self.ops = 0
+
+    async def submit(self, op: Op) -> None:
+        loop = asyncio.get_running_loop()
+        op.future = loop.create_future()
+        self._pending.append(op)
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._run(), name="durapipe-journal")
+        assert self._wake is not None
+        self._wake.set()
+        await op.future
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: len(batch)]
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[Op]) -> None:
+        delay = 0.05
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                results = await self._store.commit_ops(batch)
+                break
+            except IntegrityError as exc:
+                if len(batch) == 1:
+                    results = [exc]
+                    break
+                # Isolate the op at fault; the others still commit.
+                for op in batch:
+                    await self._commit([op])
+                return
+            except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:
+                if not (_is_transient(exc) or isinstance(exc, DatabaseUnavailable)) or time.monotonic() > deadline:
+                    results = [exc] * len(batch)
+                    break
+                log.warning("database write failed (%s); retrying in %.2fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.batches += 1
+        self.ops += len(batch)
+        for op, res in zip(batch, results, strict=True):
+            fut = op.future
+            if fut is None or fut.done():
+                continue
+            if res is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(res)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+
+async def open_store(url: str | None = None, *, migrate: bool | None = None) -> Store:
+    """Open the database at ``url`` (or DURAPIPE_DATABASE_URL, or ./durapipe.db).
+
+    An embedded SQLite database is migrated on first use; PostgreSQL must be migrated with
+    ``durapipe db upgrade`` (``migrate=True`` does it here).
+    """
+    store = Store(resolve_url(url))
+    try:
+        if migrate is not False:
+            await store.ensure_schema(auto_migrate=bool(migrate))
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,156 @@
+"""The exceptions durapipe raises.
+
+::
+
+    DurapipeError
+    ├── ConfigError              bad URL, target, input, or an unmigrated database
+    │   ├── TargetNotFound
+    │   └── InvalidInput
+    ├── DatabaseUnavailable      the database could not be reached
+    ├── RunNotFound
+    ├── InvalidRunState          e.g. resume of a completed run
+    ├── NotInPipeline            dp.exec & co. called outside a running pipeline
+    ├── NonDeterminismError      code no longer matches the recorded history
+    ├── SerializationError       a result or input that is not JSON
+    ├── StepFailed               a step failed after its retries
+    │   └── ExecFailed           a command exited non-zero (check=True) or timed out
+    ├── SubpipelineFailed        a child run failed
+    ├── InputTimeout             await_input timed out without a default
+    └── VersionMismatch          a pinned run met a different version
+
+    BaseException (not Exception: user code must not swallow them)
+    └── RunInterrupted
+        ├── LeaseLost            another worker owns the run now
+        ├── RunStopping          a stop or a shutdown was requested
+        └── RunSuspending        the run is parked until a timer, input or child
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DurapipeError(Exception):
+    """Base of every error durapipe raises on purpose."""
+
+
+class ConfigError(DurapipeError):
+    """Something the user gave us (URL, target, option) is wrong."""
+
+
+class TargetNotFound(ConfigError):
+    """A pipeline target (``file.py:name`` or ``module:name``) cannot be loaded."""
+
+
+class InvalidInput(ConfigError):
+    """Inputs that the pipeline does not accept or that cannot be parsed."""
+
+
+class DatabaseUnavailable(DurapipeError):
+    """The database cannot be reached."""
+
+
+class RunNotFound(DurapipeError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id!r}; `durapipe list` shows the runs there are")
+        self.run_id = run_id
+
+
+class InvalidRunState(DurapipeError):
+    """The run is not in a state that allows the operation."""
+
+
+class NotInPipeline(DurapipeError):
+    """A journaled primitive was called outside a running pipeline."""
+
+
+class NonDeterminismError(DurapipeError):
+    def __init__(self, run_id: str, step: str, recorded: str, now: str) -> None:
+        super().__init__(
+            f"run {run_id} is nondeterministic at step {step}: the history recorded {recorded}, "
+            f"the code now does {now}. Restore the code the run started with (or make it make the "
+            f"same calls in the same order), then `durapipe resume {run_id}`"
+        )
+        self.run_id = run_id
+        self.step = step
+        self.recorded = recorded
+        self.now = now
+
+
+class SerializationError(DurapipeError):
+    """A value that cannot be stored as JSON."""
+
+
+class StepFailed(DurapipeError):
+    """A step raised after its retries; the original error is ``__cause__`` when live."""
+
+    def __init__(self, step: str, error_type: str, message: str) -> None:
+        super().__init__(f"step {step} failed: {error_type}: {message}")
+        self.step = step
+        self.error_type = error_type
+        self.error_message = message
+
+
+class ExecFailed(StepFailed):
+    """A command exited with a non-zero code (``check=True``) or timed out."""
+
+    def __init__(
+        self,
+        step: str,
+        argv: list[str],
+        exit_code: int | None,
+        stderr: str = "",
+        timed_out: bool = False,
+    ) -> None:
+        cmd = " ".join(argv)
+        why = "timed out" if timed_out else f"exited with code {exit_code}"
+        tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        message = f"`{cmd}` {why}" + (f": {tail}" if tail else "")
+        super().__init__(step, "ExecFailed", message)
+        self.argv = argv
+        self.exit_code = exit_code
+        self.stderr = stderr
+        self.timed_out = timed_out
+
+
+class SubpipelineFailed(DurapipeError):
+    def __init__(self, child_run_id: str, error: dict[str, Any] | None) -> None:
+        err = error or {}
+        msg = err.get("message", "failed")
+        super().__init__(f"child run {child_run_id} failed: {err.get('type', 'Error')}: {msg}")
+        self.child_run_id = child_run_id
+        self.error = err
+
+
+class InputTimeout(DurapipeError):
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(f"no value for input {name!r} arrived within {timeout:g}s")
+        self.name = name
+        self.timeout = timeout
+
+
+class VersionMismatch(DurapipeError):
+    def __init__(self, pipeline: str, recorded: str, current: str) -> None:
+        super().__init__(
+            f"pinned run of {pipeline} started on version {recorded!r} but the code is now "
+            f"version {current!r}"
+        )
+        self.pipeline = pipeline
+        self.recorded = recorded
+        self.current = current
+
+
+class RunInterrupted(BaseException):
+    """Control flow that unwinds a pipeline; never caught by ``except Exception``."""
+
+
+class LeaseLost(RunInterrupted):
+    """Another worker holds the run now; this one must write nothing more."""
+
+
+class RunStopping(RunInterrupted):
+    """A stop (or a worker shutdown) was requested."""
+
+
+class RunSuspending(RunInterrupted):
+    """The run is parked in the database until it is due again."""
