@@ -196,10 +196,10 @@ def _import_file(path: Path) -> Any:
         sys.path.insert(0, parent)
     try:
         spec.loader.exec_module(module)
-    except BaseException:
+    except Exception as exc:
         sys.modules.pop(mod_name, None)
         _FILE_MODULES.pop(mod_name, None)
-        raise
+        raise TargetNotFound(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     return module
 
 
@@ -219,7 +219,9 @@ def load_module(spec: str) -> Any:
             raise TargetNotFound(
                 f"no module named {spec!r} (from {os.getcwd()}); give a file path like path/to/file.py or a module on PYTHONPATH"
             ) from None
-        raise
+        raise TargetNotFound(f"importing {spec} failed: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise TargetNotFound(f"importing {spec} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def pipelines_in(module: Any) -> list[PipelineDef]:

@@ -154,3 +154,15 @@ class RunStopping(RunInterrupted):
 
 class RunSuspending(RunInterrupted):
     """The run is parked in the database until it is due again."""
+
+
+class RunFailed(DurapipeError):
+    """A run ended without completing (failed, cancelled, aborted, or blocked)."""
+
+    def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
+        err = error or {}
+        detail = f": {err.get('type', 'Error')}: {err.get('message', '')}" if err else ""
+        super().__init__(f"run {run_id} is {status}{detail}")
+        self.run_id = run_id
+        self.status = status
+        self.error = err

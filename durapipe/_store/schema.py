@@ -129,3 +129,5 @@ holds = Table(
 TERMINAL = frozenset({"completed", "failed", "cancelled", "aborted"})
 SUSPENDABLE = ("sleeping", "waiting")
 ACTIVE = ("pending", "running", "sleeping", "waiting")
+RESUMABLE_EXTRA = ("stopped", "blocked")
+ALL_STATUSES = ("pending", "running", "sleeping", "waiting", "stopped", "blocked", "completed", "failed", "cancelled", "aborted")

@@ -58,6 +58,9 @@ class Op:
     consume_input: int | None = None
     consume_seq: int | None = None
     wake_parent: str | None = None  # a parent run to make runnable now (child finished)
+    # When suspending: wake at once if what the run waits for arrived meanwhile (no lost wake-ups).
+    wake_if_input: str | None = None
+    wake_if_child: str | None = None
     future: asyncio.Future[None] | None = None
 
 
@@ -516,7 +519,11 @@ class Store:
                         .values(consumed_seq=op.consume_seq)
                     )
                 if op.run_update:
-                    await conn.execute(update(S.runs).where(r.id == op.run_id).values(**op.run_update))
+                    values = dict(op.run_update)
+                    if op.wake_if_input is not None or op.wake_if_child is not None:
+                        if await self._arrived(conn, op):
+                            values["wake_at"] = values.get("updated_at") or time.time()
+                    await conn.execute(update(S.runs).where(r.id == op.run_id).values(**values))
                     if op.run_update.get("lease_owner", "x") is None or op.run_update.get("status") in S.TERMINAL:
                         notify = True
                 if op.wake_parent:
@@ -529,6 +536,19 @@ class Store:
             if notify:
                 await self._notify(conn, "run")
         return results
+
+    async def _arrived(self, conn: AsyncConnection, op: Op) -> bool:
+        if op.wake_if_input is not None:
+            c = S.inputs.c
+            q = select(c.id).where(c.run_id == op.run_id, c.name == op.wake_if_input, c.consumed_seq.is_(None)).limit(1)
+            if (await conn.execute(q)).first() is not None:
+                return True
+        if op.wake_if_child is not None:
+            q = select(S.runs.c.status).where(S.runs.c.id == op.wake_if_child)
+            st = (await conn.execute(q)).scalar()
+            if st in S.TERMINAL:
+                return True
+        return False
 
     async def _notify(self, conn: AsyncConnection, payload: str) -> None:
         if not self.is_sqlite:

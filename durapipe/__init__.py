@@ -1,0 +1,59 @@
+"""durapipe: durable pipelines for Python.
+
+Pipelines are plain ``async def`` functions. Their calls that touch the world are journaled to
+a SQL history; a crash, a stop or a week-long wait is continued later by replay.
+"""
+
+from __future__ import annotations
+
+from ._client import Client, RunView
+from ._definition import PipelineDef, pipeline, step
+from ._engine import RunInfo, context, gather, now, random, sleep, uuid4
+from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
+from ._exec import ExecResult
+from ._waits import await_input, run_subpipeline
+from .errors import (
+    DurapipeError,
+    ExecFailed,
+    InputTimeout,
+    NonDeterminismError,
+    NotInPipeline,
+    RunFailed,
+    RunNotFound,
+    SerializationError,
+    StepFailed,
+    SubpipelineFailed,
+    VersionMismatch,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "DurapipeError",
+    "ExecFailed",
+    "ExecResult",
+    "InputTimeout",
+    "NonDeterminismError",
+    "NotInPipeline",
+    "PipelineDef",
+    "RunFailed",
+    "RunInfo",
+    "RunNotFound",
+    "RunView",
+    "SerializationError",
+    "StepFailed",
+    "SubpipelineFailed",
+    "VersionMismatch",
+    "await_input",
+    "context",
+    "exec",
+    "gather",
+    "now",
+    "pipeline",
+    "random",
+    "run_subpipeline",
+    "sleep",
+    "step",
+    "uuid4",
+]

@@ -1,0 +1,3 @@
+from durapipe.cli import main
+
+main()

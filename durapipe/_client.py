@@ -1,0 +1,261 @@
+"""Client: drive runs from a program or the CLI without running them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import _serde
+from ._definition import PipelineDef, load_target, registered
+from ._ids import new_id, validate_run_id
+from ._store import Store, open_store
+from ._store import schema as S
+from .errors import ConfigError, InvalidInput, InvalidRunState, RunFailed, RunNotFound
+
+RESUMABLE = ("stopped", "failed", "blocked")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunView:
+    """A run as a program sees it."""
+
+    run_id: str
+    pipeline: str
+    version: str
+    status: str
+    inputs: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    parent_run_id: str | None
+    root_run_id: str
+    pinned: bool
+    attempt: int
+    entrypoint: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    wake_at: float | None
+    waiting_for: Any
+    lease_owner: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> RunView:
+        return cls(
+            run_id=row.id, pipeline=row.pipeline, version=row.version, status=row.status,
+            inputs=_serde.loads(row.inputs) or {}, output=_serde.loads(row.output), error=_serde.loads(row.error),
+            parent_run_id=row.parent_run_id, root_run_id=row.root_run_id, pinned=bool(row.pinned),
+            attempt=row.attempt, entrypoint=row.entrypoint, created_at=row.created_at, updated_at=row.updated_at,
+            finished_at=row.finished_at, wake_at=row.wake_at, waiting_for=_serde.loads(row.waiting_for),
+            lease_owner=row.lease_owner,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+
+def event_json(ev: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"seq": ev.seq, "kind": ev.kind, "step": ev.step, "name": ev.name, "label": ev.label, "at": ev.at, "attempt": ev.attempt}
+    if ev.data is not None:
+        try:
+            out["data"] = _serde.loads(ev.data)
+        except ValueError:
+            out["data"] = ev.data
+    return out
+
+
+def parse_inputs(pairs: list[str], input_json: str | None) -> dict[str, Any]:
+    """``--input k=v`` (v as JSON when it parses, else a string) and ``--input-json '{...}'``."""
+    inputs: dict[str, Any] = {}
+    if input_json:
+        try:
+            data = _serde.loads(input_json)
+        except ValueError as exc:
+            raise InvalidInput(f"--input-json is not valid JSON ({exc.args[0] if exc.args else exc}); example: --input-json '{{\"n\": 3}}'") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("--input-json must be a JSON object of input names to values, e.g. '{\"n\": 3}'")
+        inputs.update(data)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise InvalidInput(f"--input {pair!r} is not NAME=VALUE (e.g. --input branch=main, --input n=3)")
+        if "\x00" in value:
+            raise InvalidInput(f"--input {key}: values cannot contain NUL bytes")
+        inputs[key] = _serde.parse_cli_value(value)
+    return inputs
+
+
+class Client:
+    """Start, inspect and steer runs. ``async with await Client.connect(url) as c: ...``"""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @classmethod
+    async def connect(cls, url: str | None = None, *, migrate: bool | None = None) -> Client:
+        return cls(await open_store(url, migrate=migrate))
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---------------------------------------------------------------- starting
+
+    async def create_run(
+        self,
+        pdef: PipelineDef,
+        inputs: dict[str, Any],
+        *,
+        run_id: str | None = None,
+        pin: bool | None = None,
+        owner: str | None = None,
+        ttl: float = 30.0,
+    ) -> tuple[Any, bool]:
+        """Insert a run (leased to ``owner`` when given). -> (row, created)."""
+        if run_id is not None:
+            why = validate_run_id(run_id)
+            if why:
+                raise InvalidInput(f"run id {run_id!r} is not usable: {why}")
+        inputs = pdef.bind_inputs(inputs)
+        text = _serde.dumps(inputs, what="the inputs")
+        rid = run_id or new_id("run")
+        now = self.store_now()
+        pinned = pdef.pin if pin is None else pin
+        row = {
+            "id": rid, "pipeline": pdef.name, "version": pdef.version, "entrypoint": pdef.entrypoint,
+            "pinned": pinned, "status": "running" if owner else "pending", "inputs": text,
+            "parent_run_id": None, "parent_step": None, "root_run_id": rid, "depth": 0, "prefix": pdef.name,
+            "created_at": now, "updated_at": now, "attempt": 1 if owner else 0,
+            "lease_owner": owner, "lease_expires_at": now + ttl if owner else None,
+        }
+        started = {
+            "run_id": rid, "seq": 1, "kind": "run_started", "step": None, "name": pdef.name, "label": None,
+            "at": now, "attempt": row["attempt"],
+            "data": _serde.dumps({"inputs": inputs, "version": pdef.version, "entrypoint": pdef.entrypoint, "pinned": pinned, "host": socket.gethostname(), "pid": os.getpid()}),
+        }
+        existing, created = await self.store.create_run(row, [started])
+        if not created and existing.pipeline != pdef.name:
+            raise InvalidInput(f"run id {rid!r} is taken by a run of pipeline {existing.pipeline!r}")
+        return existing, created
+
+    @staticmethod
+    def store_now() -> float:
+        import time
+
+        return time.time()
+
+    async def start(
+        self,
+        pipeline: PipelineDef | str,
+        *,
+        run_id: str | None = None,
+        pin: bool | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kw_inputs: Any,
+    ) -> str:
+        """Queue a run for the workers; with the id of an existing run, return that run's id."""
+        pdef = self.resolve(pipeline)
+        row, _ = await self.create_run(pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin)
+        return str(row.id)
+
+    @staticmethod
+    def resolve(pipeline: PipelineDef | str) -> PipelineDef:
+        if isinstance(pipeline, PipelineDef):
+            return pipeline
+        if isinstance(pipeline, str):
+            if ":" in pipeline or pipeline.endswith(".py"):
+                return load_target(pipeline)
+            found = registered(pipeline)
+            if found is not None:
+                return found
+            raise ConfigError(f"no pipeline named {pipeline!r} is imported; pass the pipeline object or FILE.py:NAME")
+        raise ConfigError(f"{pipeline!r} is not a pipeline: decorate it with @dp.pipeline")
+
+    # ---------------------------------------------------------------- reading
+
+    async def row(self, run_id: str) -> Any:
+        row = await self.store.get_run(run_id)
+        if row is None:
+            raise RunNotFound(run_id)
+        return row
+
+    async def get(self, run_id: str) -> RunView:
+        return RunView.of(await self.row(run_id))
+
+    async def list(self, *, status: str | None = None, pipeline: str | None = None, roots_only: bool = False, limit: int = 200) -> list[RunView]:
+        if status is not None and status not in S.ACTIVE + S.RESUMABLE_EXTRA + tuple(S.TERMINAL):
+            raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(S.ALL_STATUSES)}")
+        rows = await self.store.list_runs(status=status, pipeline=pipeline, roots_only=roots_only, limit=limit)
+        return [RunView.of(r) for r in rows]
+
+    async def events(self, run_id: str) -> list[dict[str, Any]]:
+        await self.row(run_id)
+        return [event_json(e) for e in await self.store.events(run_id)]
+
+    async def result(self, run_id: str, *, timeout: float | None = None, poll: float = 0.2) -> Any:
+        """Wait for the run to end; return its output or raise RunFailed (TimeoutError on timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            row = await self.row(run_id)
+            if row.status == "completed":
+                return _serde.loads(row.output)
+            if row.status in S.TERMINAL or row.status == "blocked":
+                raise RunFailed(run_id, row.status, _serde.loads(row.error))
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"run {run_id} is still {row.status} after {timeout:g}s")
+            await asyncio.sleep(poll)
+
+    # ---------------------------------------------------------------- steering
+
+    async def resume(self, run_id: str) -> None:
+        """Make a stopped, failed or blocked run runnable again for the workers."""
+        row = await self.row(run_id)
+        check_resumable(row)
+        if row.status in RESUMABLE:
+            await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)
+
+
+def check_resumable(row: Any) -> None:
+    if row.status == "completed":
+        raise InvalidRunState(f"run {row.id} has completed; there is nothing to resume (`durapipe show {row.id}`)")
+    if row.status in ("cancelled", "aborted"):
+        raise InvalidRunState(f"run {row.id} was {row.status}; it cannot be resumed — start a new run")
+
+
+async def steer(client: Client, run_id: str, what: str) -> str:
+    """Stop (``stop``/``stop_now``) or cancel a run wherever it is. -> what happened."""
+    row = await client.row(run_id)
+    verb = "cancel" if what == "cancel" else "stop"
+    if row.status in S.TERMINAL:
+        raise InvalidRunState(f"run {run_id} has already ended ({row.status}); there is nothing to {verb}")
+    if verb == "stop" and row.status == "stopped":
+        raise InvalidRunState(f"run {run_id} is already stopped; `durapipe resume {run_id}` continues it")
+    now = client.store_now()
+    held = row.lease_owner is not None and (row.lease_expires_at or 0) >= now
+    if held:
+        await client.store.set_request(run_id, what, now=now)
+        return "requested"
+    if verb == "stop":
+        ok = await client.store.finish_unleased(
+            run_id, status="stopped", event={"kind": "run_stopped", "attempt": row.attempt, "data": None},
+            now=now, expect=S.ACTIVE + ("blocked", "failed"),
+        )
+        if not ok:  # it was claimed meanwhile: ask its new holder
+            await client.store.set_request(run_id, what, now=now)
+            return "requested"
+        return "stopped"
+    # Cancel of an unleased run: its pipeline must run its finally blocks, so a runner takes it.
+    if row.status in RESUMABLE:
+        await client.store.make_runnable(run_id, now=now, statuses=RESUMABLE)
+    await client.store.set_request(run_id, "cancel", now=now, wake=True)
+    return "queued"

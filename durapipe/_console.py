@@ -1,0 +1,198 @@
+"""All rendering: live log lines, the `list` table, the `show` tree.
+
+The engine emits plain records; this is the one place that turns them into text. Live lines are
+written with plain ANSI codes (fast enough for 100,000 lines); tables and trees use rich.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import zlib
+from collections.abc import Iterable
+from typing import IO, Any
+
+from ._engine import LogRecord, fmt_span
+
+_PALETTE = [36, 32, 35, 34, 33, 96, 92, 95, 94, 93]  # ANSI foreground colours
+_STREAM_STYLE = {"err": "31", "warn": "33", "error": "1;31", "info": "2"}
+MIN_WIDTH = 20
+
+
+def use_color(stream: IO[str]) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return bool(getattr(stream, "isatty", lambda: False)()) and os.environ.get("TERM") != "dumb"
+
+
+def timestamp(at: float) -> str:
+    """Local time with milliseconds: 2026-11-27T11:18:25.364."""
+    ms = int((at % 1) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(at)) + f".{ms:03d}"
+
+
+class LineFormatter:
+    """``2026-11-27T11:18:25.364 [deploy.exec_1       ] README.md`` with aligned prefixes."""
+
+    def __init__(self, *, timestamps: bool = True, color: bool = False, width: int = MIN_WIDTH) -> None:
+        self.timestamps = timestamps
+        self.color = color
+        self.width = width
+
+    def fit(self, prefixes: Iterable[str]) -> None:
+        for p in prefixes:
+            self.width = max(self.width, len(p))
+
+    def format(self, *, prefix: str, line: str, stream: str, at: float) -> str:
+        if len(prefix) > self.width:
+            self.width = len(prefix)
+        mark = "!" if stream == "err" else " "
+        padded = prefix.ljust(self.width)
+        ts = timestamp(at) + " " if self.timestamps else ""
+        if not self.color:
+            return f"{ts}[{padded}]{mark}{line}"
+        colour = _PALETTE[zlib.crc32(prefix.encode()) % len(_PALETTE)]
+        style = _STREAM_STYLE.get(stream)
+        body = f"\x1b[{style}m{line}\x1b[0m" if style else line
+        mark_s = "\x1b[31m!\x1b[0m" if stream == "err" else " "
+        return f"\x1b[2m{ts}\x1b[0m[\x1b[{colour}m{padded}\x1b[0m]{mark_s}{body}"
+
+
+class LiveConsole:
+    """Prints log records as they happen (``durapipe run``, ``resume``, ``worker --console``)."""
+
+    def __init__(self, *, timestamps: bool = True, stream: IO[str] | None = None, json_lines: bool = False) -> None:
+        self.stream = stream or sys.stdout
+        self.json_lines = json_lines
+        self.fmt = LineFormatter(timestamps=timestamps, color=use_color(self.stream))
+
+    def record(self, rec: LogRecord) -> None:
+        if self.json_lines:
+            self.stream.write(json.dumps(record_json(rec.__dict__), ensure_ascii=False) + "\n")
+        else:
+            self.stream.write(self.fmt.format(prefix=rec.prefix, line=rec.line, stream=rec.stream, at=rec.at) + "\n")
+        self.stream.flush()
+
+
+def record_json(r: Any) -> dict[str, Any]:
+    get = r.get if isinstance(r, dict) else (lambda k: getattr(r, k, None))
+    return {
+        "at": get("at"), "time": timestamp(float(get("at"))), "run_id": get("run_id"), "root_run_id": get("root_run_id"),
+        "step": get("step"), "prefix": get("prefix"), "stream": get("stream"), "line": get("line"), "attempt": get("attempt"),
+    }
+
+
+# ---------------------------------------------------------------------- tables and trees
+
+STATUS_STYLE = {
+    "completed": "green", "failed": "red", "blocked": "bold red", "aborted": "red", "cancelled": "yellow",
+    "stopped": "yellow", "running": "cyan", "sleeping": "blue", "waiting": "magenta", "pending": "white",
+}
+
+
+def _dur(row: Any, now: float) -> str:
+    end = row.finished_at or now
+    secs = max(0.0, end - row.created_at)
+    if secs < 1:
+        return f"{secs * 1000:.0f}ms"
+    return fmt_span(secs)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_list(rows: list[Any], counts: dict[str, int], *, now: float) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("RUN", "PIPELINE", "VERSION", "STATUS", "STARTED", "DURATION"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+        table.add_row(
+            ("  " * r.depth) + r.id, r.pipeline, r.version, Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+            started, _dur(r, now),
+        )
+    summary = Text("  ".join(f"{s}: {n}" for s, n in sorted(counts.items())) or "no runs", style="dim")
+    return Group(table, summary)
+
+
+def render_show(run: Any, events: list[Any], *, children: list[Any], waits: list[str], now: float, note: str | None = None) -> Any:
+    from rich.console import Group
+    from rich.text import Text
+    from rich.tree import Tree
+
+    head = Text.assemble(
+        (run.id, "bold"), "  ", (run.pipeline, "bold"), f" v{run.version}", "  ",
+        (run.status, STATUS_STYLE.get(run.status, "")), f"  {_dur(run, now)}",
+        ("  pinned" if run.pinned else ""),
+    )
+    tree = Tree(head)
+    inputs = json.loads(run.inputs) if run.inputs else {}
+    if inputs:
+        tree.add(Text(f"inputs: {_short(inputs, 200)}", style="dim"))
+    steps: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    for ev in events:
+        if ev.step is None:
+            continue
+        s = steps.get(ev.step)
+        if s is None:
+            s = steps[ev.step] = {"label": ev.label or ev.name or ev.step, "kind": ev.kind, "start": ev.at, "end": None, "tries": 0, "data": None}
+            order.append(ev.step)
+        s["last"] = ev.kind
+        if ev.kind in ("step_started",):
+            s["tries"] += 1
+        if ev.kind in ("step_retry",):
+            s["tries"] += 1
+        if ev.kind.endswith(("_completed", "_failed", "_fired", "_received", "_timeout", "_recorded")):
+            s["end"] = ev.at
+            s["data"] = ev.data
+    for key in order:
+        s = steps[key]
+        last = s["last"]
+        state = {
+            "step_completed": ("done", "green"), "step_failed": ("failed", "red"), "timer_fired": ("done", "green"),
+            "input_received": ("received", "green"), "input_timeout": ("timed out", "yellow"),
+            "child_completed": ("done", "green"), "child_failed": ("failed", "red"), "value_recorded": ("done", "green"),
+            "timer_started": ("sleeping", "blue"), "input_requested": ("waiting", "magenta"),
+            "child_started": ("waiting", "magenta"), "step_started": ("running", "cyan"), "step_retry": ("retrying", "yellow"),
+        }.get(last, (last, ""))
+        dur = f"{(s['end'] or now) - s['start']:.3f}s" if s["end"] else ""
+        extra = ""
+        if s["data"]:
+            try:
+                d = json.loads(s["data"])
+            except ValueError:
+                d = None
+            if isinstance(d, dict):
+                val = d.get("result", d.get("value", d.get("output", d.get("error"))))
+                if isinstance(val, dict) and "exit_code" in val:
+                    val = f"exit {val['exit_code']}"
+                elif isinstance(val, dict) and "message" in val and "type" in val:
+                    val = f"{val['type']}: {val['message']}"
+                if val is not None:
+                    extra = "  → " + _short(val)
+        tries = f"  attempt {s['tries']}" if s["tries"] > 1 else ""
+        tree.add(Text.assemble(f"{key:>6}  ", (s["label"], "bold"), "  ", (state[0], state[1]), f"  {dur}{tries}", (extra, "dim")))
+    for kid in children:
+        tree.add(Text.assemble("child  ", (kid.id, "bold"), f"  {kid.pipeline}  ", (kid.status, STATUS_STYLE.get(kid.status, ""))))
+    parts: list[Any] = [tree]
+    if run.output:
+        parts.append(Text(f"output: {_short(json.loads(run.output), 400)}"))
+    if run.error:
+        err = json.loads(run.error)
+        parts.append(Text(f"error: {err.get('type')}: {err.get('message')}", style="red"))
+    for w in waits:
+        parts.append(Text(w, style="magenta"))
+    if note:
+        parts.append(Text(note, style="yellow"))
+    return Group(*parts)

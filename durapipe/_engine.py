@@ -1,0 +1,617 @@
+"""Replay and the journaled calls.
+
+A :class:`RunContext` is one execution attempt of one run. It holds the run's history indexed
+by step key. Each journaled call takes the next key of its branch synchronously, before any
+await; if the history has a completion for that key, the recorded result is returned (after a
+check that the code made the same kind of call with the same name); otherwise the call runs
+for real and its completion is journaled before the result is handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import random as _random
+import socket
+import time
+import traceback
+import uuid as _uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import _exec, _serde
+from ._clock import Clock
+from ._store.store import Journal, Op
+from .errors import (
+    DurapipeError,
+    LeaseLost,
+    NonDeterminismError,
+    NotInPipeline,
+    RunInterrupted,
+    RunStopping,
+    RunSuspending,
+    SerializationError,
+    StepFailed,
+)
+
+HOST = socket.gethostname()
+INFINITY = math.inf
+
+COMPLETIONS = frozenset(
+    {"step_completed", "step_failed", "timer_fired", "input_received", "input_timeout", "child_completed", "child_failed", "value_recorded"}
+)
+
+
+def family(kind: str) -> str:
+    return kind.split("_", 1)[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogRecord:
+    run_id: str
+    root_run_id: str
+    step: str | None
+    prefix: str
+    stream: str  # out | err | info | warn | error
+    line: str
+    at: float
+    attempt: int
+
+
+class RunHost(Protocol):
+    """What the engine needs from whoever runs it (a worker or `durapipe run`)."""
+
+    clock: Clock
+    journal: Journal
+    suspend_after: float
+    poll_interval: float
+
+    def emit(self, rec: LogRecord) -> None: ...
+    def child_created(self, ctx: RunContext, child_id: str) -> None: ...
+    async def fetch_input(self, run_id: str, name: str) -> tuple[int, Any] | None: ...
+    async def child_outcome(self, child_id: str) -> tuple[str, Any, Any] | None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """What ``dp.context()`` tells a pipeline or step about where it runs."""
+
+    run_id: str
+    pipeline: str
+    version: str
+    attempt: int
+    root_run_id: str
+    parent_run_id: str | None
+    step_id: str | None = None
+    is_replaying: bool = False
+
+
+class Branch:
+    """A step-key namespace: the root of a run, or one branch of a dp.gather."""
+
+    __slots__ = ("path", "counter", "task")
+
+    def __init__(self, path: str, task: asyncio.Task[Any] | None) -> None:
+        self.path = path
+        self.counter = 0
+        self.task = task
+
+    def next_key(self) -> str:
+        self.counter += 1
+        return f"{self.path}/{self.counter}" if self.path else str(self.counter)
+
+
+_CTX: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("durapipe_run", default=None)
+_BRANCH: contextvars.ContextVar[Branch | None] = contextvars.ContextVar("durapipe_branch", default=None)
+_IN_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("durapipe_step", default=None)
+
+
+def current(what: str) -> tuple[RunContext, Branch]:
+    ctx = _CTX.get()
+    if ctx is None:
+        raise NotInPipeline(
+            f"dp.{what}() works only inside a running pipeline; start one with `durapipe run FILE.py:NAME`"
+        )
+    if _IN_STEP.get() is not None:
+        raise NotInPipeline(f"dp.{what}() cannot be called inside a @dp.step; call it from the pipeline itself")
+    branch = _BRANCH.get()
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    if branch is None or task is not branch.task:
+        raise DurapipeError(
+            f"dp.{what}() was called from a task durapipe does not know (asyncio.create_task or "
+            "asyncio.gather?). Run concurrent calls with `await dp.gather(...)` so replay stays deterministic"
+        )
+    return ctx, branch
+
+
+def error_data(exc: BaseException, *, step: str | None = None) -> dict[str, Any]:
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    # Trim to user code: drop frames from durapipe's own modules.
+    kept = [line for line in tb if "/durapipe/_" not in line and "asyncio/" not in line]
+    data: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(kept)[-8000:]}
+    if step is not None:
+        data["step"] = step
+    return data
+
+
+class RunContext:
+    """One attempt at running one run: its history, its lease, its position in the code."""
+
+    def __init__(
+        self,
+        *,
+        host: RunHost,
+        row: Any,
+        history: list[Any],
+        owner: str,
+        resumed_failure: bool = False,
+    ) -> None:
+        self.host = host
+        self.clock = host.clock
+        self.journal = host.journal
+        self.run_id: str = row.id
+        self.pipeline: str = row.pipeline
+        self.version: str = row.version
+        self.root_run_id: str = row.root_run_id
+        self.parent_run_id: str | None = row.parent_run_id
+        self.depth: int = row.depth
+        self.prefix: str = row.prefix
+        self.owner = owner
+        self.attempt: int = row.attempt
+        self.next_seq = history[-1].seq if history else 0
+        self.records: dict[str, list[Any]] = {}
+        for ev in history:
+            if ev.step is not None:
+                self.records.setdefault(ev.step, []).append(ev)
+        # A resumed failed run retries the step whose failure failed it.
+        for ev in history:
+            if ev.kind == "run_failed" and ev.data:
+                origin = _serde.loads(ev.data).get("step")
+                if origin and origin in self.records:
+                    self.records[origin] = [e for e in self.records[origin] if e.kind != "step_failed" and e.seq < ev.seq] + [
+                        e for e in self.records[origin] if e.seq > ev.seq
+                    ]
+        self.visited: set[str] = set()
+        self.labels: dict[str, int] = {}
+        self.gathers = 0
+        self.request: str | None = None  # stop | stop_now | cancel | shutdown | lost
+        self.interrupted = asyncio.Event()
+        self.nudge = asyncio.Event()
+        self.procs: set[_exec.Process] = set()
+        self.cancel_pending = False
+        self.cancel_delivered = False
+        self.fatal: NonDeterminismError | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.status = "running"
+
+    # ---------------------------------------------------------------- helpers
+
+    def info(self, step_key: str | None = None, replaying: bool = False) -> RunInfo:
+        return RunInfo(
+            run_id=self.run_id, pipeline=self.pipeline, version=self.version, attempt=self.attempt,
+            root_run_id=self.root_run_id, parent_run_id=self.parent_run_id,
+            step_id=f"{self.run_id}.{step_key}" if step_key else None, is_replaying=replaying,
+        )
+
+    def label(self, name: str) -> str:
+        n = self.labels.get(name, 0) + 1
+        self.labels[name] = n
+        return f"{name}_{n}"
+
+    def emit(self, step: str | None, label: str | None, stream: str, line: str) -> None:
+        prefix = f"{self.prefix}.{label}" if label else self.prefix
+        self.host.emit(
+            LogRecord(run_id=self.run_id, root_run_id=self.root_run_id, step=step, prefix=prefix, stream=stream,
+                      line=line, at=self.clock.now(), attempt=self.attempt)
+        )
+
+    def event(self, kind: str, *, step: str | None = None, name: str | None = None, label: str | None = None, data: str | None = None) -> dict[str, Any]:
+        self.next_seq += 1
+        return {
+            "run_id": self.run_id, "seq": self.next_seq, "kind": kind, "step": step, "name": name,
+            "label": label, "at": self.clock.now(), "attempt": self.attempt, "data": data,
+        }
+
+    async def write(self, *events: dict[str, Any], **kw: Any) -> None:
+        op = Op(run_id=self.run_id, owner=self.owner, attempt=self.attempt, events=list(events), **kw)
+        try:
+            await self.journal.submit(op)
+        except LeaseLost:
+            self.request = "lost"
+            raise
+        except (DurapipeError, Exception) as exc:
+            # The journal already retried; this run can no longer trust its seq counter.
+            self.request = "lost"
+            raise LeaseLost(f"run {self.run_id}: history write failed: {exc}") from exc
+
+    def check(self, key: str) -> None:
+        """At every journaled call: deliver stops and pending cancellation."""
+        if self.fatal is not None:
+            raise self.fatal
+        if self.request in ("stop", "stop_now", "shutdown"):
+            raise RunStopping(self.request)
+        if self.request == "lost":
+            raise LeaseLost(self.run_id)
+
+    def recorded(self, key: str, family_: str, name: str) -> tuple[Any | None, list[Any]]:
+        """-> (completion event or None, all events at key). Raises on a mismatch."""
+        evs = self.records.get(key)
+        if not evs:
+            if self.cancel_pending and not self.cancel_delivered:
+                self.cancel_delivered = True
+                raise asyncio.CancelledError("durapipe: run cancelled")
+            return None, []
+        self.visited.add(key)
+        first = evs[0]
+        if family(first.kind) != family_ or (first.name or "") != name:
+            err = NonDeterminismError(
+                self.run_id, key, f"{family(first.kind)} {first.name!r}", f"{family_} {name!r}"
+            )
+            self.fatal = err
+            raise err
+        done = next((e for e in evs if e.kind in COMPLETIONS), None)
+        if done is None and self.cancel_pending and not self.cancel_delivered:
+            self.cancel_delivered = True
+            raise asyncio.CancelledError("durapipe: run cancelled")
+        return done, evs
+
+    def unvisited(self) -> list[str]:
+        return sorted((k for k in self.records if k not in self.visited), key=_key_order)
+
+    def can_suspend(self) -> bool:
+        return self.gathers == 0 and self.request is None
+
+    async def wait(
+        self,
+        *,
+        deadline: float | None,
+        ready: Callable[[], Awaitable[bool]] | None,
+        status: str,
+        waiting_for: dict[str, Any],
+        wake_if_input: str | None = None,
+        wake_if_child: str | None = None,
+    ) -> bool:
+        """Wait until ``ready()`` or the deadline. -> True when ready, False at the deadline.
+
+        Short waits stay in memory; a long one suspends the run (raises RunSuspending) when
+        nothing else in the run is in flight.
+        """
+        while True:
+            self.check("")
+            if ready is not None and await ready():
+                return True
+            now = self.clock.now()
+            if deadline is not None and now >= deadline:
+                return False
+            remaining = (deadline - now) if deadline is not None else INFINITY
+            if remaining > self.host.suspend_after and self.can_suspend():
+                await self.write(
+                    run_update={
+                        "status": status, "wake_at": deadline, "waiting_for": _serde.dumps(waiting_for),
+                        "lease_owner": None, "lease_expires_at": None, "updated_at": now,
+                    },
+                    wake_if_input=wake_if_input, wake_if_child=wake_if_child,
+                )
+                self.status = "suspended"
+                raise RunSuspending(status)
+            step = self.host.poll_interval if ready is not None else remaining
+            await self._pause(min(remaining, step))
+
+    async def _pause(self, seconds: float) -> None:
+        self.nudge.clear()
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waiters = [sleeper, asyncio.ensure_future(self.nudge.wait()), asyncio.ensure_future(self.interrupted.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def interrupt(self, request: str) -> None:
+        """Called by the host: stop, stop_now, cancel, shutdown or lost."""
+        if request == "cancel":
+            if self.cancel_pending:
+                return
+            self.cancel_pending = True
+            if self.task is not None and self._at_frontier():
+                self.cancel_delivered = True
+                self.task.cancel("durapipe: run cancelled")
+            return
+        if self.request in ("lost",):
+            return
+        self.request = request
+        self.interrupted.set()
+        if request in ("stop_now", "lost", "shutdown_now"):
+            for p in list(self.procs):
+                asyncio.ensure_future(p.kill(request))
+
+    def _at_frontier(self) -> bool:
+        # Replay is done once every recorded key has been visited.
+        return len(self.visited) >= len(self.records)
+
+
+def _key_order(key: str) -> list[int]:
+    return [int(x) for x in key.split("/") if x.isdigit()]
+
+
+# ---------------------------------------------------------------------- steps
+
+
+def _decode_step(done: Any, key: str) -> Any:
+    data = _serde.loads(done.data) or {}
+    if done.kind == "step_failed":
+        err = data.get("error", {})
+        raise StepFailed(done.label or key, err.get("type", "Error"), err.get("message", ""))
+    return data.get("result")
+
+
+async def call_step(fn: Callable[..., Any], opts: Any, is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    ctx = _CTX.get()
+    if ctx is None or _IN_STEP.get() is not None:
+        # Outside a run (or nested in another step): a plain call.
+        if is_async:
+            return await fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+    ctx, branch = current(opts.name)
+    key = branch.next_key()
+    label = ctx.label(opts.name)
+    ctx.check(key)
+    done, evs = ctx.recorded(key, "step", opts.name)
+    if done is not None:
+        return _decode_step(done, key)
+    tries = sum(1 for e in evs if e.kind == "step_retry")
+    token = _IN_STEP.set(f"{ctx.run_id}.{key}")
+    try:
+        while True:
+            tries += 1
+            try:
+                if is_async:
+                    result = await fn(*args, **kwargs)
+                else:
+                    result = await asyncio.to_thread(contextvars.copy_context().run, fn, *args, **kwargs)
+                text = _serde.dumps(result, what=f"the result of step {label} ({type(result).__name__})")
+            except (RunInterrupted, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                if isinstance(exc, SerializationError):
+                    tries = opts.retries + 1  # retrying cannot fix the type
+                err = error_data(exc)
+                if tries <= opts.retries:
+                    delay = min(opts.retry_delay * (opts.backoff ** (tries - 1)), opts.max_delay)
+                    ctx.emit(key, label, "warn", f"attempt {tries} failed: {err['type']}: {err['message']}; retrying in {delay:g}s")
+                    await ctx.write(ctx.event("step_retry", step=key, name=opts.name, label=label, data=_serde.dumps({"try": tries, "error": err})))
+                    await ctx.clock.sleep(delay)
+                    continue
+                ctx.emit(key, label, "error", f"failed: {err['type']}: {err['message']}")
+                await ctx.write(ctx.event("step_failed", step=key, name=opts.name, label=label, data=_serde.dumps({"error": err, "tries": tries})))
+                failure = StepFailed(label, err["type"], err["message"])
+                failure.__durapipe_step__ = key  # type: ignore[attr-defined]
+                raise failure from exc
+            await ctx.write(ctx.event("step_completed", step=key, name=opts.name, label=label, data='{"result":' + text + "}"))
+            return _serde.loads(text)
+    finally:
+        _IN_STEP.reset(token)
+
+
+# ---------------------------------------------------------------------- exec
+
+
+async def exec_(
+    *argv: str,
+    shell: bool = False,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> _exec.ExecResult:
+    from .errors import ExecFailed
+
+    ctx, branch = current("exec")
+    if not argv:
+        raise ValueError("dp.exec needs a command: dp.exec('make', 'test')")
+    if shell and len(argv) != 1:
+        raise ValueError("with shell=True pass one command string: dp.exec('ls | wc -l', shell=True)")
+    args = [str(a) for a in argv]
+    key = branch.next_key()
+    label = ctx.label("exec")
+    ctx.check(key)
+    done, evs = ctx.recorded(key, "step", "exec")
+    if done is not None:
+        data = _serde.loads(done.data) or {}
+        res = data.get("result") or {}
+        result = _exec.ExecResult(stdout=res.get("stdout", ""), stderr=res.get("stderr", ""), exit_code=res.get("exit_code", -1), duration=res.get("duration", 0.0))
+        if done.kind == "step_failed":
+            failure = ExecFailed(label, args, res.get("exit_code"), res.get("stderr", ""), bool(data.get("timed_out")))
+            failure.__durapipe_step__ = key  # type: ignore[attr-defined]
+            raise failure
+        return result
+    shown = args[0] if shell else _exec.quote(args)
+    again = " (again: the last attempt did not finish)" if any(e.kind == "step_started" for e in evs) else ""
+    ctx.emit(key, label, "info", f"$ {shown}{again}")
+    t0 = time.monotonic()
+    proc = await _exec.start(args, shell=shell, cwd=cwd, env=env)
+    ctx.procs.add(proc)
+    try:
+        await ctx.write(ctx.event("step_started", step=key, name="exec", label=label, data=_serde.dumps({"argv": args, "host": HOST, "pid": proc.pid})))
+        result, timed_out = await _exec.wait(proc, timeout=timeout, on_line=lambda s, line: ctx.emit(key, label, s, line))
+    finally:
+        ctx.procs.discard(proc)
+    if proc.killed_by in ("stop_now", "lost", "shutdown_now"):
+        raise RunStopping(proc.killed_by) if proc.killed_by != "lost" else LeaseLost(ctx.run_id)
+    elapsed = time.monotonic() - t0
+    payload = {"stdout": result.stdout, "stderr": result.stderr, "exit_code": result.exit_code, "duration": round(elapsed, 3)}
+    failed = timed_out or (check and result.exit_code != 0)
+    why = f"timed out after {timeout:g}s" if timed_out else f"exit {result.exit_code}"
+    ctx.emit(key, label, "error" if failed else "info", f"{why} in {_fmt_duration(elapsed)}")
+    kind = "step_failed" if failed else "step_completed"
+    await ctx.write(ctx.event(kind, step=key, name="exec", label=label, data=_serde.dumps({"result": payload, "timed_out": timed_out})))
+    if failed:
+        failure = ExecFailed(label, args, None if timed_out else result.exit_code, result.stderr, timed_out)
+        failure.__durapipe_step__ = key  # type: ignore[attr-defined]
+        raise failure
+    return _exec.ExecResult(**payload)
+
+
+def _fmt_duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(seconds), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def fmt_span(seconds: float) -> str:
+    """5m, 1h30m, 2d — for 'Sleeping for ...'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:.3g}s" if seconds < 10 else f"{s}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size:
+            parts.append(f"{s // size}{unit}")
+            s %= size
+    return "".join(parts[:2])
+
+
+# ---------------------------------------------------------------------- sleep
+
+
+async def sleep(duration: Any) -> None:
+    seconds = duration.total_seconds() if hasattr(duration, "total_seconds") else float(duration)
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"dp.sleep needs a duration of 0 or more seconds, got {duration!r}")
+    ctx, branch = current("sleep")
+    key = branch.next_key()
+    label = ctx.label("sleep")
+    ctx.check(key)
+    done, evs = ctx.recorded(key, "timer", "sleep")
+    if done is not None:
+        return
+    started = next((e for e in evs if e.kind == "timer_started"), None)
+    now = ctx.clock.now()
+    if started is not None:
+        wake_at = float((_serde.loads(started.data) or {})["wake_at"])
+        left = wake_at - now
+        if left > 0:
+            ctx.emit(key, label, "info", f"Sleeping for the remaining {fmt_span(left)} (until {_clock_str(wake_at)})")
+    else:
+        wake_at = now + seconds
+        ctx.emit(key, label, "info", f"Sleeping for {fmt_span(seconds)} (until {_clock_str(wake_at)})")
+        await ctx.write(
+            ctx.event("timer_started", step=key, name="sleep", label=label, data=_serde.dumps({"seconds": seconds, "wake_at": wake_at})),
+            run_update={"status": "sleeping", "wake_at": wake_at, "updated_at": now, "waiting_for": _serde.dumps({"timer": label, "wake_at": wake_at})},
+        )
+    await ctx.wait(deadline=wake_at, ready=None, status="sleeping", waiting_for={"timer": label, "wake_at": wake_at})
+    await ctx.write(
+        ctx.event("timer_fired", step=key, name="sleep", label=label),
+        run_update={"status": "running", "wake_at": None, "waiting_for": None, "updated_at": ctx.clock.now()},
+    )
+
+
+def _clock_str(at: float) -> str:
+    lt = time.localtime(at)
+    if time.localtime().tm_yday != lt.tm_yday or at - time.time() > 86400:
+        return time.strftime("%Y-%m-%d %H:%M:%S", lt)
+    return time.strftime("%H:%M:%S", lt)
+
+
+# ---------------------------------------------------------------------- values
+
+
+async def _value(name: str, make: Callable[[], Any]) -> Any:
+    ctx, branch = current(name)
+    key = branch.next_key()
+    ctx.check(key)
+    done, _ = ctx.recorded(key, "value", name)
+    if done is not None:
+        return (_serde.loads(done.data) or {}).get("value")
+    value = make()
+    await ctx.write(ctx.event("value_recorded", step=key, name=name, data=_serde.dumps({"value": value})))
+    return value
+
+
+async def now() -> float:
+    """The current time (seconds since the epoch), recorded so replay sees the same."""
+    ctx = _CTX.get()
+    return float(await _value("now", ctx.clock.now if ctx else time.time))
+
+
+async def uuid4() -> str:
+    """A random UUID, recorded so replay sees the same."""
+    return str(await _value("uuid4", lambda: str(_uuid.uuid4())))
+
+
+async def random() -> float:
+    """A random float in [0, 1), recorded so replay sees the same."""
+    return float(await _value("random", _random.random))
+
+
+def context() -> RunInfo:
+    """Where the current code runs: run id, pipeline, version, attempt and (in a step) step id."""
+    ctx = _CTX.get()
+    if ctx is None:
+        raise NotInPipeline("dp.context() works only inside a running pipeline or step")
+    step = _IN_STEP.get()
+    info = ctx.info()
+    if step:
+        return RunInfo(**{**info.__dict__, "step_id": step})
+    return info
+
+
+# ---------------------------------------------------------------------- gather
+
+
+async def gather(*aws: Awaitable[Any], return_exceptions: bool = False, limit: int | None = None) -> list[Any]:
+    """Run awaitables concurrently, each in its own deterministic step-key namespace.
+
+    Args:
+        return_exceptions: return exceptions in the result list instead of raising the first.
+        limit: at most this many branches run at once.
+    """
+    ctx, branch = current("gather")
+    if limit is not None and limit < 1:
+        raise ValueError("dp.gather(limit=...) must be 1 or more")
+    for aw in aws:
+        if not asyncio.iscoroutine(aw):
+            raise TypeError("dp.gather takes coroutines (calls like my_step(x) or dp.exec(...)), not tasks or futures")
+    key = branch.next_key()
+    ctx.check(key)
+    sem = asyncio.Semaphore(limit) if limit else None
+    loop = asyncio.get_running_loop()
+
+    async def run_branch(aw: Awaitable[Any]) -> Any:
+        if sem is None:
+            return await aw
+        async with sem:
+            return await aw
+
+    tasks: list[asyncio.Task[Any]] = []
+    ctx.gathers += 1
+    try:
+        for i, aw in enumerate(aws):
+            b = Branch(f"{key}/{i}", None)
+            cv = contextvars.copy_context()
+            cv.run(_BRANCH.set, b)
+            t = loop.create_task(run_branch(aw), context=cv)
+            b.task = t
+            tasks.append(t)
+        if return_exceptions:
+            return list(await asyncio.gather(*tasks, return_exceptions=True))
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+    finally:
+        ctx.gathers -= 1

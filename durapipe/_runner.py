@@ -1,0 +1,526 @@
+"""The machinery that runs runs: claim, heartbeat, execute with the engine, finish, shut down.
+
+``durapipe worker`` is a Runner that claims any run of the pipelines it carries;
+``durapipe run`` and ``durapipe resume`` are Runners that execute one run tree in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import _serde
+from ._clock import SYSTEM_CLOCK, Clock
+from ._definition import PipelineDef, load_target, registered
+from ._engine import (
+    _BRANCH,
+    _CTX,
+    HOST,
+    Branch,
+    LogRecord,
+    RunContext,
+    error_data,
+)
+from ._ids import new_id
+from ._store import Store
+from ._store import schema as S
+from ._store.store import ClaimFilter, Op
+from .errors import (
+    DatabaseUnavailable,
+    DurapipeError,
+    LeaseLost,
+    NonDeterminismError,
+    RunStopping,
+    RunSuspending,
+    TargetNotFound,
+    VersionMismatch,
+)
+
+log = logging.getLogger("durapipe.worker")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise DurapipeError(f"{name}={raw!r} is not a number of seconds") from None
+
+
+class Runner:
+    """Claims runs, runs them, keeps their leases alive, and writes their logs."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        kind: str = "worker",
+        pipelines: list[PipelineDef] | None = None,
+        concurrency: int = 100,
+        lease_ttl: float | None = None,
+        poll_interval: float | None = None,
+        suspend_after: float | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        on_record: Callable[[LogRecord], None] | None = None,
+        log_file: str | None = None,
+    ) -> None:
+        self.store = store
+        self.journal = store.journal
+        self.kind = kind
+        self.id = new_id("wkr")
+        self.pipelines: dict[str, PipelineDef] = {p.name: p for p in (pipelines or [])}
+        self.concurrency = concurrency
+        self.lease_ttl = lease_ttl if lease_ttl is not None else _env_float("DURAPIPE_LEASE_TTL", 30.0)
+        default_poll = 0.5 if store.is_sqlite else 2.0
+        self.poll_interval = poll_interval if poll_interval is not None else _env_float("DURAPIPE_POLL_INTERVAL", default_poll)
+        self.suspend_after = suspend_after if suspend_after is not None else _env_float("DURAPIPE_SUSPEND_AFTER", 60.0)
+        self.clock = clock
+        self.on_record = on_record
+        self.held: dict[str, RunContext] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.outcomes: dict[str, asyncio.Future[str]] = {}
+        self._log_buf: list[dict[str, Any]] = []
+        self._log_file = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._bg: list[asyncio.Task[Any]] = []
+        self._listener: Any = None
+        self.claimed = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        now = self.clock.now()
+        await self.store.register_worker(
+            {
+                "id": self.id, "host": HOST, "pid": os.getpid(), "kind": self.kind,
+                "pipelines": json.dumps({n: p.version for n, p in self.pipelines.items()}),
+                "concurrency": self.concurrency, "started_at": now, "heartbeat_at": now,
+            }
+        )
+        loop = asyncio.get_running_loop()
+        self._bg = [
+            loop.create_task(self._heartbeat_loop(), name="durapipe-heartbeat"),
+            loop.create_task(self._control_loop(), name="durapipe-control"),
+            loop.create_task(self._log_loop(), name="durapipe-logs"),
+        ]
+        if not self.store.is_sqlite:
+            self._bg.append(loop.create_task(self._listen_loop(), name="durapipe-listen"))
+
+    async def close(self) -> None:
+        for t in self._bg:
+            t.cancel()
+        for t in self._bg:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._bg = []
+        await self.flush_logs()
+        with contextlib.suppress(Exception):
+            await self.store.stop_worker(self.id, now=self.clock.now())
+        if self._log_file:
+            self._log_file.close()
+
+    # ---------------------------------------------------------------- engine host
+
+    def emit(self, rec: LogRecord) -> None:
+        self._log_buf.append(
+            {"run_id": rec.run_id, "root_run_id": rec.root_run_id, "step": rec.step, "prefix": rec.prefix,
+             "stream": rec.stream, "at": rec.at, "line": rec.line, "attempt": rec.attempt}
+        )
+        if self._log_file:
+            self._log_file.write(json.dumps(self._log_buf[-1], ensure_ascii=False) + "\n")
+        if self.on_record is not None:
+            self.on_record(rec)
+
+    def child_created(self, ctx: RunContext, child_id: str) -> None:
+        self._wake.set()
+
+    async def fetch_input(self, run_id: str, name: str) -> tuple[int, Any] | None:
+        row = await self.store.next_input(run_id, name)
+        if row is None:
+            return None
+        return int(row.id), _serde.loads(row.value)
+
+    async def child_outcome(self, child_id: str) -> tuple[str, Any, Any] | None:
+        row = await self.store.get_run(child_id)
+        if row is None or row.status not in S.TERMINAL:
+            return None
+        return row.status, _serde.loads(row.output), _serde.loads(row.error)
+
+    # ---------------------------------------------------------------- background
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                held = {rid: ctx.attempt for rid, ctx in self.held.items() if ctx.status == "running"}
+                lost, requests = await self.store.heartbeat(worker_id=self.id, held=held, ttl=self.lease_ttl, now=self.clock.now())
+            except (DatabaseUnavailable, Exception) as exc:  # keep beating; the lease is the arbiter
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for rid in lost:
+                ctx = self.held.get(rid)
+                if ctx is not None:
+                    log.warning("run %s: lease lost; dropping it", rid)
+                    ctx.interrupt("lost")
+                    if ctx.task is not None:
+                        ctx.task.cancel("durapipe: lease lost")
+            self._deliver(requests)
+
+    async def _control_loop(self) -> None:
+        """Deliver stop/cancel requests promptly, and nudge runs waiting in memory."""
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if not self.held:
+                continue
+            try:
+                requests = await self.store.requests_for(list(self.held))
+            except Exception as exc:
+                log.debug("control poll failed: %s", exc)
+                continue
+            self._deliver(requests)
+
+    def _deliver(self, requests: dict[str, str]) -> None:
+        for rid, req in requests.items():
+            ctx = self.held.get(rid)
+            if ctx is not None and ctx.request is None or (ctx is not None and req == "cancel"):
+                ctx.interrupt(req)
+
+    async def _log_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            await self.flush_logs()
+
+    async def flush_logs(self) -> None:
+        if not self._log_buf:
+            return
+        rows, self._log_buf = self._log_buf, []
+        try:
+            await self.store.write_logs(rows)
+        except Exception as exc:
+            log.warning("could not store %d log lines: %s", len(rows), exc)
+            self._log_buf[:0] = rows[-10000:]
+        if self._log_file:
+            self._log_file.flush()
+
+    async def _listen_loop(self) -> None:
+        import asyncpg
+
+        dsn = "postgresql://" + self.store.url.sqlalchemy.split("://", 1)[1]
+        while True:
+            try:
+                conn = await asyncpg.connect(dsn, timeout=10)
+            except Exception as exc:
+                log.debug("LISTEN connection failed: %s", exc)
+                await asyncio.sleep(2)
+                continue
+            try:
+                await conn.add_listener("durapipe", self._on_notify)
+                while not conn.is_closed():
+                    await asyncio.sleep(5)
+                    await conn.execute("SELECT 1")
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                raise
+            except Exception as exc:
+                log.debug("LISTEN connection lost: %s", exc)
+            finally:
+                if not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith("input:"):
+            ctx = self.held.get(payload[6:])
+            if ctx is not None:
+                ctx.nudge.set()
+            return
+        if payload == "control":
+            for ctx in self.held.values():
+                ctx.nudge.set()
+            self._control_now()
+            return
+        self._wake.set()
+        for ctx in self.held.values():
+            ctx.nudge.set()
+
+    def _control_now(self) -> None:
+        async def once() -> None:
+            with contextlib.suppress(Exception):
+                self._deliver(await self.store.requests_for(list(self.held)))
+
+        t = asyncio.ensure_future(once())
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+
+    # ---------------------------------------------------------------- claiming
+
+    def claim_filter(self, root_run_id: str | None = None) -> ClaimFilter:
+        if root_run_id is not None:
+            return ClaimFilter(root_run_id=root_run_id)
+        return ClaimFilter(pipelines={n: p.version for n, p in self.pipelines.items()})
+
+    async def serve(self, flt: ClaimFilter, *, until: asyncio.Future[Any] | None = None) -> None:
+        """Claim and run runs until stopped (or until ``until`` is done)."""
+        backoff = self.poll_interval
+        while not self._stopping and (until is None or not until.done()):
+            free = self.concurrency - len(self.tasks)
+            rows: list[Any] = []
+            if free > 0:
+                try:
+                    rows = await self.store.claim(owner=self.id, flt=flt, limit=min(free, 50), ttl=self.lease_ttl, now=self.clock.now())
+                    backoff = self.poll_interval
+                except DatabaseUnavailable as exc:
+                    log.warning("claim failed: %s", exc)
+                    backoff = min(backoff * 2, 10.0)
+            for row in rows:
+                self.spawn(row)
+            if rows and len(rows) == min(free, 50):
+                continue
+            self._wake.clear()
+            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+            if until is not None:
+                waits.append(until)
+            sleeper = asyncio.ensure_future(asyncio.sleep(backoff))
+            waits.append(sleeper)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                if w is not until:
+                    w.cancel()
+
+    def spawn(self, row: Any, *, resumed: str | None = None, cancel: bool = False) -> asyncio.Task[str]:
+        self.claimed += 1
+        fut = self.outcomes.get(row.id)
+        if fut is None or fut.done():
+            self.outcomes[row.id] = asyncio.get_running_loop().create_future()
+        t = asyncio.ensure_future(self.execute(row, resumed=resumed, cancel=cancel))
+        self.tasks.add(t)
+
+        def done(task: asyncio.Task[str]) -> None:
+            self.tasks.discard(task)
+            self._wake.set()
+            f = self.outcomes.get(row.id)
+            if f is not None and not f.done():
+                if task.cancelled():
+                    f.set_result("interrupted")
+                elif task.exception() is not None:
+                    f.set_exception(task.exception())  # type: ignore[arg-type]
+                else:
+                    f.set_result(task.result())
+
+        t.add_done_callback(done)
+        return t
+
+    def resolve(self, row: Any) -> PipelineDef:
+        pdef = self.pipelines.get(row.pipeline) or registered(row.pipeline)
+        if pdef is None or (pdef.version != row.version and row.entrypoint and not self.pipelines):
+            try:
+                loaded = load_target(row.entrypoint)
+            except TargetNotFound:
+                if pdef is None:
+                    raise
+            else:
+                if loaded.name == row.pipeline:
+                    pdef = loaded
+        if pdef is None:
+            raise TargetNotFound(f"pipeline {row.pipeline!r} of run {row.id} cannot be found (entrypoint {row.entrypoint})")
+        return pdef
+
+    # ---------------------------------------------------------------- executing
+
+    async def execute(self, row: Any, *, resumed: str | None = None, cancel: bool = False) -> str:
+        """Run one claimed run until it finishes, suspends, stops or is lost. -> final status."""
+        owner, attempt = self.id, row.attempt
+        try:
+            pdef = self.resolve(row)
+        except Exception as exc:
+            await self._finish_simple(row, "failed", "run_failed", error_data(exc))
+            return "failed"
+        history = await self.store.events(row.id)
+        ctx = RunContext(host=self, row=row, history=history, owner=owner)
+        if cancel or row.requested == "cancel":
+            ctx.interrupt("cancel")
+        elif row.requested in ("stop", "stop_now"):
+            ctx.interrupt(row.requested)
+        self.held[row.id] = ctx
+        try:
+            return await self._execute(ctx, pdef, row, resumed)
+        finally:
+            self.held.pop(row.id, None)
+            if row.parent_run_id and row.parent_run_id in self.held:
+                self.held[row.parent_run_id].nudge.set()
+
+    async def _execute(self, ctx: RunContext, pdef: PipelineDef, row: Any, resumed: str | None) -> str:
+        if row.pinned and row.version != pdef.version:
+            err = VersionMismatch(row.pipeline, row.version, pdef.version)
+            ctx.emit(None, None, "error", f"aborted: {err}")
+            return await self._end(ctx, row, "aborted", "run_aborted", error=error_data(err))
+        if resumed is not None:
+            ctx.emit(None, None, "info", f"Resuming run {row.id} (was {resumed}, attempt {row.attempt})")
+            await ctx.write(ctx.event("run_resumed", data=_serde.dumps({"from": resumed, "worker": self.id, "host": HOST, "pid": os.getpid()})))
+        inputs = _serde.loads(row.inputs) or {}
+        root = Branch("", None)
+        cv = contextvars.copy_context()
+        cv.run(_CTX.set, ctx)
+        cv.run(_BRANCH.set, root)
+        task = asyncio.get_running_loop().create_task(pdef.fn(**inputs), context=cv)
+        root.task = task
+        ctx.task = task
+        try:
+            output = await task
+        except RunSuspending:
+            return "suspended"
+        except RunStopping as exc:
+            if ctx.request in ("shutdown", "shutdown_now") or str(exc) in ("shutdown", "shutdown_now"):
+                await self._release(ctx)
+                return "released"
+            ctx.emit(None, None, "warn", "Stopped; continue with: durapipe resume " + row.id)
+            return await self._end(ctx, row, "stopped", "run_stopped")
+        except LeaseLost:
+            return "lost"
+        except asyncio.CancelledError:
+            if ctx.request == "lost":
+                return "lost"
+            if ctx.cancel_delivered:
+                ctx.emit(None, None, "warn", "Cancelled")
+                return await self._end(ctx, row, "cancelled", "run_cancelled", error={"type": "Cancelled", "message": "the run was cancelled"})
+            if ctx.request in ("shutdown", "shutdown_now"):
+                await self._release(ctx)
+                return "released"
+            if ctx.request in ("stop", "stop_now"):
+                return await self._end(ctx, row, "stopped", "run_stopped")
+            raise
+        except NonDeterminismError as exc:
+            return await self._blocked(ctx, row, exc)
+        except Exception as exc:
+            if ctx.fatal is not None:
+                return await self._blocked(ctx, row, ctx.fatal)
+            origin = _origin_step(exc)
+            err = error_data(exc, step=origin)
+            ctx.emit(None, None, "error", f"failed: {err['type']}: {err['message']}")
+            return await self._end(ctx, row, "failed", "run_failed", error=err)
+        if ctx.fatal is not None:
+            return await self._blocked(ctx, row, ctx.fatal)
+        left = ctx.unvisited()
+        if left:
+            first = ctx.records[left[0]][0]
+            err = NonDeterminismError(row.id, left[0], f"{first.kind.split('_')[0]} {first.name!r}", "nothing: the pipeline returned before reaching it")
+            return await self._blocked(ctx, row, err)
+        try:
+            text = _serde.dumps(output, what=f"the output of pipeline {row.pipeline} ({type(output).__name__})")
+        except DurapipeError as exc:
+            ctx.emit(None, None, "error", f"failed: {exc}")
+            return await self._end(ctx, row, "failed", "run_failed", error=error_data(exc))
+        return await self._end(ctx, row, "completed", "run_completed", output=text)
+
+    async def _blocked(self, ctx: RunContext, row: Any, exc: NonDeterminismError) -> str:
+        ctx.emit(None, None, "error", f"blocked: {exc}")
+        return await self._end(ctx, row, "blocked", "run_blocked", error=error_data(exc, step=exc.step))
+
+    async def _end(self, ctx: RunContext, row: Any, status: str, kind: str, *, output: str | None = None, error: dict[str, Any] | None = None) -> str:
+        now = self.clock.now()
+        data = output if kind == "run_completed" else (_serde.dumps(error) if error else None)
+        update: dict[str, Any] = {
+            "status": status, "updated_at": now, "lease_owner": None, "lease_expires_at": None,
+            "wake_at": None, "waiting_for": None, "requested": None,
+        }
+        if output is not None:
+            update["output"] = output
+        if error is not None:
+            update["error"] = _serde.dumps(error)
+        if status in S.TERMINAL:
+            update["finished_at"] = now
+        try:
+            await ctx.write(
+                ctx.event(kind, data=data),
+                run_update=update,
+                wake_parent=row.parent_run_id if status in S.TERMINAL else None,
+            )
+        except LeaseLost:
+            return "lost"
+        ctx.status = status
+        if status in S.TERMINAL and status != "completed":
+            await self._cancel_children(row.id)
+        return status
+
+    async def _finish_simple(self, row: Any, status: str, kind: str, error: dict[str, Any]) -> None:
+        now = self.clock.now()
+        with contextlib.suppress(LeaseLost):
+            history = await self.store.events(row.id)
+            seq = history[-1].seq if history else 0
+            await self.journal.submit(
+                Op(
+                    run_id=row.id, owner=self.id, attempt=row.attempt,
+                    events=[{"run_id": row.id, "seq": seq + 1, "kind": kind, "step": None, "name": None, "label": None, "at": now, "attempt": row.attempt, "data": _serde.dumps(error)}],
+                    run_update={"status": status, "error": _serde.dumps(error), "lease_owner": None, "lease_expires_at": None, "updated_at": now, "finished_at": now if status in S.TERMINAL else None},
+                    wake_parent=row.parent_run_id,
+                )
+            )
+
+    async def _release(self, ctx: RunContext) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.release(ctx.run_id, owner=ctx.owner, attempt=ctx.attempt, now=self.clock.now())
+
+    async def _cancel_children(self, run_id: str) -> None:
+        for kid in await self._children(run_id):
+            if kid.status not in S.TERMINAL:
+                await self.store.set_request(kid.id, "cancel", now=self.clock.now(), wake=True)
+                if kid.lease_owner is None:
+                    await self.store.finish_unleased(
+                        kid.id, status="cancelled", event={"kind": "run_cancelled", "attempt": kid.attempt, "data": _serde.dumps({"type": "Cancelled", "message": "its parent ended"})},
+                        now=self.clock.now(), expect=S.ACTIVE + ("stopped", "blocked"),
+                    )
+
+    async def _children(self, run_id: str) -> list[Any]:
+        from sqlalchemy import select
+
+        async with self.store.read() as conn:
+            return list((await conn.execute(select(S.runs).where(S.runs.c.parent_run_id == run_id))).all())
+
+    # ---------------------------------------------------------------- stopping
+
+    def interrupt_all(self, request: str) -> None:
+        for ctx in list(self.held.values()):
+            ctx.interrupt(request)
+
+    async def shutdown(self, *, grace: float) -> None:
+        """Stop claiming; let in-flight steps finish for ``grace`` seconds; release the rest."""
+        self._stopping = True
+        self._wake.set()
+        self.interrupt_all("shutdown")
+        if self.tasks:
+            _done, pending = await asyncio.wait(list(self.tasks), timeout=grace)
+            if pending:
+                self.interrupt_all("shutdown_now")
+                for ctx in list(self.held.values()):
+                    if ctx.task is not None:
+                        ctx.task.cancel("durapipe: shutdown")
+                await asyncio.wait(pending, timeout=5)
+        for ctx in list(self.held.values()):
+            await self._release(ctx)
+
+
+def _origin_step(exc: BaseException) -> str | None:
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 20:
+        key = getattr(cur, "__durapipe_step__", None)
+        if key:
+            return str(key)
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return None
+
+
+def wall() -> float:
+    return time.time()

@@ -1,0 +1,650 @@
+"""The ``durapipe`` command: thin commands that parse, call the client or a runner, and render."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import click
+import typer
+
+from . import _serde
+from ._client import RESUMABLE, Client, RunView, check_resumable, event_json, parse_inputs, steer
+from ._console import LiveConsole, LineFormatter, record_json, render_list, render_show, use_color
+from ._definition import load_module, load_target, pipelines_in
+from ._engine import HOST
+from ._runner import Runner
+from ._store import open_store
+from ._store import schema as S
+from .errors import ConfigError, DurapipeError, InvalidInput, InvalidRunState
+
+app = typer.Typer(
+    name="durapipe",
+    help="Durable pipelines: plain async functions journaled to SQL and continued by replay.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="DURAPIPE_DATABASE_URL", help="sqlite:///path.db or postgresql://user:pw@host:port/db (default: sqlite:///durapipe.db)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+NoTsOpt = Annotated[bool, typer.Option("--no-timestamps", help="Leave timestamps out of log lines.")]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _run(coro: Awaitable[int]) -> None:
+    code = asyncio.run(coro)  # type: ignore[arg-type]
+    raise typer.Exit(code)
+
+
+def _print_rich(renderable: Any) -> None:
+    from rich.console import Console
+
+    tty = sys.stdout.isatty()
+    Console(highlight=False, no_color=not use_color(sys.stdout) or None, width=None if tty else 200).print(renderable)
+
+
+# ---------------------------------------------------------------------- run / resume
+
+
+class _Foreground:
+    """A runner for one run tree in this process, with Ctrl-C turned into a clean stop."""
+
+    def __init__(self, store: Any, pipelines: list[Any], timestamps: bool) -> None:
+        self.console = LiveConsole(timestamps=timestamps)
+        self.runner = Runner(store, kind="run", pipelines=pipelines, suspend_after=math.inf, on_record=self.console.record)
+        self.interrupted = False
+
+    def _on_sigint(self) -> None:
+        if self.interrupted:
+            os._exit(130)
+        self.interrupted = True
+        _err("Stopping (Ctrl-C again to exit at once; the run stays resumable)...")
+        self.runner.interrupt_all("stop_now")
+
+    async def drive(self, row: Any, *, resumed: str | None = None, cancel: bool = False) -> str:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, self._on_sigint)
+        try:
+            root = self.runner.spawn(row, resumed=resumed, cancel=cancel)
+            serve = asyncio.ensure_future(self.runner.serve(self.runner.claim_filter(root_run_id=row.root_run_id), until=root))
+            try:
+                status = await root
+            finally:
+                self.runner._stopping = True
+                self.runner._wake.set()
+                await serve
+                if self.runner.tasks:
+                    self.runner.interrupt_all("stop_now")
+                    await asyncio.wait(list(self.runner.tasks), timeout=10)
+            return status
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+            await self.runner.close()
+
+    async def report(self, client: Client, run_id: str, status: str) -> int:
+        view = await client.get(run_id)
+        if view.status == "completed":
+            _out(json.dumps(view.output, ensure_ascii=False))
+            return 0
+        if view.status == "stopped":
+            _err(f"run {run_id} stopped; continue it with: durapipe resume {run_id}")
+            return 130 if self.interrupted else 1
+        if view.status in ("sleeping", "waiting", "running", "pending"):
+            _err(f"run {run_id} is {view.status} and was left to the workers (`durapipe show {run_id}`)")
+            return 1
+        err = view.error or {}
+        hint = {
+            "failed": f"fix the cause, then `durapipe resume {run_id}` retries the failed step",
+            "blocked": f"restore code that makes the recorded calls, then `durapipe resume {run_id}`",
+        }.get(view.status, f"`durapipe show {run_id}` has the details")
+        _err(f"run {run_id} {view.status}: {err.get('type', 'Error')}: {err.get('message', '')} — {hint}")
+        return 1
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="path/to/file.py:pipeline or package.module:pipeline")],
+    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="NAME=VALUE; VALUE is JSON when it parses, else a string. Repeatable.")] = None,
+    input_json: Annotated[str | None, typer.Option("--input-json", help="All inputs as one JSON object.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Your own id for the run (an idempotency key).")] = None,
+    pin: Annotated[bool, typer.Option("--pin", help="Abort the run instead of continuing on another version of the pipeline.")] = False,
+    database_url: DbOpt = None,
+    no_timestamps: NoTsOpt = False,
+) -> None:
+    """Start a run and execute it here with live output; print its id first and its JSON output last."""
+
+    async def go() -> int:
+        inputs = parse_inputs(input or [], input_json)
+        pdef = load_target(target)
+        pdef.bind_inputs(inputs)
+        client = await Client.connect(database_url)
+        try:
+            fg = _Foreground(client.store, [pdef], not no_timestamps)
+            await fg.runner.start()
+            row, created = await client.create_run(pdef, inputs, run_id=run_id, pin=pin or None, owner=fg.runner.id, ttl=fg.runner.lease_ttl)
+            if not created:
+                await fg.runner.close()
+                _err(f"run {row.id} exists already ({row.status}); `durapipe show {row.id}` or `durapipe resume {row.id}`")
+                return 0 if row.status == "completed" else 1
+            _out(row.id)
+            status = await fg.drive(row)
+            return await fg.report(client, row.id, status)
+        finally:
+            await client.close()
+
+    _run(go())
+
+
+def _dead_local_owners(workers: list[Any]) -> list[str]:
+    dead = []
+    for w in workers:
+        try:
+            os.kill(int(w.pid), 0)
+        except ProcessLookupError:
+            dead.append(w.id)
+        except PermissionError:
+            pass
+    return dead
+
+
+async def _take(client: Client, row: Any, runner: Runner, statuses: tuple[str, ...]) -> Any:
+    """Take a run's lease for this process, or say who holds it."""
+    store = client.store
+    now = time.time()
+    dead = _dead_local_owners(await store.workers_on_host(HOST))
+    taken = await store.claim_run(row.id, owner=runner.id, ttl=runner.lease_ttl, now=now, statuses=statuses, dead_owners=dead)
+    if taken is None:
+        fresh = await client.row(row.id)
+        if fresh.lease_owner:
+            w = await store.get_worker(fresh.lease_owner)
+            where = f"{w.kind} {w.id} on {w.host} (pid {w.pid})" if w else fresh.lease_owner
+            left = max(0.0, (fresh.lease_expires_at or now) - now)
+            raise InvalidRunState(
+                f"run {row.id} is held by {where}; `durapipe stop {row.id}` first, or wait {left:.0f}s for its lease to expire"
+            )
+        raise InvalidRunState(f"run {row.id} is {fresh.status}; it cannot be taken now")
+    return taken
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue.")],
+    detach: Annotated[bool, typer.Option("--detach", help="Hand the run to the workers instead of running it here.")] = False,
+    database_url: DbOpt = None,
+    no_timestamps: NoTsOpt = False,
+) -> None:
+    """Continue a stopped, crashed, failed or blocked run from where it left off."""
+
+    async def go() -> int:
+        client = await Client.connect(database_url)
+        try:
+            row = await client.row(run_id)
+            check_resumable(row)
+            if detach:
+                await client.resume(run_id)
+                _out(f"run {run_id} handed to the workers")
+                return 0
+            root = row
+            pdef = load_target(root.entrypoint)
+            fg = _Foreground(client.store, [pdef], not no_timestamps)
+            await fg.runner.start()
+            try:
+                taken = await _take(client, row, fg.runner, RESUMABLE + S.ACTIVE)
+            except BaseException:
+                await fg.runner.close()
+                raise
+            _out(run_id)
+            status = await fg.drive(taken, resumed=row.status)
+            return await fg.report(client, run_id, status)
+        finally:
+            await client.close()
+
+    _run(go())
+
+
+# ---------------------------------------------------------------------- queue and workers
+
+
+@app.command()
+def start(
+    target: Annotated[str, typer.Argument(help="path/to/file.py:pipeline or package.module:pipeline")],
+    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="NAME=VALUE (JSON when it parses). Repeatable.")] = None,
+    input_json: Annotated[str | None, typer.Option("--input-json", help="All inputs as one JSON object.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Your own id; starting again with it returns the same run.")] = None,
+    pin: Annotated[bool, typer.Option("--pin", help="Pin the run to this version of the pipeline.")] = False,
+    database_url: DbOpt = None,
+) -> None:
+    """Queue a run for the workers and print its id."""
+
+    async def go() -> int:
+        inputs = parse_inputs(input or [], input_json)
+        pdef = load_target(target)
+        async with await Client.connect(database_url) as client:
+            rid = await client.start(pdef, run_id=run_id, pin=pin or None, inputs=inputs)
+        _out(rid)
+        return 0
+
+    _run(go())
+
+
+@app.command()
+def result(
+    run_id: Annotated[str, typer.Argument()],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the run ends.")] = False,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="With --wait: give up after this many seconds.")] = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Print a run's output as JSON (exit 1 if it did not complete)."""
+
+    async def go() -> int:
+        async with await Client.connect(database_url) as client:
+            if wait:
+                try:
+                    out = await client.result(run_id, timeout=timeout)
+                except TimeoutError as exc:
+                    _err(str(exc))
+                    return 3
+                _out(json.dumps(out, ensure_ascii=False))
+                return 0
+            view = await client.get(run_id)
+            if view.status == "completed":
+                _out(json.dumps(view.output, ensure_ascii=False))
+                return 0
+            if view.status in S.TERMINAL or view.status == "blocked":
+                err = view.error or {}
+                _err(f"run {run_id} {view.status}: {err.get('type', '')}: {err.get('message', '')}")
+                return 1
+            _err(f"run {run_id} is {view.status}; use --wait to wait for it")
+            return 3
+
+    _run(go())
+
+
+@app.command()
+def worker(
+    module: Annotated[list[str], typer.Option("--module", "-m", help="Module or file with pipelines. Repeatable.")],
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Runs executed at once.")] = 100,
+    lease_ttl: Annotated[float | None, typer.Option("--lease-ttl", envvar="DURAPIPE_LEASE_TTL", help="Seconds a claim lasts without a heartbeat (default 30).")] = None,
+    poll_interval: Annotated[float | None, typer.Option("--poll-interval", envvar="DURAPIPE_POLL_INTERVAL", help="Seconds between looks for work.")] = None,
+    suspend_after: Annotated[float | None, typer.Option("--suspend-after", envvar="DURAPIPE_SUSPEND_AFTER", help="Waits longer than this suspend the run (default 60s).")] = None,
+    grace: Annotated[float, typer.Option("--grace", help="On SIGTERM, seconds for in-flight steps to finish.")] = 30.0,
+    console: Annotated[bool, typer.Option("--console", help="Print the runs' log lines here.")] = False,
+    log_file: Annotated[str | None, typer.Option("--log-file", help="Also write every log record to this JSON-lines file.")] = None,
+    database_url: DbOpt = None,
+    no_timestamps: NoTsOpt = False,
+) -> None:
+    """Run a worker: claim runs of these modules' pipelines and execute them until stopped."""
+    if concurrency < 1:
+        raise InvalidInput("--concurrency must be 1 or more")
+
+    async def go() -> int:
+        pipelines = []
+        for spec in module:
+            found = pipelines_in(load_module(spec))
+            if not found:
+                raise ConfigError(f"module {spec} has no pipelines (functions decorated with @dp.pipeline)")
+            pipelines.extend(found)
+        store = await open_store(database_url)
+        live = LiveConsole(timestamps=not no_timestamps) if console else None
+        runner = Runner(
+            store, kind="worker", pipelines=pipelines, concurrency=concurrency, lease_ttl=lease_ttl,
+            poll_interval=poll_interval, suspend_after=suspend_after, on_record=live.record if live else None, log_file=log_file,
+        )
+        await runner.start()
+        carried = ", ".join(f"{p.name}@{p.version}" for p in pipelines)
+        _err(f"worker {runner.id} on {HOST} (pid {os.getpid()}) carrying {carried}")
+        loop = asyncio.get_running_loop()
+        signals = {"n": 0}
+        done = loop.create_future()
+
+        def on_signal() -> None:
+            signals["n"] += 1
+            if signals["n"] > 1:
+                os._exit(1)
+            _err(f"worker {runner.id}: shutting down (in-flight steps get {grace:g}s; signal again to exit at once)")
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_signal_handler(signal.SIGTERM, on_signal)
+        loop.add_signal_handler(signal.SIGINT, on_signal)
+        try:
+            await runner.serve(runner.claim_filter(), until=done)
+            await runner.shutdown(grace=grace)
+        finally:
+            await runner.close()
+            await store.close()
+        _err(f"worker {runner.id}: stopped")
+        return 0
+
+    _run(go())
+
+
+@app.command()
+def workers(database_url: DbOpt = None, json_out: JsonOpt = False) -> None:
+    """List live workers: host, pid, heartbeat age, runs held, pipelines carried."""
+
+    async def go() -> int:
+        store = await open_store(database_url)
+        try:
+            now = time.time()
+            rows = await store.live_workers(now=now, stale_after=120)
+            held = await store.held_counts()
+        finally:
+            await store.close()
+        items = [
+            {"id": w.id, "kind": w.kind, "host": w.host, "pid": w.pid, "heartbeat_age": round(now - w.heartbeat_at, 1),
+             "runs_held": held.get(w.id, 0), "pipelines": json.loads(w.pipelines), "concurrency": w.concurrency}
+            for w in rows
+        ]
+        if json_out:
+            _out(json.dumps(items))
+            return 0
+        from rich.table import Table
+
+        t = Table(box=None, header_style="bold")
+        for c in ("WORKER", "KIND", "HOST", "PID", "HEARTBEAT", "RUNS", "PIPELINES"):
+            t.add_column(c, no_wrap=True)
+        for i in items:
+            t.add_row(i["id"], i["kind"], i["host"], str(i["pid"]), f"{i['heartbeat_age']}s ago", str(i["runs_held"]),
+                      ", ".join(f"{n}@{v}" for n, v in i["pipelines"].items()))
+        _print_rich(t if items else "no live workers")
+        return 0
+
+    _run(go())
+
+
+# ---------------------------------------------------------------------- looking
+
+
+@app.command("list")
+def list_(
+    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only runs of this pipeline.")] = None,
+    roots: Annotated[bool, typer.Option("--roots", help="Hide child runs.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many runs.")] = 50,
+    database_url: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List runs, newest first, with counts by status."""
+
+    async def go() -> int:
+        async with await Client.connect(database_url) as client:
+            views = await client.list(status=status, pipeline=pipeline, roots_only=roots, limit=limit)
+            if json_out:
+                _out(json.dumps([_run_json(v) for v in views], ensure_ascii=False))
+                return 0
+            rows = await client.store.list_runs(status=status, pipeline=pipeline, roots_only=roots, limit=limit)
+            counts = await client.store.count_by_status()
+            _print_rich(render_list(rows, counts, now=time.time()))
+        return 0
+
+    _run(go())
+
+
+def _run_json(v: RunView) -> dict[str, Any]:
+    return {
+        "run_id": v.run_id, "pipeline": v.pipeline, "version": v.version, "status": v.status, "inputs": v.inputs,
+        "output": v.output, "error": v.error, "parent_run_id": v.parent_run_id, "root_run_id": v.root_run_id,
+        "pinned": v.pinned, "attempt": v.attempt, "entrypoint": v.entrypoint, "created_at": v.created_at,
+        "updated_at": v.updated_at, "finished_at": v.finished_at, "waiting_for": v.waiting_for,
+    }
+
+
+def _waits(v: RunView) -> list[str]:
+    wf = v.waiting_for if isinstance(v.waiting_for, dict) else None
+    if not wf or v.status not in ("waiting", "sleeping"):
+        return []
+    if "input" in wf:
+        prompt = f" ({wf['prompt']})" if wf.get("prompt") else ""
+        return [f"Waiting for input '{wf['input']}'{prompt} — answer with: durapipe input {v.run_id} {wf['input']} VALUE"]
+    if "child" in wf:
+        return [f"Waiting for child run {wf['child']}"]
+    if "wake_at" in wf:
+        return [f"Sleeping until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(wf['wake_at']))}"]
+    return []
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument()],
+    database_url: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a run: its steps, children, output or error, and what it waits for."""
+
+    async def go() -> int:
+        async with await Client.connect(database_url) as client:
+            view = await client.get(run_id)
+            events = await client.store.events(run_id)
+            kids = [r for r in await client.store.list_runs(root_run_id=view.root_run_id, limit=10000) if r.parent_run_id == run_id]
+            if json_out:
+                doc = _run_json(view)
+                doc["events"] = [event_json(e) for e in events]
+                doc["children"] = [k.id for k in reversed(kids)]
+                _out(json.dumps(doc, ensure_ascii=False))
+                return 0
+            row = await client.row(run_id)
+            _print_rich(render_show(row, events, children=list(reversed(kids)), waits=_waits(view), now=time.time()))
+        return 0
+
+    _run(go())
+
+
+@app.command()
+def logs(
+    run_id: Annotated[str, typer.Argument()],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+    database_url: DbOpt = None,
+    json_out: JsonOpt = False,
+    no_timestamps: NoTsOpt = False,
+) -> None:
+    """Print a run's log — the whole run tree as one ordered log."""
+
+    async def go() -> int:
+        async with await Client.connect(database_url) as client:
+            row = await client.row(run_id)
+            fmt = LineFormatter(timestamps=not no_timestamps, color=use_color(sys.stdout))
+            last = 0
+            while True:
+                batch = await client.store.read_logs(row.root_run_id, after_id=last)
+                if row.parent_run_id is not None:
+                    batch_view = [r for r in batch if r.prefix == row.prefix or r.prefix.startswith(row.prefix + ".")]
+                else:
+                    batch_view = batch
+                if batch and last == 0 and not json_out:
+                    fmt.fit(r.prefix for r in batch_view)
+                for r in batch_view:
+                    if json_out:
+                        _out(json.dumps(record_json(r), ensure_ascii=False))
+                    else:
+                        _out(fmt.format(prefix=r.prefix, line=r.line, stream=r.stream, at=r.at))
+                if batch:
+                    last = batch[-1].id
+                    if len(batch) >= 5000:
+                        continue
+                if not follow:
+                    return 0
+                cur = await client.row(run_id)
+                if cur.status in S.TERMINAL or cur.status in ("stopped", "blocked"):
+                    final = await client.store.read_logs(row.root_run_id, after_id=last)
+                    if not final:
+                        return 0
+                    continue
+                await asyncio.sleep(0.3)
+
+    _run(go())
+
+
+# ---------------------------------------------------------------------- steering
+
+
+@app.command("input")
+def input_(
+    run_id: Annotated[str, typer.Argument()],
+    name: Annotated[str, typer.Argument(help="The input's name, as in dp.await_input(NAME).")],
+    value: Annotated[str, typer.Argument(help="JSON when it parses, else taken as a string.")],
+    database_url: DbOpt = None,
+) -> None:
+    """Send a value to a run that waits (or will wait) for input NAME."""
+
+    async def go() -> int:
+        async with await Client.connect(database_url) as client:
+            await send_input_checked(client, run_id, name, _serde.parse_cli_value(value))
+        _out(f"sent {name} to {run_id}")
+        return 0
+
+    _run(go())
+
+
+async def send_input_checked(client: Client, run_id: str, name: str, value: Any) -> None:
+    row = await client.row(run_id)
+    if row.status in S.TERMINAL:
+        raise InvalidRunState(f"run {run_id} has ended ({row.status}); it takes no more input")
+    if "\x00" in name or not name or len(name) > 200:
+        raise InvalidInput("an input name is 1-200 characters without NUL bytes")
+    text = _serde.dumps(value, what=f"input {name!r}")
+    await client.store.send_input(run_id, name, text, now=time.time())
+
+
+@app.command()
+def stop(
+    run_id: Annotated[str, typer.Argument()],
+    now: Annotated[bool, typer.Option("--now", help="Also terminate a running command (it runs again on resume).")] = False,
+    database_url: DbOpt = None,
+) -> None:
+    """Stop a run at its next journaled call; `durapipe resume` continues it."""
+
+    async def go() -> int:
+        async with await Client.connect(database_url) as client:
+            what = await steer(client, run_id, "stop_now" if now else "stop")
+        _out(f"run {run_id}: " + ("stopped" if what == "stopped" else "stop requested; it stops at its next journaled call"))
+        return 0
+
+    _run(go())
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument()],
+    database_url: DbOpt = None,
+    no_timestamps: NoTsOpt = False,
+) -> None:
+    """Cancel a run: its `finally` blocks run, its children are cancelled, it ends `cancelled`."""
+
+    async def go() -> int:
+        async with await Client.connect(database_url) as client:
+            what = await steer(client, run_id, "cancel")
+            if what == "requested":
+                _out(f"run {run_id}: cancel requested")
+                return 0
+            # Nobody holds it: run the cancellation here, so its cleanup code runs now.
+            row = await client.row(run_id)
+            try:
+                pdef = load_target(row.entrypoint)
+            except DurapipeError:
+                pdef = None
+            if pdef is None:
+                _out(f"run {run_id}: cancel queued for a worker that carries {row.pipeline}")
+                return 0
+            fg = _Foreground(client.store, [pdef], not no_timestamps)
+            await fg.runner.start()
+            try:
+                taken = await _take(client, row, fg.runner, S.ACTIVE + RESUMABLE)
+            except BaseException:
+                await fg.runner.close()
+                raise
+            status = await fg.drive(taken, cancel=True)
+            _out(f"run {run_id}: {status}")
+            return 0 if status == "cancelled" else 1
+
+    _run(go())
+
+
+# ---------------------------------------------------------------------- database
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DbOpt = None) -> None:
+    """Create or migrate durapipe's tables to this version's schema."""
+
+    async def go() -> int:
+        store = await open_store(database_url, migrate=True)
+        rev = await store.schema_revision()
+        await store.close()
+        _out(f"database is at schema revision {rev}")
+        return 0
+
+    _run(go())
+
+
+@app.command()
+def gc(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age of finished runs to delete, e.g. 30d, 12h.")],
+    database_url: DbOpt = None,
+) -> None:
+    """Delete finished runs (and their history and logs) older than the given age."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        seconds = float(older_than[:-1]) * units[older_than[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise InvalidInput(f"--older-than {older_than!r}: use a number and a unit, e.g. 30d, 12h, 90m") from None
+
+    async def go() -> int:
+        store = await open_store(database_url)
+        try:
+            n = await store.gc(older_than=time.time() - seconds)
+        finally:
+            await store.close()
+        _out(f"deleted {n} finished runs")
+        return 0
+
+    _run(go())
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors, meaningful exit codes."""
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        rc = exc.exit_code
+    except click.exceptions.Abort:
+        rc = 130
+    except click.ClickException as exc:
+        exc.show()
+        rc = exc.exit_code
+    except DurapipeError as exc:
+        _err(f"error: {exc}")
+        rc = 1
+    except KeyboardInterrupt:
+        rc = 130
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+Main = Callable[[list[str] | None], None]

@@ -1,0 +1,20 @@
+"""Hello, durapipe: a command, a step, a durable sleep.
+
+    durapipe run examples/hello.py:hello --input name=world
+"""
+
+import durapipe as dp
+
+
+@dp.step
+def greeting(name: str) -> str:
+    return f"Hello, {name}!"
+
+
+@dp.pipeline(version="1")
+async def hello(name: str = "world", nap: float = 1.0) -> dict:
+    listing = await dp.exec("ls", "-1", "examples")
+    text = await greeting(name)
+    await dp.sleep(nap)
+    await dp.exec("echo", text)
+    return {"greeting": text, "files": len(listing.stdout.splitlines())}
