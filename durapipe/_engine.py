@@ -173,9 +173,12 @@ class RunContext:
             if ev.kind == "run_failed" and ev.data:
                 origin = _serde.loads(ev.data).get("step")
                 if origin and origin in self.records:
-                    self.records[origin] = [e for e in self.records[origin] if e.kind != "step_failed" and e.seq < ev.seq] + [
-                        e for e in self.records[origin] if e.seq > ev.seq
-                    ]
+                    # Keep the earlier attempts' retry events (they count tries); drop the failure.
+                    kept = [e for e in self.records[origin] if e.seq > ev.seq or (e.seq < ev.seq and e.kind == "step_retry")]
+                    if kept:
+                        self.records[origin] = kept
+                    else:
+                        del self.records[origin]
         self.visited: set[str] = set()
         self.labels: dict[str, int] = {}
         self.gathers = 0

@@ -524,3 +524,18 @@ def _origin_step(exc: BaseException) -> str | None:
 
 def wall() -> float:
     return time.time()
+
+
+async def drive_tree(runner: Runner, row: Any, *, resumed: str | None = None, cancel: bool = False) -> str:
+    """Execute one run here, and any children it starts, until the run ends or parks."""
+    root = runner.spawn(row, resumed=resumed, cancel=cancel)
+    serve = asyncio.ensure_future(runner.serve(runner.claim_filter(root_run_id=row.root_run_id), until=root))
+    try:
+        return await root
+    finally:
+        runner._stopping = True
+        runner._wake.set()
+        await serve
+        if runner.tasks:
+            runner.interrupt_all("stop_now")
+            await asyncio.wait(list(runner.tasks), timeout=10)

@@ -20,7 +20,7 @@ from ._client import RESUMABLE, Client, RunView, check_resumable, event_json, pa
 from ._console import LiveConsole, LineFormatter, record_json, render_list, render_show, use_color
 from ._definition import load_module, load_target, pipelines_in
 from ._engine import HOST
-from ._runner import Runner
+from ._runner import Runner, drive_tree
 from ._store import open_store
 from ._store import schema as S
 from .errors import ConfigError, DurapipeError, InvalidInput, InvalidRunState
@@ -88,18 +88,7 @@ class _Foreground:
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         loop.add_signal_handler(signal.SIGTERM, self._on_sigint)
         try:
-            root = self.runner.spawn(row, resumed=resumed, cancel=cancel)
-            serve = asyncio.ensure_future(self.runner.serve(self.runner.claim_filter(root_run_id=row.root_run_id), until=root))
-            try:
-                status = await root
-            finally:
-                self.runner._stopping = True
-                self.runner._wake.set()
-                await serve
-                if self.runner.tasks:
-                    self.runner.interrupt_all("stop_now")
-                    await asyncio.wait(list(self.runner.tasks), timeout=10)
-            return status
+            return await drive_tree(self.runner, row, resumed=resumed, cancel=cancel)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)

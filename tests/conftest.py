@@ -1,0 +1,181 @@
+"""Fixtures shared by every test: a database per test on SQLite and on PostgreSQL, CLI helpers.
+
+PostgreSQL: DURAPIPE_TEST_PG_URL if set (a server URL whose user may create databases);
+otherwise a throwaway cluster is started from the local PostgreSQL binaries (tests/pgcluster.py).
+With no server to be had the PostgreSQL tests skip — except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pgcluster import PgCluster, find_pg_bin  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINES = Path(__file__).resolve().parent / "pipelines"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str | None]:
+    url = os.environ.get("DURAPIPE_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    if find_pg_bin() is None:
+        if IN_CI:
+            pytest.fail("CI=true but no PostgreSQL server binaries were found: install the `postgresql` package")
+        yield None
+        return
+    cluster = PgCluster()
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true but the throwaway PostgreSQL cluster did not start: {exc}")
+        yield None
+        return
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+def _with_db(server: str, name: str) -> str:
+    base = server.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+async def _pg_admin(server: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(server, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'durapipe.db'}"
+        _migrate(url)
+        yield url
+        return
+    server = request.getfixturevalue("pg_server")
+    if server is None:
+        pytest.skip("no PostgreSQL server available (set DURAPIPE_TEST_PG_URL or install postgresql)")
+    name = "dp_" + uuid.uuid4().hex[:16]
+    asyncio.run(_pg_admin(server, f'CREATE DATABASE "{name}"'))
+    url = _with_db(server, name)
+    _migrate(url)
+    try:
+        yield url
+    finally:
+        asyncio.run(_pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _migrate(url: str) -> None:
+    from durapipe._store import open_store
+
+    async def go() -> None:
+        store = await open_store(url, migrate=True)
+        await store.close()
+
+    asyncio.run(go())
+
+
+@pytest_asyncio.fixture
+async def store(db_url: str) -> AsyncIterator[Any]:
+    from durapipe._store import open_store
+
+    s = await open_store(db_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def cli_env(db_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DURAPIPE_DATABASE_URL": db_url,
+            "NO_COLOR": "1",
+            "PYTHONUNBUFFERED": "1",
+            "DURAPIPE_POLL_INTERVAL": "0.1",
+        }
+    )
+    env.pop("FORCE_COLOR", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def dp_cli(db_url: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``durapipe ARGS`` as a real subprocess against this test's database."""
+
+    def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "durapipe", *args],
+            capture_output=True, text=True, timeout=timeout, cwd=str(tmp_path),
+            env=cli_env(db_url, SIDE_DIR=str(tmp_path), **(env or {})),
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"durapipe {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def dp_spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``durapipe ARGS`` in the background (for kills); all are killed at teardown."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "durapipe", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
+            env=cli_env(db_url, SIDE_DIR=str(tmp_path), **(env or {})),
+        )
+        procs.append(p)
+        return p
+
+    yield spawn
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=30)
+
+
+def wait_until(cond: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def side_effects(tmp_path: Path, name: str) -> list[str]:
+    """Lines appended by test pipelines to SIDE_DIR/NAME (one line per real execution)."""
+    f = tmp_path / name
+    return f.read_text().splitlines() if f.exists() else []
