@@ -44,11 +44,23 @@ class RunView:
     @classmethod
     def of(cls, row: Any) -> RunView:
         return cls(
-            run_id=row.id, pipeline=row.pipeline, version=row.version, status=row.status,
-            inputs=_serde.loads(row.inputs) or {}, output=_serde.loads(row.output), error=_serde.loads(row.error),
-            parent_run_id=row.parent_run_id, root_run_id=row.root_run_id, pinned=bool(row.pinned),
-            attempt=row.attempt, entrypoint=row.entrypoint, created_at=row.created_at, updated_at=row.updated_at,
-            finished_at=row.finished_at, wake_at=row.wake_at, waiting_for=_serde.loads(row.waiting_for),
+            run_id=row.id,
+            pipeline=row.pipeline,
+            version=row.version,
+            status=row.status,
+            inputs=_serde.loads(row.inputs) or {},
+            output=_serde.loads(row.output),
+            error=_serde.loads(row.error),
+            parent_run_id=row.parent_run_id,
+            root_run_id=row.root_run_id,
+            pinned=bool(row.pinned),
+            attempt=row.attempt,
+            entrypoint=row.entrypoint,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            finished_at=row.finished_at,
+            wake_at=row.wake_at,
+            waiting_for=_serde.loads(row.waiting_for),
             lease_owner=row.lease_owner,
         )
 
@@ -58,7 +70,15 @@ class RunView:
 
 
 def event_json(ev: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"seq": ev.seq, "kind": ev.kind, "step": ev.step, "name": ev.name, "label": ev.label, "at": ev.at, "attempt": ev.attempt}
+    out: dict[str, Any] = {
+        "seq": ev.seq,
+        "kind": ev.kind,
+        "step": ev.step,
+        "name": ev.name,
+        "label": ev.label,
+        "at": ev.at,
+        "attempt": ev.attempt,
+    }
     if ev.data is not None:
         try:
             out["data"] = _serde.loads(ev.data)
@@ -74,15 +94,21 @@ def parse_inputs(pairs: list[str], input_json: str | None) -> dict[str, Any]:
         try:
             data = _serde.loads(input_json)
         except ValueError as exc:
-            raise InvalidInput(f"--input-json is not valid JSON ({exc.args[0] if exc.args else exc}); example: --input-json '{{\"n\": 3}}'") from None
+            raise InvalidInput(
+                f"--input-json is not valid JSON ({exc.args[0] if exc.args else exc}); example: --input-json '{{\"n\": 3}}'"
+            ) from None
         if not isinstance(data, dict):
-            raise InvalidInput("--input-json must be a JSON object of input names to values, e.g. '{\"n\": 3}'")
+            raise InvalidInput(
+                "--input-json must be a JSON object of input names to values, e.g. '{\"n\": 3}'"
+            )
         inputs.update(data)
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise InvalidInput(f"--input {pair!r} is not NAME=VALUE (e.g. --input branch=main, --input n=3)")
+            raise InvalidInput(
+                f"--input {pair!r} is not NAME=VALUE (e.g. --input branch=main, --input n=3)"
+            )
         if "\x00" in value:
             raise InvalidInput(f"--input {key}: values cannot contain NUL bytes")
         inputs[key] = _serde.parse_cli_value(value)
@@ -131,20 +157,49 @@ class Client:
         now = self.store_now()
         pinned = pdef.pin if pin is None else pin
         row = {
-            "id": rid, "pipeline": pdef.name, "version": pdef.version, "entrypoint": pdef.entrypoint,
-            "pinned": pinned, "status": "running" if owner else "pending", "inputs": text,
-            "parent_run_id": None, "parent_step": None, "root_run_id": rid, "depth": 0, "prefix": pdef.name,
-            "created_at": now, "updated_at": now, "attempt": 1 if owner else 0,
-            "lease_owner": owner, "lease_expires_at": now + ttl if owner else None,
+            "id": rid,
+            "pipeline": pdef.name,
+            "version": pdef.version,
+            "entrypoint": pdef.entrypoint,
+            "pinned": pinned,
+            "status": "running" if owner else "pending",
+            "inputs": text,
+            "parent_run_id": None,
+            "parent_step": None,
+            "root_run_id": rid,
+            "depth": 0,
+            "prefix": pdef.name,
+            "created_at": now,
+            "updated_at": now,
+            "attempt": 1 if owner else 0,
+            "lease_owner": owner,
+            "lease_expires_at": now + ttl if owner else None,
         }
         started = {
-            "run_id": rid, "seq": 1, "kind": "run_started", "step": None, "name": pdef.name, "label": None,
-            "at": now, "attempt": row["attempt"],
-            "data": _serde.dumps({"inputs": inputs, "version": pdef.version, "entrypoint": pdef.entrypoint, "pinned": pinned, "host": socket.gethostname(), "pid": os.getpid()}),
+            "run_id": rid,
+            "seq": 1,
+            "kind": "run_started",
+            "step": None,
+            "name": pdef.name,
+            "label": None,
+            "at": now,
+            "attempt": row["attempt"],
+            "data": _serde.dumps(
+                {
+                    "inputs": inputs,
+                    "version": pdef.version,
+                    "entrypoint": pdef.entrypoint,
+                    "pinned": pinned,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                }
+            ),
         }
         existing, created = await self.store.create_run(row, [started])
         if not created and existing.pipeline != pdef.name:
-            raise InvalidInput(f"run id {rid!r} is taken by a run of pipeline {existing.pipeline!r}")
+            raise InvalidInput(
+                f"run id {rid!r} is taken by a run of pipeline {existing.pipeline!r}"
+            )
         return existing, created
 
     @staticmethod
@@ -164,7 +219,9 @@ class Client:
     ) -> str:
         """Queue a run for the workers; with the id of an existing run, return that run's id."""
         pdef = self.resolve(pipeline)
-        row, _ = await self.create_run(pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin)
+        row, _ = await self.create_run(
+            pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin
+        )
         return str(row.id)
 
     @staticmethod
@@ -177,7 +234,9 @@ class Client:
             found = registered(pipeline)
             if found is not None:
                 return found
-            raise ConfigError(f"no pipeline named {pipeline!r} is imported; pass the pipeline object or FILE.py:NAME")
+            raise ConfigError(
+                f"no pipeline named {pipeline!r} is imported; pass the pipeline object or FILE.py:NAME"
+            )
         raise ConfigError(f"{pipeline!r} is not a pipeline: decorate it with @dp.pipeline")
 
     # ---------------------------------------------------------------- reading
@@ -191,10 +250,19 @@ class Client:
     async def get(self, run_id: str) -> RunView:
         return RunView.of(await self.row(run_id))
 
-    async def list(self, *, status: str | None = None, pipeline: str | None = None, roots_only: bool = False, limit: int = 200) -> list[RunView]:
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        pipeline: str | None = None,
+        roots_only: bool = False,
+        limit: int = 200,
+    ) -> list[RunView]:
         if status is not None and status not in S.ACTIVE + S.RESUMABLE_EXTRA + tuple(S.TERMINAL):
             raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(S.ALL_STATUSES)}")
-        rows = await self.store.list_runs(status=status, pipeline=pipeline, roots_only=roots_only, limit=limit)
+        rows = await self.store.list_runs(
+            status=status, pipeline=pipeline, roots_only=roots_only, limit=limit
+        )
         return [RunView.of(r) for r in rows]
 
     async def events(self, run_id: str) -> list[dict[str, Any]]:
@@ -227,9 +295,13 @@ class Client:
 
 def check_resumable(row: Any) -> None:
     if row.status == "completed":
-        raise InvalidRunState(f"run {row.id} has completed; there is nothing to resume (`durapipe show {row.id}`)")
+        raise InvalidRunState(
+            f"run {row.id} has completed; there is nothing to resume (`durapipe show {row.id}`)"
+        )
     if row.status in ("cancelled", "aborted"):
-        raise InvalidRunState(f"run {row.id} was {row.status}; it cannot be resumed — start a new run")
+        raise InvalidRunState(
+            f"run {row.id} was {row.status}; it cannot be resumed — start a new run"
+        )
 
 
 async def steer(client: Client, run_id: str, what: str) -> str:
@@ -237,9 +309,13 @@ async def steer(client: Client, run_id: str, what: str) -> str:
     row = await client.row(run_id)
     verb = "cancel" if what == "cancel" else "stop"
     if row.status in S.TERMINAL:
-        raise InvalidRunState(f"run {run_id} has already ended ({row.status}); there is nothing to {verb}")
+        raise InvalidRunState(
+            f"run {run_id} has already ended ({row.status}); there is nothing to {verb}"
+        )
     if verb == "stop" and row.status == "stopped":
-        raise InvalidRunState(f"run {run_id} is already stopped; `durapipe resume {run_id}` continues it")
+        raise InvalidRunState(
+            f"run {run_id} is already stopped; `durapipe resume {run_id}` continues it"
+        )
     now = client.store_now()
     held = row.lease_owner is not None and (row.lease_expires_at or 0) >= now
     if held:
@@ -247,8 +323,11 @@ async def steer(client: Client, run_id: str, what: str) -> str:
         return "requested"
     if verb == "stop":
         ok = await client.store.finish_unleased(
-            run_id, status="stopped", event={"kind": "run_stopped", "attempt": row.attempt, "data": None},
-            now=now, expect=S.ACTIVE + ("blocked", "failed"),
+            run_id,
+            status="stopped",
+            event={"kind": "run_stopped", "attempt": row.attempt, "data": None},
+            now=now,
+            expect=S.ACTIVE + ("blocked", "failed"),
         )
         if not ok:  # it was claimed meanwhile: ask its new holder
             await client.store.set_request(run_id, what, now=now)

@@ -38,7 +38,9 @@ def timestamp(at: float) -> str:
 class LineFormatter:
     """``2026-11-27T11:18:25.364 [deploy.exec_1       ] README.md`` with aligned prefixes."""
 
-    def __init__(self, *, timestamps: bool = True, color: bool = False, width: int = MIN_WIDTH) -> None:
+    def __init__(
+        self, *, timestamps: bool = True, color: bool = False, width: int = MIN_WIDTH
+    ) -> None:
         self.timestamps = timestamps
         self.color = color
         self.width = width
@@ -65,7 +67,9 @@ class LineFormatter:
 class LiveConsole:
     """Prints log records as they happen (``durapipe run``, ``resume``, ``worker --console``)."""
 
-    def __init__(self, *, timestamps: bool = True, stream: IO[str] | None = None, json_lines: bool = False) -> None:
+    def __init__(
+        self, *, timestamps: bool = True, stream: IO[str] | None = None, json_lines: bool = False
+    ) -> None:
         self.stream = stream or sys.stdout
         self.json_lines = json_lines
         self.fmt = LineFormatter(timestamps=timestamps, color=use_color(self.stream))
@@ -74,23 +78,41 @@ class LiveConsole:
         if self.json_lines:
             self.stream.write(json.dumps(record_json(rec.__dict__), ensure_ascii=False) + "\n")
         else:
-            self.stream.write(self.fmt.format(prefix=rec.prefix, line=rec.line, stream=rec.stream, at=rec.at) + "\n")
+            self.stream.write(
+                self.fmt.format(prefix=rec.prefix, line=rec.line, stream=rec.stream, at=rec.at)
+                + "\n"
+            )
         self.stream.flush()
 
 
 def record_json(r: Any) -> dict[str, Any]:
     get = r.get if isinstance(r, dict) else (lambda k: getattr(r, k, None))
     return {
-        "at": get("at"), "time": timestamp(float(get("at"))), "run_id": get("run_id"), "root_run_id": get("root_run_id"),
-        "step": get("step"), "prefix": get("prefix"), "stream": get("stream"), "line": get("line"), "attempt": get("attempt"),
+        "at": get("at"),
+        "time": timestamp(float(get("at"))),
+        "run_id": get("run_id"),
+        "root_run_id": get("root_run_id"),
+        "step": get("step"),
+        "prefix": get("prefix"),
+        "stream": get("stream"),
+        "line": get("line"),
+        "attempt": get("attempt"),
     }
 
 
 # ---------------------------------------------------------------------- tables and trees
 
 STATUS_STYLE = {
-    "completed": "green", "failed": "red", "blocked": "bold red", "aborted": "red", "cancelled": "yellow",
-    "stopped": "yellow", "running": "cyan", "sleeping": "blue", "waiting": "magenta", "pending": "white",
+    "completed": "green",
+    "failed": "red",
+    "blocked": "bold red",
+    "aborted": "red",
+    "cancelled": "yellow",
+    "stopped": "yellow",
+    "running": "cyan",
+    "sleeping": "blue",
+    "waiting": "magenta",
+    "pending": "white",
 }
 
 
@@ -118,21 +140,40 @@ def render_list(rows: list[Any], counts: dict[str, int], *, now: float) -> Any:
     for r in rows:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
         table.add_row(
-            ("  " * r.depth) + r.id, r.pipeline, r.version, Text(r.status, style=STATUS_STYLE.get(r.status, "")),
-            started, _dur(r, now),
+            ("  " * r.depth) + r.id,
+            r.pipeline,
+            r.version,
+            Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+            started,
+            _dur(r, now),
         )
-    summary = Text("  ".join(f"{s}: {n}" for s, n in sorted(counts.items())) or "no runs", style="dim")
+    summary = Text(
+        "  ".join(f"{s}: {n}" for s, n in sorted(counts.items())) or "no runs", style="dim"
+    )
     return Group(table, summary)
 
 
-def render_show(run: Any, events: list[Any], *, children: list[Any], waits: list[str], now: float, note: str | None = None) -> Any:
+def render_show(
+    run: Any,
+    events: list[Any],
+    *,
+    children: list[Any],
+    waits: list[str],
+    now: float,
+    note: str | None = None,
+) -> Any:
     from rich.console import Group
     from rich.text import Text
     from rich.tree import Tree
 
     head = Text.assemble(
-        (run.id, "bold"), "  ", (run.pipeline, "bold"), f" v{run.version}", "  ",
-        (run.status, STATUS_STYLE.get(run.status, "")), f"  {_dur(run, now)}",
+        (run.id, "bold"),
+        "  ",
+        (run.pipeline, "bold"),
+        f" v{run.version}",
+        "  ",
+        (run.status, STATUS_STYLE.get(run.status, "")),
+        f"  {_dur(run, now)}",
         ("  pinned" if run.pinned else ""),
     )
     tree = Tree(head)
@@ -146,25 +187,42 @@ def render_show(run: Any, events: list[Any], *, children: list[Any], waits: list
             continue
         s = steps.get(ev.step)
         if s is None:
-            s = steps[ev.step] = {"label": ev.label or ev.name or ev.step, "kind": ev.kind, "start": ev.at, "end": None, "tries": 0, "data": None}
+            s = steps[ev.step] = {
+                "label": ev.label or ev.name or ev.step,
+                "kind": ev.kind,
+                "start": ev.at,
+                "end": None,
+                "tries": 0,
+                "data": None,
+            }
             order.append(ev.step)
         s["last"] = ev.kind
         if ev.kind in ("step_started",):
             s["tries"] += 1
         if ev.kind in ("step_retry",):
             s["tries"] += 1
-        if ev.kind.endswith(("_completed", "_failed", "_fired", "_received", "_timeout", "_recorded")):
+        if ev.kind.endswith(
+            ("_completed", "_failed", "_fired", "_received", "_timeout", "_recorded")
+        ):
             s["end"] = ev.at
             s["data"] = ev.data
     for key in order:
         s = steps[key]
         last = s["last"]
         state = {
-            "step_completed": ("done", "green"), "step_failed": ("failed", "red"), "timer_fired": ("done", "green"),
-            "input_received": ("received", "green"), "input_timeout": ("timed out", "yellow"),
-            "child_completed": ("done", "green"), "child_failed": ("failed", "red"), "value_recorded": ("done", "green"),
-            "timer_started": ("sleeping", "blue"), "input_requested": ("waiting", "magenta"),
-            "child_started": ("waiting", "magenta"), "step_started": ("running", "cyan"), "step_retry": ("retrying", "yellow"),
+            "step_completed": ("done", "green"),
+            "step_failed": ("failed", "red"),
+            "timer_fired": ("done", "green"),
+            "input_received": ("received", "green"),
+            "input_timeout": ("timed out", "yellow"),
+            "child_completed": ("done", "green"),
+            "child_failed": ("failed", "red"),
+            "value_recorded": ("done", "green"),
+            "timer_started": ("sleeping", "blue"),
+            "input_requested": ("waiting", "magenta"),
+            "child_started": ("waiting", "magenta"),
+            "step_started": ("running", "cyan"),
+            "step_retry": ("retrying", "yellow"),
         }.get(last, (last, ""))
         dur = f"{(s['end'] or now) - s['start']:.3f}s" if s["end"] else ""
         extra = ""
@@ -182,9 +240,25 @@ def render_show(run: Any, events: list[Any], *, children: list[Any], waits: list
                 if val is not None:
                     extra = "  → " + _short(val)
         tries = f"  attempt {s['tries']}" if s["tries"] > 1 else ""
-        tree.add(Text.assemble(f"{key:>6}  ", (s["label"], "bold"), "  ", (state[0], state[1]), f"  {dur}{tries}", (extra, "dim")))
+        tree.add(
+            Text.assemble(
+                f"{key:>6}  ",
+                (s["label"], "bold"),
+                "  ",
+                (state[0], state[1]),
+                f"  {dur}{tries}",
+                (extra, "dim"),
+            )
+        )
     for kid in children:
-        tree.add(Text.assemble("child  ", (kid.id, "bold"), f"  {kid.pipeline}  ", (kid.status, STATUS_STYLE.get(kid.status, ""))))
+        tree.add(
+            Text.assemble(
+                "child  ",
+                (kid.id, "bold"),
+                f"  {kid.pipeline}  ",
+                (kid.status, STATUS_STYLE.get(kid.status, "")),
+            )
+        )
     parts: list[Any] = [tree]
     if run.output:
         parts.append(Text(f"output: {_short(json.loads(run.output), 400)}"))

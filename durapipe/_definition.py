@@ -20,7 +20,9 @@ from .errors import ConfigError, InvalidInput, TargetNotFound
 F = TypeVar("F", bound=Callable[..., Any])
 
 _REGISTRY: dict[str, PipelineDef] = {}
-_FILE_MODULES: dict[str, str] = {}  # module name -> absolute file path, for modules we loaded from files
+_FILE_MODULES: dict[
+    str, str
+] = {}  # module name -> absolute file path, for modules we loaded from files
 
 
 def _source_hash(fn: Callable[..., Any]) -> str:
@@ -62,15 +64,29 @@ class PipelineDef:
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
         unknown = [k for k in inputs if k not in params and not accepts_any]
         if unknown:
-            names = ", ".join(p for p in params if params[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)) or "none"
-            raise InvalidInput(f"pipeline {self.name!r} has no input {unknown[0]!r}; its inputs are: {names}")
+            names = (
+                ", ".join(
+                    p
+                    for p in params
+                    if params[p].kind
+                    not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+                )
+                or "none"
+            )
+            raise InvalidInput(
+                f"pipeline {self.name!r} has no input {unknown[0]!r}; its inputs are: {names}"
+            )
         missing = [
             n
             for n, p in params.items()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in inputs
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and n not in inputs
         ]
         if missing:
-            raise InvalidInput(f"pipeline {self.name!r} needs input {missing[0]!r}: pass --input {missing[0]}=VALUE")
+            raise InvalidInput(
+                f"pipeline {self.name!r} needs input {missing[0]!r}: pass --input {missing[0]}=VALUE"
+            )
         return dict(inputs)
 
 
@@ -128,7 +144,12 @@ def pipeline(
 def step(fn: F, /) -> F: ...
 @overload
 def step(
-    *, name: str | None = None, retries: int = 0, retry_delay: float = 1.0, backoff: float = 2.0, max_delay: float = 60.0
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    backoff: float = 2.0,
+    max_delay: float = 60.0,
 ) -> Callable[[F], F]: ...
 
 
@@ -153,7 +174,13 @@ def step(
     def wrap(f: Any) -> Any:
         from ._engine import call_step
 
-        opts = StepOptions(name=name or f.__name__, retries=retries, retry_delay=retry_delay, backoff=backoff, max_delay=max_delay)
+        opts = StepOptions(
+            name=name or f.__name__,
+            retries=retries,
+            retry_delay=retry_delay,
+            backoff=backoff,
+            max_delay=max_delay,
+        )
         is_async = inspect.iscoroutinefunction(f)
 
         @functools.wraps(f)
@@ -238,14 +265,18 @@ def load_target(target: str) -> PipelineDef:
     if not sep:
         mod_spec, attr = target, ""
     if not mod_spec:
-        raise TargetNotFound(f"target {target!r} names no file or module; use path/to/file.py:pipeline or package.module:pipeline")
+        raise TargetNotFound(
+            f"target {target!r} names no file or module; use path/to/file.py:pipeline or package.module:pipeline"
+        )
     module = load_module(mod_spec)
     found = pipelines_in(module)
     if not attr:
         if len(found) == 1:
             return found[0]
         names = ", ".join(sorted(p.name for p in found)) or "none"
-        raise TargetNotFound(f"{mod_spec} has {len(found)} pipelines ({names}); name one: {mod_spec}:NAME")
+        raise TargetNotFound(
+            f"{mod_spec} has {len(found)} pipelines ({names}); name one: {mod_spec}:NAME"
+        )
     obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)

@@ -18,7 +18,7 @@ import time
 import traceback
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import _exec, _serde
@@ -40,7 +40,16 @@ HOST = socket.gethostname()
 INFINITY = math.inf
 
 COMPLETIONS = frozenset(
-    {"step_completed", "step_failed", "timer_fired", "input_received", "input_timeout", "child_completed", "child_failed", "value_recorded"}
+    {
+        "step_completed",
+        "step_failed",
+        "timer_fired",
+        "input_received",
+        "input_timeout",
+        "child_completed",
+        "child_failed",
+        "value_recorded",
+    }
 )
 
 
@@ -103,8 +112,12 @@ class Branch:
         return f"{self.path}/{self.counter}" if self.path else str(self.counter)
 
 
-_CTX: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("durapipe_run", default=None)
-_BRANCH: contextvars.ContextVar[Branch | None] = contextvars.ContextVar("durapipe_branch", default=None)
+_CTX: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "durapipe_run", default=None
+)
+_BRANCH: contextvars.ContextVar[Branch | None] = contextvars.ContextVar(
+    "durapipe_branch", default=None
+)
 _IN_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("durapipe_step", default=None)
 
 
@@ -115,7 +128,9 @@ def current(what: str) -> tuple[RunContext, Branch]:
             f"dp.{what}() works only inside a running pipeline; start one with `durapipe run FILE.py:NAME`"
         )
     if _IN_STEP.get() is not None:
-        raise NotInPipeline(f"dp.{what}() cannot be called inside a @dp.step; call it from the pipeline itself")
+        raise NotInPipeline(
+            f"dp.{what}() cannot be called inside a @dp.step; call it from the pipeline itself"
+        )
     branch = _BRANCH.get()
     try:
         task = asyncio.current_task()
@@ -133,7 +148,11 @@ def error_data(exc: BaseException, *, step: str | None = None) -> dict[str, Any]
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
     # Trim to user code: drop frames from durapipe's own modules.
     kept = [line for line in tb if "/durapipe/_" not in line and "asyncio/" not in line]
-    data: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(kept)[-8000:]}
+    data: dict[str, Any] = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(kept)[-8000:],
+    }
     if step is not None:
         data["step"] = step
     return data
@@ -174,7 +193,11 @@ class RunContext:
                 origin = _serde.loads(ev.data).get("step")
                 if origin and origin in self.records:
                     # Keep the earlier attempts' retry events (they count tries); drop the failure.
-                    kept = [e for e in self.records[origin] if e.seq > ev.seq or (e.seq < ev.seq and e.kind == "step_retry")]
+                    kept = [
+                        e
+                        for e in self.records[origin]
+                        if e.seq > ev.seq or (e.seq < ev.seq and e.kind == "step_retry")
+                    ]
                     if kept:
                         self.records[origin] = kept
                     else:
@@ -196,9 +219,14 @@ class RunContext:
 
     def info(self, step_key: str | None = None, replaying: bool = False) -> RunInfo:
         return RunInfo(
-            run_id=self.run_id, pipeline=self.pipeline, version=self.version, attempt=self.attempt,
-            root_run_id=self.root_run_id, parent_run_id=self.parent_run_id,
-            step_id=f"{self.run_id}.{step_key}" if step_key else None, is_replaying=replaying,
+            run_id=self.run_id,
+            pipeline=self.pipeline,
+            version=self.version,
+            attempt=self.attempt,
+            root_run_id=self.root_run_id,
+            parent_run_id=self.parent_run_id,
+            step_id=f"{self.run_id}.{step_key}" if step_key else None,
+            is_replaying=replaying,
         )
 
     def label(self, name: str) -> str:
@@ -209,19 +237,44 @@ class RunContext:
     def emit(self, step: str | None, label: str | None, stream: str, line: str) -> None:
         prefix = f"{self.prefix}.{label}" if label else self.prefix
         self.host.emit(
-            LogRecord(run_id=self.run_id, root_run_id=self.root_run_id, step=step, prefix=prefix, stream=stream,
-                      line=line, at=self.clock.now(), attempt=self.attempt)
+            LogRecord(
+                run_id=self.run_id,
+                root_run_id=self.root_run_id,
+                step=step,
+                prefix=prefix,
+                stream=stream,
+                line=line,
+                at=self.clock.now(),
+                attempt=self.attempt,
+            )
         )
 
-    def event(self, kind: str, *, step: str | None = None, name: str | None = None, label: str | None = None, data: str | None = None) -> dict[str, Any]:
+    def event(
+        self,
+        kind: str,
+        *,
+        step: str | None = None,
+        name: str | None = None,
+        label: str | None = None,
+        data: str | None = None,
+    ) -> dict[str, Any]:
         self.next_seq += 1
         return {
-            "run_id": self.run_id, "seq": self.next_seq, "kind": kind, "step": step, "name": name,
-            "label": label, "at": self.clock.now(), "attempt": self.attempt, "data": data,
+            "run_id": self.run_id,
+            "seq": self.next_seq,
+            "kind": kind,
+            "step": step,
+            "name": name,
+            "label": label,
+            "at": self.clock.now(),
+            "attempt": self.attempt,
+            "data": data,
         }
 
     async def write(self, *events: dict[str, Any], **kw: Any) -> None:
-        op = Op(run_id=self.run_id, owner=self.owner, attempt=self.attempt, events=list(events), **kw)
+        op = Op(
+            run_id=self.run_id, owner=self.owner, attempt=self.attempt, events=list(events), **kw
+        )
         try:
             await self.journal.submit(op)
         except LeaseLost:
@@ -295,10 +348,15 @@ class RunContext:
             if remaining > self.host.suspend_after and self.can_suspend():
                 await self.write(
                     run_update={
-                        "status": status, "wake_at": deadline, "waiting_for": _serde.dumps(waiting_for),
-                        "lease_owner": None, "lease_expires_at": None, "updated_at": now,
+                        "status": status,
+                        "wake_at": deadline,
+                        "waiting_for": _serde.dumps(waiting_for),
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "updated_at": now,
                     },
-                    wake_if_input=wake_if_input, wake_if_child=wake_if_child,
+                    wake_if_input=wake_if_input,
+                    wake_if_child=wake_if_child,
                 )
                 self.status = "suspended"
                 raise RunSuspending(status)
@@ -308,7 +366,11 @@ class RunContext:
     async def _pause(self, seconds: float) -> None:
         self.nudge.clear()
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
-        waiters = [sleeper, asyncio.ensure_future(self.nudge.wait()), asyncio.ensure_future(self.interrupted.wait())]
+        waiters = [
+            sleeper,
+            asyncio.ensure_future(self.nudge.wait()),
+            asyncio.ensure_future(self.interrupted.wait()),
+        ]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -353,7 +415,9 @@ def _decode_step(done: Any, key: str) -> Any:
     return data.get("result")
 
 
-async def call_step(fn: Callable[..., Any], opts: Any, is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def call_step(
+    fn: Callable[..., Any], opts: Any, is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     ctx = _CTX.get()
     if ctx is None or _IN_STEP.get() is not None:
         # Outside a run (or nested in another step): a plain call.
@@ -376,8 +440,12 @@ async def call_step(fn: Callable[..., Any], opts: Any, is_async: bool, args: tup
                 if is_async:
                     result = await fn(*args, **kwargs)
                 else:
-                    result = await asyncio.to_thread(contextvars.copy_context().run, fn, *args, **kwargs)
-                text = _serde.dumps(result, what=f"the result of step {label} ({type(result).__name__})")
+                    result = await asyncio.to_thread(
+                        contextvars.copy_context().run, fn, *args, **kwargs
+                    )
+                text = _serde.dumps(
+                    result, what=f"the result of step {label} ({type(result).__name__})"
+                )
             except (RunInterrupted, asyncio.CancelledError):
                 raise
             except Exception as exc:
@@ -386,16 +454,45 @@ async def call_step(fn: Callable[..., Any], opts: Any, is_async: bool, args: tup
                 err = error_data(exc)
                 if tries <= opts.retries:
                     delay = min(opts.retry_delay * (opts.backoff ** (tries - 1)), opts.max_delay)
-                    ctx.emit(key, label, "warn", f"attempt {tries} failed: {err['type']}: {err['message']}; retrying in {delay:g}s")
-                    await ctx.write(ctx.event("step_retry", step=key, name=opts.name, label=label, data=_serde.dumps({"try": tries, "error": err})))
+                    ctx.emit(
+                        key,
+                        label,
+                        "warn",
+                        f"attempt {tries} failed: {err['type']}: {err['message']}; retrying in {delay:g}s",
+                    )
+                    await ctx.write(
+                        ctx.event(
+                            "step_retry",
+                            step=key,
+                            name=opts.name,
+                            label=label,
+                            data=_serde.dumps({"try": tries, "error": err}),
+                        )
+                    )
                     await ctx.clock.sleep(delay)
                     continue
                 ctx.emit(key, label, "error", f"failed: {err['type']}: {err['message']}")
-                await ctx.write(ctx.event("step_failed", step=key, name=opts.name, label=label, data=_serde.dumps({"error": err, "tries": tries})))
+                await ctx.write(
+                    ctx.event(
+                        "step_failed",
+                        step=key,
+                        name=opts.name,
+                        label=label,
+                        data=_serde.dumps({"error": err, "tries": tries}),
+                    )
+                )
                 failure = StepFailed(label, err["type"], err["message"])
                 failure.__durapipe_step__ = key  # type: ignore[attr-defined]
                 raise failure from exc
-            await ctx.write(ctx.event("step_completed", step=key, name=opts.name, label=label, data='{"result":' + text + "}"))
+            await ctx.write(
+                ctx.event(
+                    "step_completed",
+                    step=key,
+                    name=opts.name,
+                    label=label,
+                    data='{"result":' + text + "}",
+                )
+            )
             return _serde.loads(text)
     finally:
         _IN_STEP.reset(token)
@@ -418,7 +515,9 @@ async def exec_(
     if not argv:
         raise ValueError("dp.exec needs a command: dp.exec('make', 'test')")
     if shell and len(argv) != 1:
-        raise ValueError("with shell=True pass one command string: dp.exec('ls | wc -l', shell=True)")
+        raise ValueError(
+            "with shell=True pass one command string: dp.exec('ls | wc -l', shell=True)"
+        )
     args = [str(a) for a in argv]
     key = branch.next_key()
     label = ctx.label("exec")
@@ -427,34 +526,74 @@ async def exec_(
     if done is not None:
         data = _serde.loads(done.data) or {}
         res = data.get("result") or {}
-        result = _exec.ExecResult(stdout=res.get("stdout", ""), stderr=res.get("stderr", ""), exit_code=res.get("exit_code", -1), duration=res.get("duration", 0.0))
+        result = _exec.ExecResult(
+            stdout=res.get("stdout", ""),
+            stderr=res.get("stderr", ""),
+            exit_code=res.get("exit_code", -1),
+            duration=res.get("duration", 0.0),
+        )
         if done.kind == "step_failed":
-            failure = ExecFailed(label, args, res.get("exit_code"), res.get("stderr", ""), bool(data.get("timed_out")))
+            failure = ExecFailed(
+                label,
+                args,
+                res.get("exit_code"),
+                res.get("stderr", ""),
+                bool(data.get("timed_out")),
+            )
             failure.__durapipe_step__ = key  # type: ignore[attr-defined]
             raise failure
         return result
     shown = args[0] if shell else _exec.quote(args)
-    again = " (again: the last attempt did not finish)" if any(e.kind == "step_started" for e in evs) else ""
+    again = (
+        " (again: the last attempt did not finish)"
+        if any(e.kind == "step_started" for e in evs)
+        else ""
+    )
     ctx.emit(key, label, "info", f"$ {shown}{again}")
     t0 = time.monotonic()
     proc = await _exec.start(args, shell=shell, cwd=cwd, env=env)
     ctx.procs.add(proc)
     try:
-        await ctx.write(ctx.event("step_started", step=key, name="exec", label=label, data=_serde.dumps({"argv": args, "host": HOST, "pid": proc.pid})))
-        result, timed_out = await _exec.wait(proc, timeout=timeout, on_line=lambda s, line: ctx.emit(key, label, s, line))
+        await ctx.write(
+            ctx.event(
+                "step_started",
+                step=key,
+                name="exec",
+                label=label,
+                data=_serde.dumps({"argv": args, "host": HOST, "pid": proc.pid}),
+            )
+        )
+        result, timed_out = await _exec.wait(
+            proc, timeout=timeout, on_line=lambda s, line: ctx.emit(key, label, s, line)
+        )
     finally:
         ctx.procs.discard(proc)
     if proc.killed_by in ("stop_now", "lost", "shutdown_now"):
         raise RunStopping(proc.killed_by) if proc.killed_by != "lost" else LeaseLost(ctx.run_id)
     elapsed = time.monotonic() - t0
-    payload = {"stdout": result.stdout, "stderr": result.stderr, "exit_code": result.exit_code, "duration": round(elapsed, 3)}
+    payload = {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "exit_code": result.exit_code,
+        "duration": round(elapsed, 3),
+    }
     failed = timed_out or (check and result.exit_code != 0)
     why = f"timed out after {timeout:g}s" if timed_out else f"exit {result.exit_code}"
     ctx.emit(key, label, "error" if failed else "info", f"{why} in {_fmt_duration(elapsed)}")
     kind = "step_failed" if failed else "step_completed"
-    await ctx.write(ctx.event(kind, step=key, name="exec", label=label, data=_serde.dumps({"result": payload, "timed_out": timed_out})))
+    await ctx.write(
+        ctx.event(
+            kind,
+            step=key,
+            name="exec",
+            label=label,
+            data=_serde.dumps({"result": payload, "timed_out": timed_out}),
+        )
+    )
     if failed:
-        failure = ExecFailed(label, args, None if timed_out else result.exit_code, result.stderr, timed_out)
+        failure = ExecFailed(
+            label, args, None if timed_out else result.exit_code, result.stderr, timed_out
+        )
         failure.__durapipe_step__ = key  # type: ignore[attr-defined]
         raise failure
     return _exec.ExecResult(**payload)
@@ -505,18 +644,46 @@ async def sleep(duration: Any) -> None:
         wake_at = float((_serde.loads(started.data) or {})["wake_at"])
         left = wake_at - now
         if left > 0:
-            ctx.emit(key, label, "info", f"Sleeping for the remaining {fmt_span(left)} (until {_clock_str(wake_at)})")
+            ctx.emit(
+                key,
+                label,
+                "info",
+                f"Sleeping for the remaining {fmt_span(left)} (until {_clock_str(wake_at)})",
+            )
     else:
         wake_at = now + seconds
-        ctx.emit(key, label, "info", f"Sleeping for {fmt_span(seconds)} (until {_clock_str(wake_at)})")
-        await ctx.write(
-            ctx.event("timer_started", step=key, name="sleep", label=label, data=_serde.dumps({"seconds": seconds, "wake_at": wake_at})),
-            run_update={"status": "sleeping", "wake_at": wake_at, "updated_at": now, "waiting_for": _serde.dumps({"timer": label, "wake_at": wake_at})},
+        ctx.emit(
+            key, label, "info", f"Sleeping for {fmt_span(seconds)} (until {_clock_str(wake_at)})"
         )
-    await ctx.wait(deadline=wake_at, ready=None, status="sleeping", waiting_for={"timer": label, "wake_at": wake_at})
+        await ctx.write(
+            ctx.event(
+                "timer_started",
+                step=key,
+                name="sleep",
+                label=label,
+                data=_serde.dumps({"seconds": seconds, "wake_at": wake_at}),
+            ),
+            run_update={
+                "status": "sleeping",
+                "wake_at": wake_at,
+                "updated_at": now,
+                "waiting_for": _serde.dumps({"timer": label, "wake_at": wake_at}),
+            },
+        )
+    await ctx.wait(
+        deadline=wake_at,
+        ready=None,
+        status="sleeping",
+        waiting_for={"timer": label, "wake_at": wake_at},
+    )
     await ctx.write(
         ctx.event("timer_fired", step=key, name="sleep", label=label),
-        run_update={"status": "running", "wake_at": None, "waiting_for": None, "updated_at": ctx.clock.now()},
+        run_update={
+            "status": "running",
+            "wake_at": None,
+            "waiting_for": None,
+            "updated_at": ctx.clock.now(),
+        },
     )
 
 
@@ -538,7 +705,9 @@ async def _value(name: str, make: Callable[[], Any]) -> Any:
     if done is not None:
         return (_serde.loads(done.data) or {}).get("value")
     value = make()
-    await ctx.write(ctx.event("value_recorded", step=key, name=name, data=_serde.dumps({"value": value})))
+    await ctx.write(
+        ctx.event("value_recorded", step=key, name=name, data=_serde.dumps({"value": value}))
+    )
     return value
 
 
@@ -573,7 +742,9 @@ def context() -> RunInfo:
 # ---------------------------------------------------------------------- gather
 
 
-async def gather(*aws: Awaitable[Any], return_exceptions: bool = False, limit: int | None = None) -> list[Any]:
+async def gather(
+    *aws: Awaitable[Any], return_exceptions: bool = False, limit: int | None = None
+) -> list[Any]:
     """Run awaitables concurrently, each in its own deterministic step-key namespace.
 
     Args:
@@ -585,7 +756,9 @@ async def gather(*aws: Awaitable[Any], return_exceptions: bool = False, limit: i
         raise ValueError("dp.gather(limit=...) must be 1 or more")
     for aw in aws:
         if not asyncio.iscoroutine(aw):
-            raise TypeError("dp.gather takes coroutines (calls like my_step(x) or dp.exec(...)), not tasks or futures")
+            raise TypeError(
+                "dp.gather takes coroutines (calls like my_step(x) or dp.exec(...)), not tasks or futures"
+            )
     key = branch.next_key()
     ctx.check(key)
     sem = asyncio.Semaphore(limit) if limit else None

@@ -95,18 +95,30 @@ async def start(
         full_env.update({str(k): str(v) for k, v in env.items()})
     if shell:
         proc = await asyncio.create_subprocess_shell(
-            argv[0], stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=cwd, env=full_env, start_new_session=True,
+            argv[0],
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=full_env,
+            start_new_session=True,
         )
     else:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=cwd, env=full_env, start_new_session=True,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=full_env,
+            start_new_session=True,
         )
     return Process(proc)
 
 
-async def _pump(stream: asyncio.StreamReader | None, name: str, tail: _Tail, on_line: Callable[[str, str], None]) -> None:
+async def _pump(
+    stream: asyncio.StreamReader | None, name: str, tail: _Tail, on_line: Callable[[str, str], None]
+) -> None:
     if stream is None:
         return
     pending = b""
@@ -150,4 +162,6 @@ async def wait(
         pumps.cancel()
         raise
     p._signal(signal.SIGKILL) if p.killed_by else None
-    return ExecResult(stdout=out.value(), stderr=err.value(), exit_code=code, duration=time.monotonic() - t0), timed_out
+    return ExecResult(
+        stdout=out.value(), stderr=err.value(), exit_code=code, duration=time.monotonic() - t0
+    ), timed_out

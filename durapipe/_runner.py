@@ -79,10 +79,20 @@ class Runner:
         self.id = new_id("wkr")
         self.pipelines: dict[str, PipelineDef] = {p.name: p for p in (pipelines or [])}
         self.concurrency = concurrency
-        self.lease_ttl = lease_ttl if lease_ttl is not None else _env_float("DURAPIPE_LEASE_TTL", 30.0)
+        self.lease_ttl = (
+            lease_ttl if lease_ttl is not None else _env_float("DURAPIPE_LEASE_TTL", 30.0)
+        )
         default_poll = 0.5 if store.is_sqlite else 2.0
-        self.poll_interval = poll_interval if poll_interval is not None else _env_float("DURAPIPE_POLL_INTERVAL", default_poll)
-        self.suspend_after = suspend_after if suspend_after is not None else _env_float("DURAPIPE_SUSPEND_AFTER", 60.0)
+        self.poll_interval = (
+            poll_interval
+            if poll_interval is not None
+            else _env_float("DURAPIPE_POLL_INTERVAL", default_poll)
+        )
+        self.suspend_after = (
+            suspend_after
+            if suspend_after is not None
+            else _env_float("DURAPIPE_SUSPEND_AFTER", 60.0)
+        )
         self.clock = clock
         self.on_record = on_record
         self.held: dict[str, RunContext] = {}
@@ -102,9 +112,14 @@ class Runner:
         now = self.clock.now()
         await self.store.register_worker(
             {
-                "id": self.id, "host": HOST, "pid": os.getpid(), "kind": self.kind,
+                "id": self.id,
+                "host": HOST,
+                "pid": os.getpid(),
+                "kind": self.kind,
                 "pipelines": json.dumps({n: p.version for n, p in self.pipelines.items()}),
-                "concurrency": self.concurrency, "started_at": now, "heartbeat_at": now,
+                "concurrency": self.concurrency,
+                "started_at": now,
+                "heartbeat_at": now,
             }
         )
         loop = asyncio.get_running_loop()
@@ -133,8 +148,16 @@ class Runner:
 
     def emit(self, rec: LogRecord) -> None:
         self._log_buf.append(
-            {"run_id": rec.run_id, "root_run_id": rec.root_run_id, "step": rec.step, "prefix": rec.prefix,
-             "stream": rec.stream, "at": rec.at, "line": rec.line, "attempt": rec.attempt}
+            {
+                "run_id": rec.run_id,
+                "root_run_id": rec.root_run_id,
+                "step": rec.step,
+                "prefix": rec.prefix,
+                "stream": rec.stream,
+                "at": rec.at,
+                "line": rec.line,
+                "attempt": rec.attempt,
+            }
         )
         if self._log_file:
             self._log_file.write(json.dumps(self._log_buf[-1], ensure_ascii=False) + "\n")
@@ -162,9 +185,16 @@ class Runner:
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             try:
-                held = {rid: ctx.attempt for rid, ctx in self.held.items() if ctx.status == "running"}
-                lost, requests = await self.store.heartbeat(worker_id=self.id, held=held, ttl=self.lease_ttl, now=self.clock.now())
-            except (DatabaseUnavailable, Exception) as exc:  # keep beating; the lease is the arbiter
+                held = {
+                    rid: ctx.attempt for rid, ctx in self.held.items() if ctx.status == "running"
+                }
+                lost, requests = await self.store.heartbeat(
+                    worker_id=self.id, held=held, ttl=self.lease_ttl, now=self.clock.now()
+                )
+            except (
+                DatabaseUnavailable,
+                Exception,
+            ) as exc:  # keep beating; the lease is the arbiter
                 log.warning("heartbeat failed: %s", exc)
                 continue
             for rid in lost:
@@ -278,7 +308,13 @@ class Runner:
             rows: list[Any] = []
             if free > 0:
                 try:
-                    rows = await self.store.claim(owner=self.id, flt=flt, limit=min(free, 50), ttl=self.lease_ttl, now=self.clock.now())
+                    rows = await self.store.claim(
+                        owner=self.id,
+                        flt=flt,
+                        limit=min(free, 50),
+                        ttl=self.lease_ttl,
+                        now=self.clock.now(),
+                    )
                     backoff = self.poll_interval
                 except DatabaseUnavailable as exc:
                     log.warning("claim failed: %s", exc)
@@ -298,7 +334,9 @@ class Runner:
                 if w is not until:
                     w.cancel()
 
-    def spawn(self, row: Any, *, resumed: str | None = None, cancel: bool = False) -> asyncio.Task[str]:
+    def spawn(
+        self, row: Any, *, resumed: str | None = None, cancel: bool = False
+    ) -> asyncio.Task[str]:
         self.claimed += 1
         fut = self.outcomes.get(row.id)
         if fut is None or fut.done():
@@ -333,7 +371,9 @@ class Runner:
                 if loaded.name == row.pipeline:
                     pdef = loaded
         if pdef is None:
-            raise TargetNotFound(f"pipeline {row.pipeline!r} of run {row.id} cannot be found (entrypoint {row.entrypoint})")
+            raise TargetNotFound(
+                f"pipeline {row.pipeline!r} of run {row.id} cannot be found (entrypoint {row.entrypoint})"
+            )
         return pdef
 
     # ---------------------------------------------------------------- executing
@@ -360,14 +400,25 @@ class Runner:
             if row.parent_run_id and row.parent_run_id in self.held:
                 self.held[row.parent_run_id].nudge.set()
 
-    async def _execute(self, ctx: RunContext, pdef: PipelineDef, row: Any, resumed: str | None) -> str:
+    async def _execute(
+        self, ctx: RunContext, pdef: PipelineDef, row: Any, resumed: str | None
+    ) -> str:
         if row.pinned and row.version != pdef.version:
             err = VersionMismatch(row.pipeline, row.version, pdef.version)
             ctx.emit(None, None, "error", f"aborted: {err}")
             return await self._end(ctx, row, "aborted", "run_aborted", error=error_data(err))
         if resumed is not None:
-            ctx.emit(None, None, "info", f"Resuming run {row.id} (was {resumed}, attempt {row.attempt})")
-            await ctx.write(ctx.event("run_resumed", data=_serde.dumps({"from": resumed, "worker": self.id, "host": HOST, "pid": os.getpid()})))
+            ctx.emit(
+                None, None, "info", f"Resuming run {row.id} (was {resumed}, attempt {row.attempt})"
+            )
+            await ctx.write(
+                ctx.event(
+                    "run_resumed",
+                    data=_serde.dumps(
+                        {"from": resumed, "worker": self.id, "host": HOST, "pid": os.getpid()}
+                    ),
+                )
+            )
         inputs = _serde.loads(row.inputs) or {}
         root = Branch("", None)
         cv = contextvars.copy_context()
@@ -381,7 +432,10 @@ class Runner:
         except RunSuspending:
             return "suspended"
         except RunStopping as exc:
-            if ctx.request in ("shutdown", "shutdown_now") or str(exc) in ("shutdown", "shutdown_now"):
+            if ctx.request in ("shutdown", "shutdown_now") or str(exc) in (
+                "shutdown",
+                "shutdown_now",
+            ):
                 await self._release(ctx)
                 return "released"
             ctx.emit(None, None, "warn", "Stopped; continue with: durapipe resume " + row.id)
@@ -393,7 +447,13 @@ class Runner:
                 return "lost"
             if ctx.cancel_delivered:
                 ctx.emit(None, None, "warn", "Cancelled")
-                return await self._end(ctx, row, "cancelled", "run_cancelled", error={"type": "Cancelled", "message": "the run was cancelled"})
+                return await self._end(
+                    ctx,
+                    row,
+                    "cancelled",
+                    "run_cancelled",
+                    error={"type": "Cancelled", "message": "the run was cancelled"},
+                )
             if ctx.request in ("shutdown", "shutdown_now"):
                 await self._release(ctx)
                 return "released"
@@ -414,10 +474,17 @@ class Runner:
         left = ctx.unvisited()
         if left:
             first = ctx.records[left[0]][0]
-            err = NonDeterminismError(row.id, left[0], f"{first.kind.split('_')[0]} {first.name!r}", "nothing: the pipeline returned before reaching it")
+            err = NonDeterminismError(
+                row.id,
+                left[0],
+                f"{first.kind.split('_')[0]} {first.name!r}",
+                "nothing: the pipeline returned before reaching it",
+            )
             return await self._blocked(ctx, row, err)
         try:
-            text = _serde.dumps(output, what=f"the output of pipeline {row.pipeline} ({type(output).__name__})")
+            text = _serde.dumps(
+                output, what=f"the output of pipeline {row.pipeline} ({type(output).__name__})"
+            )
         except DurapipeError as exc:
             ctx.emit(None, None, "error", f"failed: {exc}")
             return await self._end(ctx, row, "failed", "run_failed", error=error_data(exc))
@@ -425,14 +492,30 @@ class Runner:
 
     async def _blocked(self, ctx: RunContext, row: Any, exc: NonDeterminismError) -> str:
         ctx.emit(None, None, "error", f"blocked: {exc}")
-        return await self._end(ctx, row, "blocked", "run_blocked", error=error_data(exc, step=exc.step))
+        return await self._end(
+            ctx, row, "blocked", "run_blocked", error=error_data(exc, step=exc.step)
+        )
 
-    async def _end(self, ctx: RunContext, row: Any, status: str, kind: str, *, output: str | None = None, error: dict[str, Any] | None = None) -> str:
+    async def _end(
+        self,
+        ctx: RunContext,
+        row: Any,
+        status: str,
+        kind: str,
+        *,
+        output: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> str:
         now = self.clock.now()
         data = output if kind == "run_completed" else (_serde.dumps(error) if error else None)
         update: dict[str, Any] = {
-            "status": status, "updated_at": now, "lease_owner": None, "lease_expires_at": None,
-            "wake_at": None, "waiting_for": None, "requested": None,
+            "status": status,
+            "updated_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "wake_at": None,
+            "waiting_for": None,
+            "requested": None,
         }
         if output is not None:
             update["output"] = output
@@ -460,16 +543,39 @@ class Runner:
             seq = history[-1].seq if history else 0
             await self.journal.submit(
                 Op(
-                    run_id=row.id, owner=self.id, attempt=row.attempt,
-                    events=[{"run_id": row.id, "seq": seq + 1, "kind": kind, "step": None, "name": None, "label": None, "at": now, "attempt": row.attempt, "data": _serde.dumps(error)}],
-                    run_update={"status": status, "error": _serde.dumps(error), "lease_owner": None, "lease_expires_at": None, "updated_at": now, "finished_at": now if status in S.TERMINAL else None},
+                    run_id=row.id,
+                    owner=self.id,
+                    attempt=row.attempt,
+                    events=[
+                        {
+                            "run_id": row.id,
+                            "seq": seq + 1,
+                            "kind": kind,
+                            "step": None,
+                            "name": None,
+                            "label": None,
+                            "at": now,
+                            "attempt": row.attempt,
+                            "data": _serde.dumps(error),
+                        }
+                    ],
+                    run_update={
+                        "status": status,
+                        "error": _serde.dumps(error),
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "updated_at": now,
+                        "finished_at": now if status in S.TERMINAL else None,
+                    },
                     wake_parent=row.parent_run_id,
                 )
             )
 
     async def _release(self, ctx: RunContext) -> None:
         with contextlib.suppress(Exception):
-            await self.store.release(ctx.run_id, owner=ctx.owner, attempt=ctx.attempt, now=self.clock.now())
+            await self.store.release(
+                ctx.run_id, owner=ctx.owner, attempt=ctx.attempt, now=self.clock.now()
+            )
 
     async def _cancel_children(self, run_id: str) -> None:
         for kid in await self._children(run_id):
@@ -477,15 +583,21 @@ class Runner:
                 await self.store.set_request(kid.id, "cancel", now=self.clock.now(), wake=True)
                 if kid.lease_owner is None:
                     await self.store.finish_unleased(
-                        kid.id, status="cancelled", event={"kind": "run_cancelled", "attempt": kid.attempt, "data": _serde.dumps({"type": "Cancelled", "message": "its parent ended"})},
-                        now=self.clock.now(), expect=S.ACTIVE + ("stopped", "blocked"),
+                        kid.id,
+                        status="cancelled",
+                        event={
+                            "kind": "run_cancelled",
+                            "attempt": kid.attempt,
+                            "data": _serde.dumps(
+                                {"type": "Cancelled", "message": "its parent ended"}
+                            ),
+                        },
+                        now=self.clock.now(),
+                        expect=S.ACTIVE + ("stopped", "blocked"),
                     )
 
     async def _children(self, run_id: str) -> list[Any]:
-        from sqlalchemy import select
-
-        async with self.store.read() as conn:
-            return list((await conn.execute(select(S.runs).where(S.runs.c.parent_run_id == run_id))).all())
+        return await self.store.children(run_id)
 
     # ---------------------------------------------------------------- stopping
 
@@ -526,10 +638,14 @@ def wall() -> float:
     return time.time()
 
 
-async def drive_tree(runner: Runner, row: Any, *, resumed: str | None = None, cancel: bool = False) -> str:
+async def drive_tree(
+    runner: Runner, row: Any, *, resumed: str | None = None, cancel: bool = False
+) -> str:
     """Execute one run here, and any children it starts, until the run ends or parks."""
     root = runner.spawn(row, resumed=resumed, cancel=cancel)
-    serve = asyncio.ensure_future(runner.serve(runner.claim_filter(root_run_id=row.root_run_id), until=root))
+    serve = asyncio.ensure_future(
+        runner.serve(runner.claim_filter(root_run_id=row.root_run_id), until=root)
+    )
     try:
         return await root
     finally:

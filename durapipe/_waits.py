@@ -16,7 +16,9 @@ MAX_DEPTH = 20
 MAX_INPUT_NAME = 200
 
 
-async def await_input(name: str, *, prompt: str | None = None, timeout: float | None = None, default: Any = MISSING) -> Any:
+async def await_input(
+    name: str, *, prompt: str | None = None, timeout: float | None = None, default: Any = MISSING
+) -> Any:
     """Wait until a value for ``name`` is sent (``durapipe input RUN NAME VALUE``) and return it.
 
     A value sent before the pipeline asks is kept; several values for one name are taken in order
@@ -43,10 +45,29 @@ async def await_input(name: str, *, prompt: str | None = None, timeout: float | 
     else:
         deadline = now + timeout if timeout is not None else None
         answer = f"durapipe input {ctx.run_id} {name} VALUE"
-        ctx.emit(key, label, "info", f"Waiting for input '{name}'" + (f" ({prompt})" if prompt else "") + f" — answer with: {answer}")
+        ctx.emit(
+            key,
+            label,
+            "info",
+            f"Waiting for input '{name}'"
+            + (f" ({prompt})" if prompt else "")
+            + f" — answer with: {answer}",
+        )
         await ctx.write(
-            ctx.event("input_requested", step=key, name=name, label=label, data=_serde.dumps({"prompt": prompt, "timeout": timeout, "deadline": deadline})),
-            run_update={"status": "waiting", "updated_at": now, "waiting_for": _serde.dumps({"input": name, "prompt": prompt, "deadline": deadline})},
+            ctx.event(
+                "input_requested",
+                step=key,
+                name=name,
+                label=label,
+                data=_serde.dumps({"prompt": prompt, "timeout": timeout, "deadline": deadline}),
+            ),
+            run_update={
+                "status": "waiting",
+                "updated_at": now,
+                "waiting_for": _serde.dumps(
+                    {"input": name, "prompt": prompt, "deadline": deadline}
+                ),
+            },
         )
     got: list[tuple[int, Any]] = []
 
@@ -58,16 +79,48 @@ async def await_input(name: str, *, prompt: str | None = None, timeout: float | 
         return False
 
     waiting_for = {"input": name, "prompt": prompt, "deadline": deadline}
-    arrived = await ctx.wait(deadline=deadline, ready=ready, status="waiting", waiting_for=waiting_for, wake_if_input=name)
-    back = {"status": "running", "updated_at": ctx.clock.now(), "waiting_for": None, "wake_at": None}
+    arrived = await ctx.wait(
+        deadline=deadline,
+        ready=ready,
+        status="waiting",
+        waiting_for=waiting_for,
+        wake_if_input=name,
+    )
+    back = {
+        "status": "running",
+        "updated_at": ctx.clock.now(),
+        "waiting_for": None,
+        "wake_at": None,
+    }
     if not arrived:
-        ctx.emit(key, label, "warn", f"No value for '{name}' within {timeout:g}s" + (": using the default" if default is not MISSING else ""))
-        await ctx.write(ctx.event("input_timeout", step=key, name=name, label=label, data=_serde.dumps({"timeout": timeout})), run_update=back)
+        ctx.emit(
+            key,
+            label,
+            "warn",
+            f"No value for '{name}' within {timeout:g}s"
+            + (": using the default" if default is not MISSING else ""),
+        )
+        await ctx.write(
+            ctx.event(
+                "input_timeout",
+                step=key,
+                name=name,
+                label=label,
+                data=_serde.dumps({"timeout": timeout}),
+            ),
+            run_update=back,
+        )
         if default is not MISSING:
             return default
         raise InputTimeout(name, float(timeout or 0))
     input_id, value = got[-1]
-    ev = ctx.event("input_received", step=key, name=name, label=label, data=_serde.dumps({"value": value, "input_id": input_id}))
+    ev = ctx.event(
+        "input_received",
+        step=key,
+        name=name,
+        label=label,
+        data=_serde.dumps({"value": value, "input_id": input_id}),
+    )
     await ctx.write(ev, run_update=back, consume_input=input_id, consume_seq=ev["seq"])
     ctx.emit(key, label, "info", f"Received '{name}': {_short(value)}")
     return value
@@ -83,10 +136,14 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
     ctx, branch = current("run_subpipeline")
     pdef = registered(pipeline) if isinstance(pipeline, str) else pipeline
     if not isinstance(pdef, PipelineDef):
-        raise ConfigError(f"dp.run_subpipeline needs a pipeline (a function decorated with @dp.pipeline or its name), got {pipeline!r}")
+        raise ConfigError(
+            f"dp.run_subpipeline needs a pipeline (a function decorated with @dp.pipeline or its name), got {pipeline!r}"
+        )
     pdef.bind_inputs(inputs)
     if ctx.depth + 1 > MAX_DEPTH:
-        raise DurapipeError(f"sub-pipelines nest deeper than {MAX_DEPTH} levels (run {ctx.run_id}); is {pdef.name} starting itself without end?")
+        raise DurapipeError(
+            f"sub-pipelines nest deeper than {MAX_DEPTH} levels (run {ctx.run_id}); is {pdef.name} starting itself without end?"
+        )
     key = branch.next_key()
     label = ctx.label(pdef.name)
     ctx.check(key)
@@ -104,19 +161,50 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
         now = ctx.clock.now()
         text = _serde.dumps(inputs, what=f"the inputs of {pdef.name}")
         child = {
-            "id": child_id, "pipeline": pdef.name, "version": pdef.version, "entrypoint": pdef.entrypoint,
-            "pinned": pdef.pin, "status": "pending", "inputs": text, "parent_run_id": ctx.run_id, "parent_step": key,
-            "root_run_id": ctx.root_run_id, "depth": ctx.depth + 1, "prefix": f"{ctx.prefix}.{label}",
-            "created_at": now, "updated_at": now, "attempt": 0,
+            "id": child_id,
+            "pipeline": pdef.name,
+            "version": pdef.version,
+            "entrypoint": pdef.entrypoint,
+            "pinned": pdef.pin,
+            "status": "pending",
+            "inputs": text,
+            "parent_run_id": ctx.run_id,
+            "parent_step": key,
+            "root_run_id": ctx.root_run_id,
+            "depth": ctx.depth + 1,
+            "prefix": f"{ctx.prefix}.{label}",
+            "created_at": now,
+            "updated_at": now,
+            "attempt": 0,
         }
         child_start = {
-            "run_id": child_id, "seq": 1, "kind": "run_started", "step": None, "name": pdef.name, "label": None,
-            "at": now, "attempt": 0, "data": _serde.dumps({"inputs": inputs, "version": pdef.version, "parent_run_id": ctx.run_id}),
+            "run_id": child_id,
+            "seq": 1,
+            "kind": "run_started",
+            "step": None,
+            "name": pdef.name,
+            "label": None,
+            "at": now,
+            "attempt": 0,
+            "data": _serde.dumps(
+                {"inputs": inputs, "version": pdef.version, "parent_run_id": ctx.run_id}
+            ),
         }
         await ctx.write(
-            ctx.event("child_started", step=key, name=pdef.name, label=label, data=_serde.dumps({"child_run_id": child_id})),
-            child_start, new_runs=[child],
-            run_update={"status": "waiting", "updated_at": now, "waiting_for": _serde.dumps({"child": child_id})},
+            ctx.event(
+                "child_started",
+                step=key,
+                name=pdef.name,
+                label=label,
+                data=_serde.dumps({"child_run_id": child_id}),
+            ),
+            child_start,
+            new_runs=[child],
+            run_update={
+                "status": "waiting",
+                "updated_at": now,
+                "waiting_for": _serde.dumps({"child": child_id}),
+            },
         )
         ctx.emit(key, label, "info", f"Started child run {child_id} ({pdef.name})")
         ctx.host.child_created(ctx, child_id)
@@ -129,15 +217,39 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
             return True
         return False
 
-    await ctx.wait(deadline=None, ready=ready, status="waiting", waiting_for={"child": child_id}, wake_if_child=child_id)
+    await ctx.wait(
+        deadline=None,
+        ready=ready,
+        status="waiting",
+        waiting_for={"child": child_id},
+        wake_if_child=child_id,
+    )
     status, output, error = outcome[-1]
     back = {"status": "running", "updated_at": ctx.clock.now(), "waiting_for": None}
     if status == "completed":
-        await ctx.write(ctx.event("child_completed", step=key, name=pdef.name, label=label, data=_serde.dumps({"child_run_id": child_id, "output": output})), run_update=back)
+        await ctx.write(
+            ctx.event(
+                "child_completed",
+                step=key,
+                name=pdef.name,
+                label=label,
+                data=_serde.dumps({"child_run_id": child_id, "output": output}),
+            ),
+            run_update=back,
+        )
         ctx.emit(key, label, "info", f"Child run {child_id} completed")
         return output
     err = error or {"type": status.capitalize(), "message": f"the child run was {status}"}
-    await ctx.write(ctx.event("child_failed", step=key, name=pdef.name, label=label, data=_serde.dumps({"child_run_id": child_id, "error": err, "status": status})), run_update=back)
+    await ctx.write(
+        ctx.event(
+            "child_failed",
+            step=key,
+            name=pdef.name,
+            label=label,
+            data=_serde.dumps({"child_run_id": child_id, "error": err, "status": status}),
+        ),
+        run_update=back,
+    )
     ctx.emit(key, label, "error", f"Child run {child_id} {status}: {err.get('message', '')}")
     raise SubpipelineFailed(child_id, err)
 

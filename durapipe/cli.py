@@ -17,7 +17,7 @@ import typer
 
 from . import _serde
 from ._client import RESUMABLE, Client, RunView, check_resumable, event_json, parse_inputs, steer
-from ._console import LiveConsole, LineFormatter, record_json, render_list, render_show, use_color
+from ._console import LineFormatter, LiveConsole, record_json, render_list, render_show, use_color
 from ._definition import load_module, load_target, pipelines_in
 from ._engine import HOST
 from ._runner import Runner, drive_tree
@@ -37,10 +37,16 @@ app.add_typer(db_app, name="db")
 
 DbOpt = Annotated[
     str | None,
-    typer.Option("--database-url", envvar="DURAPIPE_DATABASE_URL", help="sqlite:///path.db or postgresql://user:pw@host:port/db (default: sqlite:///durapipe.db)"),
+    typer.Option(
+        "--database-url",
+        envvar="DURAPIPE_DATABASE_URL",
+        help="sqlite:///path.db or postgresql://user:pw@host:port/db (default: sqlite:///durapipe.db)",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-NoTsOpt = Annotated[bool, typer.Option("--no-timestamps", help="Leave timestamps out of log lines.")]
+NoTsOpt = Annotated[
+    bool, typer.Option("--no-timestamps", help="Leave timestamps out of log lines.")
+]
 
 
 def _out(text: str) -> None:
@@ -62,7 +68,9 @@ def _print_rich(renderable: Any) -> None:
     from rich.console import Console
 
     tty = sys.stdout.isatty()
-    Console(highlight=False, no_color=not use_color(sys.stdout) or None, width=None if tty else 200).print(renderable)
+    Console(
+        highlight=False, no_color=not use_color(sys.stdout) or None, width=None if tty else 200
+    ).print(renderable)
 
 
 # ---------------------------------------------------------------------- run / resume
@@ -73,7 +81,13 @@ class _Foreground:
 
     def __init__(self, store: Any, pipelines: list[Any], timestamps: bool) -> None:
         self.console = LiveConsole(timestamps=timestamps)
-        self.runner = Runner(store, kind="run", pipelines=pipelines, suspend_after=math.inf, on_record=self.console.record)
+        self.runner = Runner(
+            store,
+            kind="run",
+            pipelines=pipelines,
+            suspend_after=math.inf,
+            on_record=self.console.record,
+        )
         self.interrupted = False
 
     def _on_sigint(self) -> None:
@@ -103,24 +117,46 @@ class _Foreground:
             _err(f"run {run_id} stopped; continue it with: durapipe resume {run_id}")
             return 130 if self.interrupted else 1
         if view.status in ("sleeping", "waiting", "running", "pending"):
-            _err(f"run {run_id} is {view.status} and was left to the workers (`durapipe show {run_id}`)")
+            _err(
+                f"run {run_id} is {view.status} and was left to the workers (`durapipe show {run_id}`)"
+            )
             return 1
         err = view.error or {}
         hint = {
             "failed": f"fix the cause, then `durapipe resume {run_id}` retries the failed step",
             "blocked": f"restore code that makes the recorded calls, then `durapipe resume {run_id}`",
         }.get(view.status, f"`durapipe show {run_id}` has the details")
-        _err(f"run {run_id} {view.status}: {err.get('type', 'Error')}: {err.get('message', '')} — {hint}")
+        _err(
+            f"run {run_id} {view.status}: {err.get('type', 'Error')}: {err.get('message', '')} — {hint}"
+        )
         return 1
 
 
 @app.command()
 def run(
-    target: Annotated[str, typer.Argument(help="path/to/file.py:pipeline or package.module:pipeline")],
-    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="NAME=VALUE; VALUE is JSON when it parses, else a string. Repeatable.")] = None,
-    input_json: Annotated[str | None, typer.Option("--input-json", help="All inputs as one JSON object.")] = None,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Your own id for the run (an idempotency key).")] = None,
-    pin: Annotated[bool, typer.Option("--pin", help="Abort the run instead of continuing on another version of the pipeline.")] = False,
+    target: Annotated[
+        str, typer.Argument(help="path/to/file.py:pipeline or package.module:pipeline")
+    ],
+    input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="NAME=VALUE; VALUE is JSON when it parses, else a string. Repeatable.",
+        ),
+    ] = None,
+    input_json: Annotated[
+        str | None, typer.Option("--input-json", help="All inputs as one JSON object.")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Your own id for the run (an idempotency key).")
+    ] = None,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            "--pin", help="Abort the run instead of continuing on another version of the pipeline."
+        ),
+    ] = False,
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
 ) -> None:
@@ -134,10 +170,19 @@ def run(
         try:
             fg = _Foreground(client.store, [pdef], not no_timestamps)
             await fg.runner.start()
-            row, created = await client.create_run(pdef, inputs, run_id=run_id, pin=pin or None, owner=fg.runner.id, ttl=fg.runner.lease_ttl)
+            row, created = await client.create_run(
+                pdef,
+                inputs,
+                run_id=run_id,
+                pin=pin or None,
+                owner=fg.runner.id,
+                ttl=fg.runner.lease_ttl,
+            )
             if not created:
                 await fg.runner.close()
-                _err(f"run {row.id} exists already ({row.status}); `durapipe show {row.id}` or `durapipe resume {row.id}`")
+                _err(
+                    f"run {row.id} exists already ({row.status}); `durapipe show {row.id}` or `durapipe resume {row.id}`"
+                )
                 return 0 if row.status == "completed" else 1
             _out(row.id)
             status = await fg.drive(row)
@@ -165,7 +210,9 @@ async def _take(client: Client, row: Any, runner: Runner, statuses: tuple[str, .
     store = client.store
     now = time.time()
     dead = _dead_local_owners(await store.workers_on_host(HOST))
-    taken = await store.claim_run(row.id, owner=runner.id, ttl=runner.lease_ttl, now=now, statuses=statuses, dead_owners=dead)
+    taken = await store.claim_run(
+        row.id, owner=runner.id, ttl=runner.lease_ttl, now=now, statuses=statuses, dead_owners=dead
+    )
     if taken is None:
         fresh = await client.row(row.id)
         if fresh.lease_owner:
@@ -182,7 +229,10 @@ async def _take(client: Client, row: Any, runner: Runner, statuses: tuple[str, .
 @app.command()
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run to continue.")],
-    detach: Annotated[bool, typer.Option("--detach", help="Hand the run to the workers instead of running it here.")] = False,
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", help="Hand the run to the workers instead of running it here."),
+    ] = False,
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
 ) -> None:
@@ -220,11 +270,23 @@ def resume(
 
 @app.command()
 def start(
-    target: Annotated[str, typer.Argument(help="path/to/file.py:pipeline or package.module:pipeline")],
-    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="NAME=VALUE (JSON when it parses). Repeatable.")] = None,
-    input_json: Annotated[str | None, typer.Option("--input-json", help="All inputs as one JSON object.")] = None,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Your own id; starting again with it returns the same run.")] = None,
-    pin: Annotated[bool, typer.Option("--pin", help="Pin the run to this version of the pipeline.")] = False,
+    target: Annotated[
+        str, typer.Argument(help="path/to/file.py:pipeline or package.module:pipeline")
+    ],
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="NAME=VALUE (JSON when it parses). Repeatable."),
+    ] = None,
+    input_json: Annotated[
+        str | None, typer.Option("--input-json", help="All inputs as one JSON object.")
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="Your own id; starting again with it returns the same run."),
+    ] = None,
+    pin: Annotated[
+        bool, typer.Option("--pin", help="Pin the run to this version of the pipeline.")
+    ] = False,
     database_url: DbOpt = None,
 ) -> None:
     """Queue a run for the workers and print its id."""
@@ -244,7 +306,10 @@ def start(
 def result(
     run_id: Annotated[str, typer.Argument()],
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the run ends.")] = False,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="With --wait: give up after this many seconds.")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="With --wait: give up after this many seconds."),
+    ] = None,
     database_url: DbOpt = None,
 ) -> None:
     """Print a run's output as JSON (exit 1 if it did not complete)."""
@@ -275,14 +340,46 @@ def result(
 
 @app.command()
 def worker(
-    module: Annotated[list[str], typer.Option("--module", "-m", help="Module or file with pipelines. Repeatable.")],
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Runs executed at once.")] = 100,
-    lease_ttl: Annotated[float | None, typer.Option("--lease-ttl", envvar="DURAPIPE_LEASE_TTL", help="Seconds a claim lasts without a heartbeat (default 30).")] = None,
-    poll_interval: Annotated[float | None, typer.Option("--poll-interval", envvar="DURAPIPE_POLL_INTERVAL", help="Seconds between looks for work.")] = None,
-    suspend_after: Annotated[float | None, typer.Option("--suspend-after", envvar="DURAPIPE_SUSPEND_AFTER", help="Waits longer than this suspend the run (default 60s).")] = None,
-    grace: Annotated[float, typer.Option("--grace", help="On SIGTERM, seconds for in-flight steps to finish.")] = 30.0,
-    console: Annotated[bool, typer.Option("--console", help="Print the runs' log lines here.")] = False,
-    log_file: Annotated[str | None, typer.Option("--log-file", help="Also write every log record to this JSON-lines file.")] = None,
+    module: Annotated[
+        list[str], typer.Option("--module", "-m", help="Module or file with pipelines. Repeatable.")
+    ],
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Runs executed at once.")
+    ] = 100,
+    lease_ttl: Annotated[
+        float | None,
+        typer.Option(
+            "--lease-ttl",
+            envvar="DURAPIPE_LEASE_TTL",
+            help="Seconds a claim lasts without a heartbeat (default 30).",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--poll-interval",
+            envvar="DURAPIPE_POLL_INTERVAL",
+            help="Seconds between looks for work.",
+        ),
+    ] = None,
+    suspend_after: Annotated[
+        float | None,
+        typer.Option(
+            "--suspend-after",
+            envvar="DURAPIPE_SUSPEND_AFTER",
+            help="Waits longer than this suspend the run (default 60s).",
+        ),
+    ] = None,
+    grace: Annotated[
+        float, typer.Option("--grace", help="On SIGTERM, seconds for in-flight steps to finish.")
+    ] = 30.0,
+    console: Annotated[
+        bool, typer.Option("--console", help="Print the runs' log lines here.")
+    ] = False,
+    log_file: Annotated[
+        str | None,
+        typer.Option("--log-file", help="Also write every log record to this JSON-lines file."),
+    ] = None,
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
 ) -> None:
@@ -295,13 +392,22 @@ def worker(
         for spec in module:
             found = pipelines_in(load_module(spec))
             if not found:
-                raise ConfigError(f"module {spec} has no pipelines (functions decorated with @dp.pipeline)")
+                raise ConfigError(
+                    f"module {spec} has no pipelines (functions decorated with @dp.pipeline)"
+                )
             pipelines.extend(found)
         store = await open_store(database_url)
         live = LiveConsole(timestamps=not no_timestamps) if console else None
         runner = Runner(
-            store, kind="worker", pipelines=pipelines, concurrency=concurrency, lease_ttl=lease_ttl,
-            poll_interval=poll_interval, suspend_after=suspend_after, on_record=live.record if live else None, log_file=log_file,
+            store,
+            kind="worker",
+            pipelines=pipelines,
+            concurrency=concurrency,
+            lease_ttl=lease_ttl,
+            poll_interval=poll_interval,
+            suspend_after=suspend_after,
+            on_record=live.record if live else None,
+            log_file=log_file,
         )
         await runner.start()
         carried = ", ".join(f"{p.name}@{p.version}" for p in pipelines)
@@ -314,7 +420,9 @@ def worker(
             signals["n"] += 1
             if signals["n"] > 1:
                 os._exit(1)
-            _err(f"worker {runner.id}: shutting down (in-flight steps get {grace:g}s; signal again to exit at once)")
+            _err(
+                f"worker {runner.id}: shutting down (in-flight steps get {grace:g}s; signal again to exit at once)"
+            )
             if not done.done():
                 done.set_result(None)
 
@@ -345,8 +453,16 @@ def workers(database_url: DbOpt = None, json_out: JsonOpt = False) -> None:
         finally:
             await store.close()
         items = [
-            {"id": w.id, "kind": w.kind, "host": w.host, "pid": w.pid, "heartbeat_age": round(now - w.heartbeat_at, 1),
-             "runs_held": held.get(w.id, 0), "pipelines": json.loads(w.pipelines), "concurrency": w.concurrency}
+            {
+                "id": w.id,
+                "kind": w.kind,
+                "host": w.host,
+                "pid": w.pid,
+                "heartbeat_age": round(now - w.heartbeat_at, 1),
+                "runs_held": held.get(w.id, 0),
+                "pipelines": json.loads(w.pipelines),
+                "concurrency": w.concurrency,
+            }
             for w in rows
         ]
         if json_out:
@@ -358,8 +474,15 @@ def workers(database_url: DbOpt = None, json_out: JsonOpt = False) -> None:
         for c in ("WORKER", "KIND", "HOST", "PID", "HEARTBEAT", "RUNS", "PIPELINES"):
             t.add_column(c, no_wrap=True)
         for i in items:
-            t.add_row(i["id"], i["kind"], i["host"], str(i["pid"]), f"{i['heartbeat_age']}s ago", str(i["runs_held"]),
-                      ", ".join(f"{n}@{v}" for n, v in i["pipelines"].items()))
+            t.add_row(
+                i["id"],
+                i["kind"],
+                i["host"],
+                str(i["pid"]),
+                f"{i['heartbeat_age']}s ago",
+                str(i["runs_held"]),
+                ", ".join(f"{n}@{v}" for n, v in i["pipelines"].items()),
+            )
         _print_rich(t if items else "no live workers")
         return 0
 
@@ -371,8 +494,12 @@ def workers(database_url: DbOpt = None, json_out: JsonOpt = False) -> None:
 
 @app.command("list")
 def list_(
-    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
-    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only runs of this pipeline.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only runs with this status.")
+    ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", help="Only runs of this pipeline.")
+    ] = None,
     roots: Annotated[bool, typer.Option("--roots", help="Hide child runs.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many runs.")] = 50,
     database_url: DbOpt = None,
@@ -382,11 +509,15 @@ def list_(
 
     async def go() -> int:
         async with await Client.connect(database_url) as client:
-            views = await client.list(status=status, pipeline=pipeline, roots_only=roots, limit=limit)
+            views = await client.list(
+                status=status, pipeline=pipeline, roots_only=roots, limit=limit
+            )
             if json_out:
                 _out(json.dumps([_run_json(v) for v in views], ensure_ascii=False))
                 return 0
-            rows = await client.store.list_runs(status=status, pipeline=pipeline, roots_only=roots, limit=limit)
+            rows = await client.store.list_runs(
+                status=status, pipeline=pipeline, roots_only=roots, limit=limit
+            )
             counts = await client.store.count_by_status()
             _print_rich(render_list(rows, counts, now=time.time()))
         return 0
@@ -396,10 +527,22 @@ def list_(
 
 def _run_json(v: RunView) -> dict[str, Any]:
     return {
-        "run_id": v.run_id, "pipeline": v.pipeline, "version": v.version, "status": v.status, "inputs": v.inputs,
-        "output": v.output, "error": v.error, "parent_run_id": v.parent_run_id, "root_run_id": v.root_run_id,
-        "pinned": v.pinned, "attempt": v.attempt, "entrypoint": v.entrypoint, "created_at": v.created_at,
-        "updated_at": v.updated_at, "finished_at": v.finished_at, "waiting_for": v.waiting_for,
+        "run_id": v.run_id,
+        "pipeline": v.pipeline,
+        "version": v.version,
+        "status": v.status,
+        "inputs": v.inputs,
+        "output": v.output,
+        "error": v.error,
+        "parent_run_id": v.parent_run_id,
+        "root_run_id": v.root_run_id,
+        "pinned": v.pinned,
+        "attempt": v.attempt,
+        "entrypoint": v.entrypoint,
+        "created_at": v.created_at,
+        "updated_at": v.updated_at,
+        "finished_at": v.finished_at,
+        "waiting_for": v.waiting_for,
     }
 
 
@@ -409,11 +552,15 @@ def _waits(v: RunView) -> list[str]:
         return []
     if "input" in wf:
         prompt = f" ({wf['prompt']})" if wf.get("prompt") else ""
-        return [f"Waiting for input '{wf['input']}'{prompt} — answer with: durapipe input {v.run_id} {wf['input']} VALUE"]
+        return [
+            f"Waiting for input '{wf['input']}'{prompt} — answer with: durapipe input {v.run_id} {wf['input']} VALUE"
+        ]
     if "child" in wf:
         return [f"Waiting for child run {wf['child']}"]
     if "wake_at" in wf:
-        return [f"Sleeping until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(wf['wake_at']))}"]
+        return [
+            f"Sleeping until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(wf['wake_at']))}"
+        ]
     return []
 
 
@@ -429,7 +576,11 @@ def show(
         async with await Client.connect(database_url) as client:
             view = await client.get(run_id)
             events = await client.store.events(run_id)
-            kids = [r for r in await client.store.list_runs(root_run_id=view.root_run_id, limit=10000) if r.parent_run_id == run_id]
+            kids = [
+                r
+                for r in await client.store.list_runs(root_run_id=view.root_run_id, limit=10000)
+                if r.parent_run_id == run_id
+            ]
             if json_out:
                 doc = _run_json(view)
                 doc["events"] = [event_json(e) for e in events]
@@ -437,7 +588,11 @@ def show(
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
             row = await client.row(run_id)
-            _print_rich(render_show(row, events, children=list(reversed(kids)), waits=_waits(view), now=time.time()))
+            _print_rich(
+                render_show(
+                    row, events, children=list(reversed(kids)), waits=_waits(view), now=time.time()
+                )
+            )
         return 0
 
     _run(go())
@@ -446,7 +601,9 @@ def show(
 @app.command()
 def logs(
     run_id: Annotated[str, typer.Argument()],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")
+    ] = False,
     database_url: DbOpt = None,
     json_out: JsonOpt = False,
     no_timestamps: NoTsOpt = False,
@@ -461,7 +618,11 @@ def logs(
             while True:
                 batch = await client.store.read_logs(row.root_run_id, after_id=last)
                 if row.parent_run_id is not None:
-                    batch_view = [r for r in batch if r.prefix == row.prefix or r.prefix.startswith(row.prefix + ".")]
+                    batch_view = [
+                        r
+                        for r in batch
+                        if r.prefix == row.prefix or r.prefix.startswith(row.prefix + ".")
+                    ]
                 else:
                     batch_view = batch
                 if batch and last == 0 and not json_out:
@@ -522,7 +683,10 @@ async def send_input_checked(client: Client, run_id: str, name: str, value: Any)
 @app.command()
 def stop(
     run_id: Annotated[str, typer.Argument()],
-    now: Annotated[bool, typer.Option("--now", help="Also terminate a running command (it runs again on resume).")] = False,
+    now: Annotated[
+        bool,
+        typer.Option("--now", help="Also terminate a running command (it runs again on resume)."),
+    ] = False,
     database_url: DbOpt = None,
 ) -> None:
     """Stop a run at its next journaled call; `durapipe resume` continues it."""
@@ -530,7 +694,14 @@ def stop(
     async def go() -> int:
         async with await Client.connect(database_url) as client:
             what = await steer(client, run_id, "stop_now" if now else "stop")
-        _out(f"run {run_id}: " + ("stopped" if what == "stopped" else "stop requested; it stops at its next journaled call"))
+        _out(
+            f"run {run_id}: "
+            + (
+                "stopped"
+                if what == "stopped"
+                else "stop requested; it stops at its next journaled call"
+            )
+        )
         return 0
 
     _run(go())
@@ -592,7 +763,9 @@ def db_upgrade(database_url: DbOpt = None) -> None:
 
 @app.command()
 def gc(
-    older_than: Annotated[str, typer.Option("--older-than", help="Age of finished runs to delete, e.g. 30d, 12h.")],
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age of finished runs to delete, e.g. 30d, 12h.")
+    ],
     database_url: DbOpt = None,
 ) -> None:
     """Delete finished runs (and their history and logs) older than the given age."""
@@ -600,7 +773,9 @@ def gc(
     try:
         seconds = float(older_than[:-1]) * units[older_than[-1]]
     except (KeyError, ValueError, IndexError):
-        raise InvalidInput(f"--older-than {older_than!r}: use a number and a unit, e.g. 30d, 12h, 90m") from None
+        raise InvalidInput(
+            f"--older-than {older_than!r}: use a number and a unit, e.g. 30d, 12h, 90m"
+        ) from None
 
     async def go() -> int:
         store = await open_store(database_url)

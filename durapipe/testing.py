@@ -1,7 +1,7 @@
 """Helpers for testing pipelines: run one to completion in-process, resume it, skip time.
 
-    view = await run_pipeline(store, my_pipeline, n=3)
-    assert view.status == "completed"
+view = await run_pipeline(store, my_pipeline, n=3)
+assert view.status == "completed"
 """
 
 from __future__ import annotations
@@ -34,14 +34,18 @@ async def run_pipeline(
     runner = Runner(store, kind="run", pipelines=[pipeline], suspend_after=math.inf, clock=clock)
     await runner.start()
     try:
-        row, _ = await client.create_run(pipeline, inputs, run_id=run_id, pin=pin, owner=runner.id, ttl=runner.lease_ttl)
+        row, _ = await client.create_run(
+            pipeline, inputs, run_id=run_id, pin=pin, owner=runner.id, ttl=runner.lease_ttl
+        )
         await drive_tree(runner, row)
     finally:
         await runner.close()
     return await client.get(row.id)
 
 
-async def resume_run(store: Store, pipeline: PipelineDef, run_id: str, *, clock: Clock = SYSTEM_CLOCK) -> RunView:
+async def resume_run(
+    store: Store, pipeline: PipelineDef, run_id: str, *, clock: Clock = SYSTEM_CLOCK
+) -> RunView:
     """Continue a stopped, failed, blocked or abandoned run here with the given definition."""
     client = Client(store)
     row = await client.row(run_id)
@@ -49,8 +53,12 @@ async def resume_run(store: Store, pipeline: PipelineDef, run_id: str, *, clock:
     await runner.start()
     try:
         taken = await store.claim_run(
-            run_id, owner=runner.id, ttl=runner.lease_ttl, now=clock.now(),
-            statuses=("stopped", "failed", "blocked", *S.ACTIVE), dead_owners=[row.lease_owner] if row.lease_owner else [],
+            run_id,
+            owner=runner.id,
+            ttl=runner.lease_ttl,
+            now=clock.now(),
+            statuses=("stopped", "failed", "blocked", *S.ACTIVE),
+            dead_owners=[row.lease_owner] if row.lease_owner else [],
         )
         if taken is None:
             raise AssertionError(f"run {run_id} could not be taken (status {row.status})")

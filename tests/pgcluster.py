@@ -80,7 +80,8 @@ def find_pg_bin() -> Path | None:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _one_line(text: str, limit: int = 1500) -> str:
@@ -289,14 +290,15 @@ class PgCluster:
     def _run(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
-        kwargs: dict[str, object] = {}
+        user: int | None = None
+        group: int | None = None
+        extra_groups: list[int] | None = None
         if self._run_as is not None:
             runuser = shutil.which("runuser") or "/usr/sbin/runuser"
             if os.access(runuser, os.X_OK):
                 cmd = [runuser, "-u", self._run_as.pw_name, "--", *cmd]
             else:  # no util-linux runuser: let subprocess drop privileges itself
-                kwargs = {"user": self._run_as.pw_uid, "group": self._run_as.pw_gid,
-                          "extra_groups": []}  # fmt: skip
+                user, group, extra_groups = self._run_as.pw_uid, self._run_as.pw_gid, []
             env["HOME"] = str(self.base_dir or "/")
         return subprocess.run(
             cmd,
@@ -306,7 +308,9 @@ class PgCluster:
             env=env,
             cwd=str(self.base_dir or "/"),
             timeout=_START_TIMEOUT + 30,
-            **kwargs,  # type: ignore[arg-type]
+            user=user,
+            group=group,
+            extra_groups=extra_groups,
         )
 
     def _accepts_connections(self, timeout: float = 10.0) -> bool:
@@ -348,8 +352,9 @@ def _main() -> int:
     def _terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    # Explicit handlers: SIGINT may be inherited as ignored (e.g. started with `&`).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
         try:
             url = cluster.start()
@@ -357,7 +362,9 @@ def _main() -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(url, flush=True)
-        print(f"(data in {cluster.data_dir}; Ctrl-C or SIGTERM stops it)", file=sys.stderr, flush=True)
+        print(
+            f"(data in {cluster.data_dir}; Ctrl-C or SIGTERM stops it)", file=sys.stderr, flush=True
+        )
         while True:
             signal.pause()
     except KeyboardInterrupt:

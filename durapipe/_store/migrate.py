@@ -17,7 +17,9 @@ def migrations_dir() -> Path:
     repo = here.parent / "migrations"
     if (repo / "env.py").exists():
         return repo
-    raise RuntimeError(f"durapipe's migrations are missing (looked in {shipped} and {repo}); reinstall durapipe")
+    raise RuntimeError(
+        f"durapipe's migrations are missing (looked in {shipped} and {repo}); reinstall durapipe"
+    )
 
 
 def alembic_config(connection: Any = None) -> Any:

@@ -79,7 +79,9 @@ events = Table(
 inputs = Table(
     "durapipe_inputs",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("run_id", String(140), nullable=False),
     Column("name", String(200), nullable=False),
     Column("value", Text, nullable=False),
@@ -91,7 +93,9 @@ inputs = Table(
 logs = Table(
     "durapipe_logs",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("run_id", String(140), nullable=False),
     Column("root_run_id", String(140), nullable=False),
     Column("step", String(200)),
@@ -130,4 +134,15 @@ TERMINAL = frozenset({"completed", "failed", "cancelled", "aborted"})
 SUSPENDABLE = ("sleeping", "waiting")
 ACTIVE = ("pending", "running", "sleeping", "waiting")
 RESUMABLE_EXTRA = ("stopped", "blocked")
-ALL_STATUSES = ("pending", "running", "sleeping", "waiting", "stopped", "blocked", "completed", "failed", "cancelled", "aborted")
+ALL_STATUSES = (
+    "pending",
+    "running",
+    "sleeping",
+    "waiting",
+    "stopped",
+    "blocked",
+    "completed",
+    "failed",
+    "cancelled",
+    "aborted",
+)

@@ -10,21 +10,35 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, case, delete, event, func, insert, or_, select, text, update
-from sqlalchemy.engine import Row
+from sqlalchemy import (
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from ..errors import ConfigError, DatabaseUnavailable, LeaseLost
 from . import schema as S
 from .url import DatabaseURL, redact, resolve_url
 
 log = logging.getLogger("durapipe.store")
+T = TypeVar("T")
 
 SCHEMA_REVISION = "0001"  # alembic head; tests/integration/test_migrations.py keeps it true
 NOTIFY_CHANNEL = "durapipe"
@@ -74,62 +88,96 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 class Store:
+    """All SQL. Each public method is one short transaction.
+
+    SQLite is driven through the synchronous driver in a dedicated writer thread (and a small
+    reader pool), so a whole transaction costs one hop between threads instead of one per
+    statement. PostgreSQL uses SQLAlchemy's async engine on asyncpg; the same transaction
+    functions run on it through ``run_sync``.
+    """
+
     def __init__(self, url: DatabaseURL) -> None:
         self.url = url
         self.dialect = url.dialect
         self.is_sqlite = url.dialect == "sqlite"
+        self._wx: ThreadPoolExecutor | None = None
+        self._rx: ThreadPoolExecutor | None = None
         if self.is_sqlite:
             assert url.path is not None
             if not os.path.exists(url.path):
                 parent = os.path.dirname(os.path.abspath(url.path))
                 if not os.path.isdir(parent):
-                    raise ConfigError(f"cannot create the SQLite database {url.path!r}: folder {parent!r} does not exist")
+                    raise ConfigError(
+                        f"cannot create the SQLite database {url.path!r}: folder {parent!r} does not exist"
+                    )
                 # Readable by its owner only: the history holds inputs and outputs.
                 os.close(os.open(url.path, os.O_CREAT | os.O_RDWR, 0o600))
             sync = _sqlite_synchronous()
-            self.writer = create_async_engine(url.sqlalchemy, pool_size=1, max_overflow=0, connect_args={"timeout": 30})
-            self.reader = create_async_engine(url.sqlalchemy, connect_args={"timeout": 30})
-            for eng, begin in ((self.writer, "BEGIN IMMEDIATE"), (self.reader, "BEGIN")):
-                _sqlite_events(eng, begin, sync)
+            plain = f"sqlite:///{url.path}"
+            args = {"timeout": 30, "check_same_thread": False}
+            self.sync_writer = create_engine(
+                plain, poolclass=QueuePool, pool_size=1, max_overflow=0, connect_args=args
+            )
+            self.sync_reader = create_engine(
+                plain, poolclass=QueuePool, pool_size=2, max_overflow=0, connect_args=args
+            )
+            _sqlite_events(self.sync_writer, "BEGIN IMMEDIATE", sync)
+            _sqlite_events(self.sync_reader, "BEGIN", sync)
+            self._wx = ThreadPoolExecutor(1, thread_name_prefix="durapipe-sqlite-w")
+            self._rx = ThreadPoolExecutor(2, thread_name_prefix="durapipe-sqlite-r")
         else:
             self.writer = create_async_engine(
                 url.sqlalchemy,
                 pool_size=10,
                 max_overflow=20,
-                pool_pre_ping=False,
                 connect_args={"timeout": 10, "server_settings": {"application_name": "durapipe"}},
             )
-            self.reader = self.writer
         self.journal = Journal(self)
 
     # ------------------------------------------------------------------ plumbing
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in one write transaction."""
         try:
+            if self._wx is not None:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._wx, _sync_tx, self.sync_writer, fn
+                )
             async with self.writer.begin() as conn:
-                yield conn
+                return await conn.run_sync(fn)
         except (OSError, ConnectionError) as exc:
             raise self._unavailable(exc) from exc
         except DBAPIError as exc:
-            if exc.connection_invalidated or _is_transient(exc.orig or exc):
+            if exc.connection_invalidated or _is_transient(exc.orig or exc) and not _is_busy(exc):
                 raise self._unavailable(exc) from exc
             raise
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in a read-only transaction."""
         try:
-            async with self.reader.connect() as conn:
-                yield conn
+            if self._rx is not None:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._rx, _sync_tx, self.sync_reader, fn
+                )
+            async with self.writer.connect() as conn:
+                return await conn.run_sync(fn)
         except (OSError, ConnectionError) as exc:
             raise self._unavailable(exc) from exc
         except DBAPIError as exc:
-            if exc.connection_invalidated or _is_transient(exc.orig or exc):
+            if exc.connection_invalidated or _is_transient(exc.orig or exc) and not _is_busy(exc):
                 raise self._unavailable(exc) from exc
             raise
+
+    async def run_read(self, fn: Callable[[Connection], T]) -> T:
+        """Run a caller's function on a read connection (tests, tools)."""
+        return await self._read(fn)
 
     def _unavailable(self, exc: BaseException) -> DatabaseUnavailable:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = (
+            str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            if str(exc).strip()
+            else type(exc).__name__
+        )
         return DatabaseUnavailable(
             f"cannot reach the database {redact(self.url.raw)}: {detail}. "
             "Check --database-url / DURAPIPE_DATABASE_URL and that the server is up"
@@ -137,17 +185,27 @@ class Store:
 
     async def close(self) -> None:
         await self.journal.close()
-        await self.writer.dispose()
-        if self.reader is not self.writer:
-            await self.reader.dispose()
+        if self.is_sqlite:
+            loop = asyncio.get_running_loop()
+            for ex, eng in ((self._wx, self.sync_writer), (self._rx, self.sync_reader)):
+                if ex is not None:
+                    await loop.run_in_executor(ex, eng.dispose)
+                    ex.shutdown(wait=False)
+        else:
+            await self.writer.dispose()
 
     # ------------------------------------------------------------------ schema
 
     async def schema_revision(self) -> str | None:
         try:
-            async with self.read() as conn:
-                row = (await conn.execute(text("SELECT version_num FROM durapipe_alembic_version"))).first()
+
+            def _tx(conn: Connection) -> Any:
+                row = (
+                    conn.execute(text("SELECT version_num FROM durapipe_alembic_version"))
+                ).first()
                 return str(row[0]) if row else None
+
+            return await self._read(_tx)
         except DatabaseUnavailable:
             raise
         except SQLAlchemyError:
@@ -156,8 +214,7 @@ class Store:
     async def migrate(self) -> None:
         from .migrate import upgrade_head
 
-        async with self.write() as conn:
-            await conn.run_sync(upgrade_head)
+        await self._write(upgrade_head)
 
     async def ensure_schema(self, *, auto_migrate: bool) -> None:
         rev = await self.schema_revision()
@@ -177,28 +234,38 @@ class Store:
 
     # ------------------------------------------------------------------ runs
 
-    async def create_run(self, row: dict[str, Any], first_events: list[dict[str, Any]]) -> tuple[Row[Any], bool]:
+    async def create_run(
+        self, row: dict[str, Any], first_events: list[dict[str, Any]]
+    ) -> tuple[Row[Any], bool]:
         """Insert a run; if its id exists already return that run instead. -> (row, created)."""
-        async with self.write() as conn:
-            existing = (await conn.execute(select(S.runs).where(S.runs.c.id == row["id"]))).first()
+
+        def _tx(conn: Connection) -> Any:
+            existing = (conn.execute(select(S.runs).where(S.runs.c.id == row["id"]))).first()
             if existing is not None:
                 return existing, False
-            await conn.execute(insert(S.runs).values(**row))
+            conn.execute(insert(S.runs).values(**row))
             if first_events:
-                await conn.execute(insert(S.events), first_events)
-            await self._notify(conn, "run")
-            created = (await conn.execute(select(S.runs).where(S.runs.c.id == row["id"]))).one()
+                conn.execute(insert(S.events), first_events)
+            self._notify(conn, "run")
+            created = (conn.execute(select(S.runs).where(S.runs.c.id == row["id"]))).one()
             return created, True
 
+        return await self._write(_tx)
+
     async def get_run(self, run_id: str) -> Row[Any] | None:
-        async with self.read() as conn:
-            return (await conn.execute(select(S.runs).where(S.runs.c.id == run_id))).first()
+        def _tx(conn: Connection) -> Any:
+            return (conn.execute(select(S.runs).where(S.runs.c.id == run_id))).first()
+
+        return await self._read(_tx)
 
     async def get_runs(self, run_ids: Sequence[str]) -> list[Row[Any]]:
         if not run_ids:
             return []
-        async with self.read() as conn:
-            return list((await conn.execute(select(S.runs).where(S.runs.c.id.in_(list(run_ids))))).all())
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(select(S.runs).where(S.runs.c.id.in_(list(run_ids))))).all())
+
+        return await self._read(_tx)
 
     async def list_runs(
         self,
@@ -219,19 +286,36 @@ class Store:
         if root_run_id:
             q = q.where(S.runs.c.root_run_id == root_run_id)
         q = q.order_by(S.runs.c.created_at.desc(), S.runs.c.id.desc()).limit(limit)
-        async with self.read() as conn:
-            return list((await conn.execute(q)).all())
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(q)).all())
+
+        return await self._read(_tx)
+
+    async def children(self, run_id: str) -> list[Row[Any]]:
+        q = select(S.runs).where(S.runs.c.parent_run_id == run_id).order_by(S.runs.c.created_at)
+
+        def _tx(conn: Connection) -> list[Row[Any]]:
+            return list(conn.execute(q).all())
+
+        return await self._read(_tx)
 
     async def count_by_status(self) -> dict[str, int]:
         q = select(S.runs.c.status, func.count()).group_by(S.runs.c.status)
-        async with self.read() as conn:
-            return {str(s): int(n) for s, n in (await conn.execute(q)).all()}
+
+        def _tx(conn: Connection) -> Any:
+            return {str(s): int(n) for s, n in (conn.execute(q)).all()}
+
+        return await self._read(_tx)
 
     async def events(self, run_id: str) -> list[Row[Any]]:
         """The whole history of a run, in order: one query, however long."""
         q = select(S.events).where(S.events.c.run_id == run_id).order_by(S.events.c.seq)
-        async with self.read() as conn:
-            return list((await conn.execute(q)).all())
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(q)).all())
+
+        return await self._read(_tx)
 
     def _runnable(self, now: float, flt: ClaimFilter) -> Any:
         r = S.runs.c
@@ -243,19 +327,27 @@ class Store:
         conds = [due]
         if flt.pipelines is not None:
             conds.append(
-                or_(*(and_(r.pipeline == name, or_(r.pinned.is_(False), r.version == ver)) for name, ver in flt.pipelines.items()))
+                or_(
+                    *(
+                        and_(r.pipeline == name, or_(r.pinned.is_(False), r.version == ver))
+                        for name, ver in flt.pipelines.items()
+                    )
+                )
                 if flt.pipelines
                 else text("1=0")
             )
         if flt.root_run_id is not None:
             conds.append(r.root_run_id == flt.root_run_id)
         held = select(S.holds.c.pipeline).where(
-            S.holds.c.pipeline == r.pipeline, or_(S.holds.c.version == "", S.holds.c.version == r.version)
+            S.holds.c.pipeline == r.pipeline,
+            or_(S.holds.c.version == "", S.holds.c.version == r.version),
         )
         conds.append(~held.exists())
         return and_(*conds)
 
-    async def claim(self, *, owner: str, flt: ClaimFilter, limit: int, ttl: float, now: float) -> list[Row[Any]]:
+    async def claim(
+        self, *, owner: str, flt: ClaimFilter, limit: int, ttl: float, now: float
+    ) -> list[Row[Any]]:
         """Take the leases of up to ``limit`` runnable runs in one statement."""
         if limit <= 0:
             return []
@@ -271,14 +363,30 @@ class Store:
         stmt = (
             update(S.runs)
             .where(r.id.in_(pick.scalar_subquery()))
-            .values(lease_owner=owner, lease_expires_at=now + ttl, attempt=r.attempt + 1, status="running", updated_at=now)
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + ttl,
+                attempt=r.attempt + 1,
+                status="running",
+                updated_at=now,
+            )
             .returning(*S.runs.c)
         )
-        async with self.write() as conn:
-            return list((await conn.execute(stmt)).all())
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(stmt)).all())
+
+        return await self._write(_tx)
 
     async def claim_run(
-        self, run_id: str, *, owner: str, ttl: float, now: float, statuses: Iterable[str], dead_owners: Iterable[str] = ()
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        now: float,
+        statuses: Iterable[str],
+        dead_owners: Iterable[str] = (),
     ) -> Row[Any] | None:
         """Take one run's lease if it is free, expired, or held by a dead process of this host."""
         r = S.runs.c
@@ -299,8 +407,11 @@ class Store:
             )
             .returning(*S.runs.c)
         )
-        async with self.write() as conn:
-            return (await conn.execute(stmt)).first()
+
+        def _tx(conn: Connection) -> Any:
+            return (conn.execute(stmt)).first()
+
+        return await self._write(_tx)
 
     async def heartbeat(
         self, *, worker_id: str, held: dict[str, int], ttl: float, now: float
@@ -309,14 +420,23 @@ class Store:
         r = S.runs.c
         lost: set[str] = set()
         requests: dict[str, str] = {}
-        async with self.write() as conn:
-            await conn.execute(update(S.workers).where(S.workers.c.id == worker_id).values(heartbeat_at=now))
+
+        def _tx(conn: Connection) -> Any:
+            conn.execute(
+                update(S.workers).where(S.workers.c.id == worker_id).values(heartbeat_at=now)
+            )
             if held:
                 ids = list(held)
-                await conn.execute(
-                    update(S.runs).where(r.id.in_(ids), r.lease_owner == worker_id).values(lease_expires_at=now + ttl)
+                conn.execute(
+                    update(S.runs)
+                    .where(r.id.in_(ids), r.lease_owner == worker_id)
+                    .values(lease_expires_at=now + ttl)
                 )
-                rows = (await conn.execute(select(r.id, r.lease_owner, r.attempt, r.requested).where(r.id.in_(ids)))).all()
+                rows = (
+                    conn.execute(
+                        select(r.id, r.lease_owner, r.attempt, r.requested).where(r.id.in_(ids))
+                    )
+                ).all()
                 seen = set()
                 for rid, lo, att, req in rows:
                     seen.add(rid)
@@ -324,22 +444,30 @@ class Store:
                         lost.add(rid)
                     elif req:
                         requests[rid] = req
-                lost |= set(ids) - seen
+                lost.update(set(ids) - seen)
+
+        await self._write(_tx)
         return lost, requests
 
     async def requests_for(self, run_ids: Sequence[str]) -> dict[str, str]:
         if not run_ids:
             return {}
         r = S.runs.c
-        async with self.read() as conn:
-            rows = (await conn.execute(select(r.id, r.requested).where(r.id.in_(list(run_ids)), r.requested.is_not(None)))).all()
-        return {rid: req for rid, req in rows}
+
+        def _tx(conn: Connection) -> dict[str, str]:
+            rows = conn.execute(
+                select(r.id, r.requested).where(r.id.in_(list(run_ids)), r.requested.is_not(None))
+            ).all()
+            return {rid: req for rid, req in rows}
+
+        return await self._read(_tx)
 
     async def release(self, run_id: str, *, owner: str, attempt: int, now: float) -> None:
         """Give a lease back; a run that was mid-flight becomes pending for any worker."""
         r = S.runs.c
-        async with self.write() as conn:
-            await conn.execute(
+
+        def _tx(conn: Connection) -> Any:
+            conn.execute(
                 update(S.runs)
                 .where(r.id == run_id, r.lease_owner == owner, r.attempt == attempt)
                 .values(
@@ -349,151 +477,263 @@ class Store:
                     updated_at=now,
                 )
             )
-            await self._notify(conn, "run")
+            self._notify(conn, "run")
 
-    async def set_request(self, run_id: str, request: str | None, *, now: float, wake: bool = False) -> None:
+        return await self._write(_tx)
+
+    async def set_request(
+        self, run_id: str, request: str | None, *, now: float, wake: bool = False
+    ) -> None:
         values: dict[str, Any] = {"requested": request, "updated_at": now}
         if wake:
             values["wake_at"] = now
-        async with self.write() as conn:
-            await conn.execute(update(S.runs).where(S.runs.c.id == run_id).values(**values))
-            await self._notify(conn, "control")
 
-    async def finish_unleased(self, run_id: str, *, status: str, event: dict[str, Any], now: float, expect: Iterable[str]) -> bool:
+        def _tx(conn: Connection) -> Any:
+            conn.execute(update(S.runs).where(S.runs.c.id == run_id).values(**values))
+            self._notify(conn, "control")
+
+        return await self._write(_tx)
+
+    async def finish_unleased(
+        self, run_id: str, *, status: str, event: dict[str, Any], now: float, expect: Iterable[str]
+    ) -> bool:
         """End or stop a run nobody holds (a client acting on a suspended run)."""
         r = S.runs.c
-        async with self.write() as conn:
-            row = (await conn.execute(select(r.status, r.lease_owner, r.lease_expires_at, r.parent_run_id).where(r.id == run_id))).first()
+
+        def _tx(conn: Connection) -> Any:
+            row = (
+                conn.execute(
+                    select(r.status, r.lease_owner, r.lease_expires_at, r.parent_run_id).where(
+                        r.id == run_id
+                    )
+                )
+            ).first()
             if row is None or row.status not in set(expect):
                 return False
             if row.lease_owner is not None and (row.lease_expires_at or 0) >= now:
                 return False
-            seq = (await conn.execute(select(func.coalesce(func.max(S.events.c.seq), 0)).where(S.events.c.run_id == run_id))).scalar_one()
-            await conn.execute(insert(S.events).values(run_id=run_id, seq=int(seq) + 1, at=now, **event))
-            values: dict[str, Any] = {"status": status, "updated_at": now, "requested": None, "lease_owner": None, "lease_expires_at": None}
+            seq = (
+                conn.execute(
+                    select(func.coalesce(func.max(S.events.c.seq), 0)).where(
+                        S.events.c.run_id == run_id
+                    )
+                )
+            ).scalar_one()
+            conn.execute(insert(S.events).values(run_id=run_id, seq=int(seq) + 1, at=now, **event))
+            values: dict[str, Any] = {
+                "status": status,
+                "updated_at": now,
+                "requested": None,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            }
             if status in S.TERMINAL:
                 values["finished_at"] = now
                 values["wake_at"] = None
-            await conn.execute(update(S.runs).where(r.id == run_id).values(**values))
+            conn.execute(update(S.runs).where(r.id == run_id).values(**values))
             if status in S.TERMINAL and row.parent_run_id:
-                await conn.execute(update(S.runs).where(r.id == row.parent_run_id, r.status == "waiting").values(wake_at=now))
-            await self._notify(conn, "run")
-        return True
+                conn.execute(
+                    update(S.runs)
+                    .where(r.id == row.parent_run_id, r.status == "waiting")
+                    .values(wake_at=now)
+                )
+            self._notify(conn, "run")
+            return True
+
+        return bool(await self._write(_tx))
 
     async def make_runnable(self, run_id: str, *, now: float, statuses: Iterable[str]) -> bool:
         """Release a stopped/failed/blocked run to the workers (resume --detach)."""
         r = S.runs.c
-        async with self.write() as conn:
-            res = await conn.execute(
+
+        def _tx(conn: Connection) -> Any:
+            res = conn.execute(
                 update(S.runs)
                 .where(r.id == run_id, r.status.in_(list(statuses)))
-                .values(status="pending", requested=None, lease_owner=None, lease_expires_at=None, updated_at=now)
+                .values(
+                    status="pending",
+                    requested=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
             )
-            await self._notify(conn, "run")
+            self._notify(conn, "run")
             return bool(res.rowcount)
+
+        return await self._write(_tx)
 
     # ------------------------------------------------------------------ inputs
 
     async def send_input(self, run_id: str, name: str, value: str, *, now: float) -> int:
         r = S.runs.c
-        async with self.write() as conn:
-            res = await conn.execute(insert(S.inputs).values(run_id=run_id, name=name, value=value, created_at=now))
-            # A suspended run waiting for anything wakes and looks; a spurious wake only replays.
-            await conn.execute(
-                update(S.runs).where(r.id == run_id, r.status == "waiting", r.lease_owner.is_(None)).values(wake_at=now)
+
+        def _tx(conn: Connection) -> Any:
+            res = conn.execute(
+                insert(S.inputs).values(run_id=run_id, name=name, value=value, created_at=now)
             )
-            await self._notify(conn, f"input:{run_id}")
+            # A suspended run waiting for anything wakes and looks; a spurious wake only replays.
+            conn.execute(
+                update(S.runs)
+                .where(r.id == run_id, r.status == "waiting", r.lease_owner.is_(None))
+                .values(wake_at=now)
+            )
+            self._notify(conn, f"input:{run_id}")
             pk = res.inserted_primary_key
             return int(pk[0]) if pk else 0
 
+        return await self._write(_tx)
+
     async def next_input(self, run_id: str, name: str) -> Row[Any] | None:
         c = S.inputs.c
-        q = select(S.inputs).where(c.run_id == run_id, c.name == name, c.consumed_seq.is_(None)).order_by(c.id).limit(1)
-        async with self.read() as conn:
-            return (await conn.execute(q)).first()
+        q = (
+            select(S.inputs)
+            .where(c.run_id == run_id, c.name == name, c.consumed_seq.is_(None))
+            .order_by(c.id)
+            .limit(1)
+        )
+
+        def _tx(conn: Connection) -> Any:
+            return (conn.execute(q)).first()
+
+        return await self._read(_tx)
 
     async def inputs_of(self, run_id: str) -> list[Row[Any]]:
         q = select(S.inputs).where(S.inputs.c.run_id == run_id).order_by(S.inputs.c.id)
-        async with self.read() as conn:
-            return list((await conn.execute(q)).all())
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(q)).all())
+
+        return await self._read(_tx)
 
     # ------------------------------------------------------------------ logs
 
     async def write_logs(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        async with self.write() as conn:
-            await conn.execute(insert(S.logs), rows)
 
-    async def read_logs(self, root_run_id: str, *, after_id: int = 0, limit: int = 5000) -> list[Row[Any]]:
+        def _tx(conn: Connection) -> Any:
+            conn.execute(insert(S.logs), rows)
+
+        return await self._write(_tx)
+
+    async def read_logs(
+        self, root_run_id: str, *, after_id: int = 0, limit: int = 5000
+    ) -> list[Row[Any]]:
         c = S.logs.c
-        q = select(S.logs).where(c.root_run_id == root_run_id, c.id > after_id).order_by(c.id).limit(limit)
-        async with self.read() as conn:
-            return list((await conn.execute(q)).all())
+        q = (
+            select(S.logs)
+            .where(c.root_run_id == root_run_id, c.id > after_id)
+            .order_by(c.id)
+            .limit(limit)
+        )
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(q)).all())
+
+        return await self._read(_tx)
 
     # ------------------------------------------------------------------ workers
 
     async def register_worker(self, row: dict[str, Any]) -> None:
-        async with self.write() as conn:
-            await conn.execute(insert(S.workers).values(**row))
+        def _tx(conn: Connection) -> Any:
+            conn.execute(insert(S.workers).values(**row))
+
+        return await self._write(_tx)
 
     async def stop_worker(self, worker_id: str, *, now: float) -> None:
-        async with self.write() as conn:
-            await conn.execute(update(S.workers).where(S.workers.c.id == worker_id).values(stopped_at=now))
+        def _tx(conn: Connection) -> Any:
+            conn.execute(
+                update(S.workers).where(S.workers.c.id == worker_id).values(stopped_at=now)
+            )
+
+        return await self._write(_tx)
 
     async def live_workers(self, *, now: float, stale_after: float) -> list[Row[Any]]:
         w = S.workers.c
-        q = select(S.workers).where(w.stopped_at.is_(None), w.heartbeat_at >= now - stale_after).order_by(w.started_at)
-        async with self.read() as conn:
-            return list((await conn.execute(q)).all())
+        q = (
+            select(S.workers)
+            .where(w.stopped_at.is_(None), w.heartbeat_at >= now - stale_after)
+            .order_by(w.started_at)
+        )
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(q)).all())
+
+        return await self._read(_tx)
 
     async def workers_on_host(self, host: str) -> list[Row[Any]]:
         w = S.workers.c
-        async with self.read() as conn:
-            return list((await conn.execute(select(S.workers).where(w.host == host, w.stopped_at.is_(None)))).all())
+
+        def _tx(conn: Connection) -> Any:
+            return list(
+                (
+                    conn.execute(select(S.workers).where(w.host == host, w.stopped_at.is_(None)))
+                ).all()
+            )
+
+        return await self._read(_tx)
 
     async def get_worker(self, worker_id: str) -> Row[Any] | None:
-        async with self.read() as conn:
-            return (await conn.execute(select(S.workers).where(S.workers.c.id == worker_id))).first()
+        def _tx(conn: Connection) -> Any:
+            return (conn.execute(select(S.workers).where(S.workers.c.id == worker_id))).first()
+
+        return await self._read(_tx)
 
     async def held_counts(self) -> dict[str, int]:
         r = S.runs.c
-        q = select(r.lease_owner, func.count()).where(r.lease_owner.is_not(None)).group_by(r.lease_owner)
-        async with self.read() as conn:
-            return {str(o): int(n) for o, n in (await conn.execute(q)).all()}
+        q = (
+            select(r.lease_owner, func.count())
+            .where(r.lease_owner.is_not(None))
+            .group_by(r.lease_owner)
+        )
+
+        def _tx(conn: Connection) -> Any:
+            return {str(o): int(n) for o, n in (conn.execute(q)).all()}
+
+        return await self._read(_tx)
 
     # ------------------------------------------------------------------ holds
 
     async def hold(self, pipeline: str, version: str | None, *, now: float) -> None:
-        async with self.write() as conn:
+        def _tx(conn: Connection) -> Any:
             exists = (
-                await conn.execute(
-                    select(S.holds.c.pipeline).where(S.holds.c.pipeline == pipeline, S.holds.c.version == (version or ""))
+                conn.execute(
+                    select(S.holds.c.pipeline).where(
+                        S.holds.c.pipeline == pipeline, S.holds.c.version == (version or "")
+                    )
                 )
             ).first()
             if exists is None:
-                await conn.execute(insert(S.holds).values(pipeline=pipeline, version=version or "", created_at=now))
+                conn.execute(
+                    insert(S.holds).values(pipeline=pipeline, version=version or "", created_at=now)
+                )
+
+        return await self._write(_tx)
 
     async def unhold(self, pipeline: str) -> int:
-        async with self.write() as conn:
-            res = await conn.execute(delete(S.holds).where(S.holds.c.pipeline == pipeline))
-            await self._notify(conn, "run")
+        def _tx(conn: Connection) -> Any:
+            res = conn.execute(delete(S.holds).where(S.holds.c.pipeline == pipeline))
+            self._notify(conn, "run")
             return int(res.rowcount)
+
+        return await self._write(_tx)
 
     # ------------------------------------------------------------------ journal batch
 
     async def commit_ops(self, ops: list[Op]) -> list[BaseException | None]:
         """Apply many runs' ops in one transaction. Each op is checked against its lease."""
-        results: list[BaseException | None] = [None] * len(ops)
         r = S.runs.c
-        async with self.write() as conn:
+
+        def _tx(conn: Connection) -> list[BaseException | None]:
+            results: list[BaseException | None] = [None] * len(ops)
             fenced = {op.run_id for op in ops if op.owner is not None}
             current: dict[str, tuple[str | None, int]] = {}
             if fenced:
                 q = select(r.id, r.lease_owner, r.attempt).where(r.id.in_(list(fenced)))
                 if not self.is_sqlite:
                     q = q.with_for_update()
-                for rid, lo, att in (await conn.execute(q)).all():
+                for rid, lo, att in (conn.execute(q)).all():
                     current[rid] = (lo, att)
             ev_rows: list[dict[str, Any]] = []
             new_runs: list[dict[str, Any]] = []
@@ -505,15 +745,15 @@ class Store:
                 ev_rows.extend(op.events)
                 new_runs.extend(op.new_runs)
             if new_runs:
-                await conn.execute(insert(S.runs), new_runs)
+                conn.execute(insert(S.runs), new_runs)
                 notify = True
             if ev_rows:
-                await conn.execute(insert(S.events), ev_rows)
+                conn.execute(insert(S.events), ev_rows)
             for i, op in enumerate(ops):
                 if results[i] is not None:
                     continue
                 if op.consume_input is not None:
-                    await conn.execute(
+                    conn.execute(
                         update(S.inputs)
                         .where(S.inputs.c.id == op.consume_input, S.inputs.c.consumed_seq.is_(None))
                         .values(consumed_seq=op.consume_seq)
@@ -521,61 +761,90 @@ class Store:
                 if op.run_update:
                     values = dict(op.run_update)
                     if op.wake_if_input is not None or op.wake_if_child is not None:
-                        if await self._arrived(conn, op):
+                        if self._arrived(conn, op):
                             values["wake_at"] = values.get("updated_at") or time.time()
-                    await conn.execute(update(S.runs).where(r.id == op.run_id).values(**values))
-                    if op.run_update.get("lease_owner", "x") is None or op.run_update.get("status") in S.TERMINAL:
+                    conn.execute(update(S.runs).where(r.id == op.run_id).values(**values))
+                    if (
+                        op.run_update.get("lease_owner", "x") is None
+                        or op.run_update.get("status") in S.TERMINAL
+                    ):
                         notify = True
                 if op.wake_parent:
-                    await conn.execute(
+                    conn.execute(
                         update(S.runs)
                         .where(r.id == op.wake_parent, r.status == "waiting")
-                        .values(wake_at=op.run_update.get("updated_at") if op.run_update else time.time())
+                        .values(
+                            wake_at=op.run_update.get("updated_at")
+                            if op.run_update
+                            else time.time()
+                        )
                     )
                     notify = True
             if notify:
-                await self._notify(conn, "run")
-        return results
+                self._notify(conn, "run")
+            return results
 
-    async def _arrived(self, conn: AsyncConnection, op: Op) -> bool:
+        return await self._write(_tx)
+
+    def _arrived(self, conn: Connection, op: Op) -> bool:
         if op.wake_if_input is not None:
             c = S.inputs.c
-            q = select(c.id).where(c.run_id == op.run_id, c.name == op.wake_if_input, c.consumed_seq.is_(None)).limit(1)
-            if (await conn.execute(q)).first() is not None:
+            q = (
+                select(c.id)
+                .where(c.run_id == op.run_id, c.name == op.wake_if_input, c.consumed_seq.is_(None))
+                .limit(1)
+            )
+            if (conn.execute(q)).first() is not None:
                 return True
         if op.wake_if_child is not None:
             q = select(S.runs.c.status).where(S.runs.c.id == op.wake_if_child)
-            st = (await conn.execute(q)).scalar()
+            st = (conn.execute(q)).scalar()
             if st in S.TERMINAL:
                 return True
         return False
 
-    async def _notify(self, conn: AsyncConnection, payload: str) -> None:
+    def _notify(self, conn: Connection, payload: str) -> None:
         if not self.is_sqlite:
-            await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+            conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
 
     # ------------------------------------------------------------------ gc
 
     async def gc(self, *, older_than: float) -> int:
         r = S.runs.c
-        async with self.write() as conn:
+
+        def _tx(conn: Connection) -> Any:
             ids = [
                 x
                 for (x,) in (
-                    await conn.execute(select(r.id).where(r.status.in_(list(S.TERMINAL)), r.finished_at < older_than))
+                    conn.execute(
+                        select(r.id).where(
+                            r.status.in_(list(S.TERMINAL)), r.finished_at < older_than
+                        )
+                    )
                 ).all()
             ]
             for chunk in range(0, len(ids), 500):
                 part = ids[chunk : chunk + 500]
-                await conn.execute(delete(S.events).where(S.events.c.run_id.in_(part)))
-                await conn.execute(delete(S.inputs).where(S.inputs.c.run_id.in_(part)))
-                await conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
-                await conn.execute(delete(S.runs).where(r.id.in_(part)))
+                conn.execute(delete(S.events).where(S.events.c.run_id.in_(part)))
+                conn.execute(delete(S.inputs).where(S.inputs.c.run_id.in_(part)))
+                conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
+                conn.execute(delete(S.runs).where(r.id.in_(part)))
             return len(ids)
 
+        return await self._write(_tx)
 
-def _sqlite_events(engine: AsyncEngine, begin: str, synchronous: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _sync_tx(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    with engine.begin() as conn:
+        return fn(conn)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return "database is locked" in str(exc) or "database is busy" in str(exc)
+
+
+def _sqlite_events(engine: Engine, begin: str, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
@@ -584,7 +853,7 @@ def _sqlite_events(engine: AsyncEngine, begin: str, synchronous: str) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
 
@@ -643,10 +912,15 @@ class Journal:
                     await self._commit([op])
                 return
             except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:
-                if not (_is_transient(exc) or isinstance(exc, DatabaseUnavailable)) or time.monotonic() > deadline:
+                if (
+                    not (_is_transient(exc) or isinstance(exc, DatabaseUnavailable))
+                    or time.monotonic() > deadline
+                ):
                     results = [exc] * len(batch)
                     break
-                log.warning("database write failed (%s); retrying in %.2fs", type(exc).__name__, delay)
+                log.warning(
+                    "database write failed (%s); retrying in %.2fs", type(exc).__name__, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self.batches += 1

@@ -29,14 +29,22 @@ def resolve_url(url: str | None) -> DatabaseURL:
     base = scheme.split("+", 1)[0].lower()
     if base == "sqlite":
         if not rest.startswith("/"):
-            raise ConfigError(f"SQLite URL {raw!r} must look like sqlite:///relative.db or sqlite:////abs/path.db")
+            raise ConfigError(
+                f"SQLite URL {raw!r} must look like sqlite:///relative.db or sqlite:////abs/path.db"
+            )
         path = rest[1:]
         if not path or path == ":memory:":
-            raise ConfigError("an in-memory SQLite database cannot be shared between processes; give a file: sqlite:///durapipe.db")
-        return DatabaseURL(raw=raw, sqlalchemy=f"sqlite+aiosqlite:///{path}", dialect="sqlite", path=path)
+            raise ConfigError(
+                "an in-memory SQLite database cannot be shared between processes; give a file: sqlite:///durapipe.db"
+            )
+        return DatabaseURL(
+            raw=raw, sqlalchemy=f"sqlite+pysqlite:///{path}", dialect="sqlite", path=path
+        )
     if base in ("postgresql", "postgres"):
         return DatabaseURL(raw=raw, sqlalchemy=f"postgresql+asyncpg://{rest}", dialect="postgresql")
-    raise ConfigError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
+    raise ConfigError(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://"
+    )
 
 
 def redact(url: str) -> str:
