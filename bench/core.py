@@ -81,7 +81,7 @@ def pg_url() -> tuple[str, Any]:
         return url, None
     from pgcluster import PgCluster
 
-    c = PgCluster(durable=True) if "durable" in PgCluster.__init__.__code__.co_varnames else PgCluster()
+    c = PgCluster(durable=True)
     c.start()
     return c.url, c
 
@@ -103,10 +103,14 @@ def main() -> None:
             url, cluster = pg_url()
             note = "server defaults"
         us = asyncio.run(per_step(url, a.steps, a.reps))
-        print(f"{db:10} per step ({a.steps}-step run, {note}): median {statistics.median(us):.0f} µs  (min {min(us):.0f}, max {max(us):.0f})")
+        print(
+            f"{db:10} per step ({a.steps}-step run, {note}): median {statistics.median(us):.0f} µs  (min {min(us):.0f}, max {max(us):.0f})"
+        )
         for n in [int(x) for x in a.resume.split(",") if x]:
             ts = asyncio.run(resume_time(url, n, a.reps))
-            print(f"{db:10} resume of {n:>6} recorded steps: median {statistics.median(ts) * 1000:.0f} ms  (min {min(ts) * 1000:.0f}, max {max(ts) * 1000:.0f})")
+            print(
+                f"{db:10} resume of {n:>6} recorded steps: median {statistics.median(ts) * 1000:.0f} ms  (min {min(ts) * 1000:.0f}, max {max(ts) * 1000:.0f})"
+            )
     if cluster is not None:
         cluster.stop()
 

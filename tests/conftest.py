@@ -36,7 +36,9 @@ def pg_server() -> Iterator[str | None]:
         return
     if find_pg_bin() is None:
         if IN_CI:
-            pytest.fail("CI=true but no PostgreSQL server binaries were found: install the `postgresql` package")
+            pytest.fail(
+                "CI=true but no PostgreSQL server binaries were found: install the `postgresql` package"
+            )
         yield None
         return
     cluster = PgCluster()
@@ -78,7 +80,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     server = request.getfixturevalue("pg_server")
     if server is None:
-        pytest.skip("no PostgreSQL server available (set DURAPIPE_TEST_PG_URL or install postgresql)")
+        pytest.skip(
+            "no PostgreSQL server available (set DURAPIPE_TEST_PG_URL or install postgresql)"
+        )
     name = "dp_" + uuid.uuid4().hex[:16]
     asyncio.run(_pg_admin(server, f'CREATE DATABASE "{name}"'))
     url = _with_db(server, name)
@@ -129,14 +133,21 @@ def cli_env(db_url: str, **extra: str) -> dict[str, str]:
 def dp_cli(db_url: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``durapipe ARGS`` as a real subprocess against this test's database."""
 
-    def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, timeout: float = 60, env: dict[str, str] | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "durapipe", *args],
-            capture_output=True, text=True, timeout=timeout, cwd=str(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=str(tmp_path),
             env=cli_env(db_url, SIDE_DIR=str(tmp_path), **(env or {})),
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"durapipe {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"durapipe {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     return run
@@ -150,7 +161,10 @@ def dp_spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.P
     def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         p = subprocess.Popen(
             [sys.executable, "-m", "durapipe", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(tmp_path),
             env=cli_env(db_url, SIDE_DIR=str(tmp_path), **(env or {})),
         )
         procs.append(p)
@@ -163,7 +177,13 @@ def dp_spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.P
         p.communicate(timeout=30)
 
 
-def wait_until(cond: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_until(
+    cond: Callable[[], Any],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -132,8 +132,11 @@ class PgCluster:
     ``data_dir``, ``socket_dir``, ``log_path``.
     """
 
-    def __init__(self, bin_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, bin_dir: str | os.PathLike[str] | None = None, *, durable: bool = False
+    ) -> None:
         self.bin_dir: Path | None = Path(bin_dir) if bin_dir else None
+        self.durable = durable  # benchmarks run with the server's default fsync=on
         self.host = HOST
         self.user = SUPERUSER
         self.dbname = DBNAME
@@ -275,9 +278,10 @@ class PgCluster:
     def _server_options(self) -> str:
         # fsync=off: this is a throwaway test cluster, durability across an OS
         # crash does not matter and it makes the tests much faster.
+        fsync = "on" if self.durable else "off"
         return (
             f"-p {self.port} -k {shlex.quote(str(self.socket_dir))} "
-            f"-c listen_addresses={self.host} -c fsync=off -c max_connections=200"
+            f"-c listen_addresses={self.host} -c fsync={fsync} -c max_connections=200"
         )
 
     def _pg_ctl(self, args: list[str], wait_opts: bool = True) -> subprocess.CompletedProcess[str]:

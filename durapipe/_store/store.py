@@ -7,8 +7,10 @@ through :class:`Journal` (group commit, fencing); the rest are short transaction
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +35,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlch
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from ..errors import ConfigError, DatabaseUnavailable, LeaseLost
+from ..errors import ConfigError, DatabaseUnavailable
+from . import journal_sql
 from . import schema as S
 from .url import DatabaseURL, redact, resolve_url
 
@@ -76,6 +79,20 @@ class Op:
     wake_if_input: str | None = None
     wake_if_child: str | None = None
     future: asyncio.Future[None] | None = None
+
+
+def _is_integrity(exc: BaseException) -> bool:
+    if isinstance(exc, IntegrityError | sqlite3.IntegrityError):
+        return True
+    return type(exc).__name__ in ("UniqueViolationError", "IntegrityConstraintViolationError")
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, DatabaseUnavailable | sqlite3.OperationalError | OSError | ConnectionError):
+        return True
+    if isinstance(exc, SQLAlchemyError):
+        return _is_transient(exc)
+    return not _pg_statement_error(exc) and type(exc).__module__.startswith("asyncpg")
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -132,6 +149,9 @@ class Store:
                 max_overflow=20,
                 connect_args={"timeout": 10, "server_settings": {"application_name": "durapipe"}},
             )
+        self._jconn: sqlite3.Connection | None = None
+        self._iconn: sqlite3.Connection | None = None
+        self._apg: Any = None
         self.journal = Journal(self)
 
     # ------------------------------------------------------------------ plumbing
@@ -185,7 +205,17 @@ class Store:
 
     async def close(self) -> None:
         await self.journal.close()
+        if self._apg is not None:
+            with contextlib.suppress(Exception):
+                await self._apg.close()
+            self._apg = None
         if self.is_sqlite:
+            if self._iconn is not None:
+                self._iconn.close()
+                self._iconn = None
+            if self._jconn is not None and self._wx is not None:
+                await asyncio.get_running_loop().run_in_executor(self._wx, self._jconn.close)
+                self._jconn = None
             loop = asyncio.get_running_loop()
             for ex, eng in ((self._wx, self.sync_writer), (self._rx, self.sync_reader)):
                 if ex is not None:
@@ -723,85 +753,66 @@ class Store:
 
     async def commit_ops(self, ops: list[Op]) -> list[BaseException | None]:
         """Apply many runs' ops in one transaction. Each op is checked against its lease."""
-        r = S.runs.c
-
-        def _tx(conn: Connection) -> list[BaseException | None]:
-            results: list[BaseException | None] = [None] * len(ops)
-            fenced = {op.run_id for op in ops if op.owner is not None}
-            current: dict[str, tuple[str | None, int]] = {}
-            if fenced:
-                q = select(r.id, r.lease_owner, r.attempt).where(r.id.in_(list(fenced)))
-                if not self.is_sqlite:
-                    q = q.with_for_update()
-                for rid, lo, att in (conn.execute(q)).all():
-                    current[rid] = (lo, att)
-            ev_rows: list[dict[str, Any]] = []
-            new_runs: list[dict[str, Any]] = []
-            notify = False
-            for i, op in enumerate(ops):
-                if op.owner is not None and current.get(op.run_id) != (op.owner, op.attempt):
-                    results[i] = LeaseLost(f"run {op.run_id}: lease lost")
-                    continue
-                ev_rows.extend(op.events)
-                new_runs.extend(op.new_runs)
-            if new_runs:
-                conn.execute(insert(S.runs), new_runs)
-                notify = True
-            if ev_rows:
-                conn.execute(insert(S.events), ev_rows)
-            for i, op in enumerate(ops):
-                if results[i] is not None:
-                    continue
-                if op.consume_input is not None:
-                    conn.execute(
-                        update(S.inputs)
-                        .where(S.inputs.c.id == op.consume_input, S.inputs.c.consumed_seq.is_(None))
-                        .values(consumed_seq=op.consume_seq)
-                    )
-                if op.run_update:
-                    values = dict(op.run_update)
-                    if op.wake_if_input is not None or op.wake_if_child is not None:
-                        if self._arrived(conn, op):
-                            values["wake_at"] = values.get("updated_at") or time.time()
-                    conn.execute(update(S.runs).where(r.id == op.run_id).values(**values))
-                    if (
-                        op.run_update.get("lease_owner", "x") is None
-                        or op.run_update.get("status") in S.TERMINAL
-                    ):
-                        notify = True
-                if op.wake_parent:
-                    conn.execute(
-                        update(S.runs)
-                        .where(r.id == op.wake_parent, r.status == "waiting")
-                        .values(
-                            wake_at=op.run_update.get("updated_at")
-                            if op.run_update
-                            else time.time()
-                        )
-                    )
-                    notify = True
-            if notify:
-                self._notify(conn, "run")
-            return results
-
-        return await self._write(_tx)
-
-    def _arrived(self, conn: Connection, op: Op) -> bool:
-        if op.wake_if_input is not None:
-            c = S.inputs.c
-            q = (
-                select(c.id)
-                .where(c.run_id == op.run_id, c.name == op.wake_if_input, c.consumed_seq.is_(None))
-                .limit(1)
+        if self._wx is not None:
+            try:
+                # On the loop's thread, without waiting for a lock: saves a thread hop per batch.
+                return journal_sql.run_sqlite(self._inline_conn(), ops)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            # Another process holds the write lock: wait for it in the writer thread instead.
+            return await asyncio.get_running_loop().run_in_executor(
+                self._wx, self._commit_sqlite, ops
             )
-            if (conn.execute(q)).first() is not None:
-                return True
-        if op.wake_if_child is not None:
-            q = select(S.runs.c.status).where(S.runs.c.id == op.wake_if_child)
-            st = (conn.execute(q)).scalar()
-            if st in S.TERMINAL:
-                return True
-        return False
+        conn = await self._journal_pg()
+        try:
+            if journal_sql.simple(ops):
+                return await journal_sql.run_pg_simple(conn, ops)
+            return await journal_sql.run_pg(conn, ops)
+        except BaseException as exc:
+            if not _pg_statement_error(exc):
+                self._apg = None
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+            raise
+
+    def _raw_sqlite(self, busy_ms: int) -> sqlite3.Connection:
+        assert self.url.path is not None
+        conn = sqlite3.connect(
+            self.url.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={_sqlite_synchronous()}")
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+        return conn
+
+    def _inline_conn(self) -> sqlite3.Connection:
+        if self._iconn is None:
+            self._iconn = self._raw_sqlite(0)
+        return self._iconn
+
+    def _commit_sqlite(self, ops: list[Op]) -> list[BaseException | None]:
+        # Runs in the writer thread only, where waiting for another process's lock is fine.
+        if self._jconn is None:
+            self._jconn = self._raw_sqlite(30000)
+        return journal_sql.run_sqlite(self._jconn, ops)
+
+    async def _journal_pg(self) -> Any:
+        if self._apg is None or self._apg.is_closed():
+            import asyncpg
+
+            try:
+                self._apg = await asyncpg.connect(
+                    self.plain_pg_dsn(),
+                    timeout=10,
+                    server_settings={"application_name": "durapipe-journal"},
+                )
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                raise self._unavailable(exc) from exc
+        return self._apg
+
+    def plain_pg_dsn(self) -> str:
+        return "postgresql://" + self.url.sqlalchemy.split("://", 1)[1]
 
     def _notify(self, conn: Connection, payload: str) -> None:
         if not self.is_sqlite:
@@ -832,6 +843,17 @@ class Store:
             return len(ids)
 
         return await self._write(_tx)
+
+
+def _pg_statement_error(exc: BaseException) -> bool:
+    """An error of one statement (the connection is still good), not of the connection."""
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
+        exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+    )
 
 
 def _sync_tx(engine: Engine, fn: Callable[[Connection], T]) -> T:
@@ -903,23 +925,24 @@ class Journal:
             try:
                 results = await self._store.commit_ops(batch)
                 break
-            except IntegrityError as exc:
-                if len(batch) == 1:
-                    results = [exc]
-                    break
-                # Isolate the op at fault; the others still commit.
-                for op in batch:
-                    await self._commit([op])
-                return
-            except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:
-                if (
-                    not (_is_transient(exc) or isinstance(exc, DatabaseUnavailable))
-                    or time.monotonic() > deadline
-                ):
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                if _is_integrity(exc):
+                    if len(batch) == 1:
+                        results = [exc]
+                        break
+                    for op in batch:  # isolate the op at fault; the others still commit
+                        await self._commit([op])
+                    return
+                if not _is_retryable(exc) or time.monotonic() > deadline:
                     results = [exc] * len(batch)
                     break
                 log.warning(
-                    "database write failed (%s); retrying in %.2fs", type(exc).__name__, delay
+                    "database write failed (%s: %s); retrying in %.2fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -23,7 +23,9 @@ def _show(dp_cli: Cli, run_id: str) -> dict[str, Any]:
     return json.loads(dp_cli("show", run_id, "--json", check=True).stdout)
 
 
-def test_hello_example_runs_and_prints_id_first_and_output_last(dp_cli: Cli, tmp_path: Path) -> None:
+def test_hello_example_runs_and_prints_id_first_and_output_last(
+    dp_cli: Cli, tmp_path: Path
+) -> None:
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     p = dp_cli("run", "examples/hello.py:hello", "--input", "name=tester", "--input", "nap=0.1")
     assert p.returncode == 0, p.stderr
@@ -33,13 +35,27 @@ def test_hello_example_runs_and_prints_id_first_and_output_last(dp_cli: Cli, tmp
     assert any("[hello.exec_2" in line and "Hello, tester!" in line for line in lines)
     doc = _show(dp_cli, lines[0])
     assert doc["status"] == "completed" and doc["inputs"] == {"name": "tester", "nap": 0.1}
-    assert {"run_id", "pipeline", "version", "status", "inputs", "output", "error", "parent_run_id", "created_at", "updated_at", "events"} <= set(doc)
+    assert {
+        "run_id",
+        "pipeline",
+        "version",
+        "status",
+        "inputs",
+        "output",
+        "error",
+        "parent_run_id",
+        "created_at",
+        "updated_at",
+        "events",
+    } <= set(doc)
     assert [e["seq"] for e in doc["events"]] == list(range(1, len(doc["events"]) + 1))
     listed = json.loads(dp_cli("list", "--json", check=True).stdout)
     assert [r["run_id"] for r in listed] == [lines[0]]
 
 
-def test_sigkill_after_step_k_then_resume_does_not_rerun_steps(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_sigkill_after_step_k_then_resume_does_not_rerun_steps(
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     proc = dp_spawn("run", f"{COUNTING}:counting", "--input", "n=6", "--input", "block_at=3")
     wait_until(lambda: "block-3" in side_effects(tmp_path, "steps"), what="step 3 to complete")
     run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
@@ -74,7 +90,9 @@ def test_failed_step_then_resume_retries_it(dp_cli: Cli, tmp_path: Path) -> None
     assert side_effects(tmp_path, "flaky") == ["2", "2"]
 
 
-def test_sleep_interrupted_by_a_kill_waits_only_the_remainder(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_sleep_interrupted_by_a_kill_waits_only_the_remainder(
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     proc = dp_spawn("run", f"{COUNTING}:sleeper", "--input", "seconds=3")
     run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
 
@@ -86,7 +104,9 @@ def test_sleep_interrupted_by_a_kill_waits_only_the_remainder(dp_cli: Cli, dp_sp
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     wake_at = started["data"]["wake_at"]
-    wait_until(lambda: time.time() > wake_at + 0.1, timeout=10, what="the original wake time to pass")
+    wait_until(
+        lambda: time.time() > wake_at + 0.1, timeout=10, what="the original wake time to pass"
+    )
     p = dp_cli("resume", run_id)
     assert p.returncode == 0, p.stderr
     evs = _show(dp_cli, run_id)["events"]
@@ -98,7 +118,9 @@ def test_sleep_interrupted_by_a_kill_waits_only_the_remainder(dp_cli: Cli, dp_sp
     assert side_effects(tmp_path, "steps") == ["1", "2"]
 
 
-def test_nondeterministic_code_blocks_then_restored_code_resumes(dp_cli: Cli, tmp_path: Path) -> None:
+def test_nondeterministic_code_blocks_then_restored_code_resumes(
+    dp_cli: Cli, tmp_path: Path
+) -> None:
     src = tmp_path / "flow.py"
     good = (
         "import durapipe as dp\n"
@@ -128,10 +150,15 @@ def test_nondeterministic_code_blocks_then_restored_code_resumes(dp_cli: Cli, tm
     assert p.stdout.strip().splitlines()[-1] == "6"
 
 
-def test_ctrl_c_leaves_the_run_stopped_and_resumable(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_ctrl_c_leaves_the_run_stopped_and_resumable(
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     proc = dp_spawn("run", f"{COUNTING}:long_exec")
     run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
-    wait_until(lambda: any(e["kind"] == "step_started" for e in _show(dp_cli, run_id)["events"]), what="the exec to start")
+    wait_until(
+        lambda: any(e["kind"] == "step_started" for e in _show(dp_cli, run_id)["events"]),
+        what="the exec to start",
+    )
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 130
     doc = _show(dp_cli, run_id)
@@ -153,7 +180,9 @@ def test_ctrl_c_leaves_the_run_stopped_and_resumable(dp_cli: Cli, dp_spawn: Any,
         (["run", f"{COUNTING}:counting", "--run-id", "bad id!"], "not usable"),
     ],
 )
-def test_bad_input_gets_one_line_and_writes_nothing(dp_cli: Cli, args: list[str], needle: str) -> None:
+def test_bad_input_gets_one_line_and_writes_nothing(
+    dp_cli: Cli, args: list[str], needle: str
+) -> None:
     p = dp_cli(*args)
     assert p.returncode != 0
     assert needle in p.stderr
@@ -166,13 +195,27 @@ def test_resume_of_a_completed_run_says_so(dp_cli: Cli) -> None:
     p = dp_cli("run", f"{COUNTING}:counting", "--input", "n=1")
     run_id = p.stdout.splitlines()[0]
     p = dp_cli("resume", run_id)
-    assert p.returncode == 1 and "has completed" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert (
+        p.returncode == 1
+        and "has completed" in p.stderr
+        and len(p.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     import sys
 
     env = dict(os.environ, DURAPIPE_DATABASE_URL="postgresql://nobody@127.0.0.1:9/none")
-    p = subprocess.run([sys.executable, "-m", "durapipe", "list"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "durapipe", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert p.returncode == 1
-    assert p.stderr.startswith("error: cannot reach the database") and len(p.stderr.strip().splitlines()) == 1
+    assert (
+        p.stderr.startswith("error: cannot reach the database")
+        and len(p.stderr.strip().splitlines()) == 1
+    )

@@ -21,7 +21,9 @@ async def test_migrated_database_matches_the_models(store: Any) -> None:
     from alembic.migration import MigrationContext
 
     def diff(sync_conn: Any) -> list[Any]:
-        ctx = MigrationContext.configure(sync_conn, opts={"version_table": "durapipe_alembic_version", "compare_type": True})
+        ctx = MigrationContext.configure(
+            sync_conn, opts={"version_table": "durapipe_alembic_version", "compare_type": True}
+        )
         return list(compare_metadata(ctx, metadata))
 
     changes = await store.run_read(diff)

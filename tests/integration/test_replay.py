@@ -60,7 +60,13 @@ async def test_completes_and_records_every_step(store: Any) -> None:
     assert view.status == "completed"
     assert view.output == {"a": 2, "b": 4, "c": 3}
     kinds = [e.kind for e in await store.events(view.run_id)]
-    assert kinds == ["run_started", "step_completed", "step_completed", "step_completed", "run_completed"]
+    assert kinds == [
+        "run_started",
+        "step_completed",
+        "step_completed",
+        "step_completed",
+        "run_completed",
+    ]
     seqs = [e.seq for e in await store.events(view.run_id)]
     assert seqs == list(range(1, len(seqs) + 1))
 
@@ -143,7 +149,12 @@ async def test_unencodable_result_fails_that_step_with_its_name_and_type(store: 
 
 @dp.pipeline(version="1")
 async def values() -> dict[str, Any]:
-    return {"now": await dp.now(), "uuid": await dp.uuid4(), "r": await dp.random(), "ctx": dp.context().run_id}
+    return {
+        "now": await dp.now(),
+        "uuid": await dp.uuid4(),
+        "r": await dp.random(),
+        "ctx": dp.context().run_id,
+    }
 
 
 async def test_nondeterministic_values_are_recorded(store: Any) -> None:

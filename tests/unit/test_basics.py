@@ -46,7 +46,11 @@ def test_codec_roundtrips_dataclasses_and_rejects_other_types() -> None:
 
 def test_cli_inputs_parse_as_json_else_string() -> None:
     assert parse_inputs(["n=3", "ok=true", 'tags=["a"]', "name=world", "empty="], None) == {
-        "n": 3, "ok": True, "tags": ["a"], "name": "world", "empty": "",
+        "n": 3,
+        "ok": True,
+        "tags": ["a"],
+        "name": "world",
+        "empty": "",
     }
     assert parse_inputs([], '{"a": 1}') == {"a": 1}
     for bad in (["novalue"], ["=x"], ["1a=2"]):

@@ -1,0 +1,234 @@
+"""The journal's hot path: one batch of ops in one transaction, on the raw drivers.
+
+Every step of every run goes through here, so it skips SQLAlchemy's per-statement machinery
+and talks to sqlite3 / asyncpg directly with constant, parameterised statements. The algorithm
+is written once, as a generator of commands; a small driver per database executes them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LeaseLost
+from . import schema as S
+
+if TYPE_CHECKING:
+    from .store import Op
+
+EVENT_COLS = ("run_id", "seq", "kind", "step", "name", "label", "at", "attempt", "data")
+RUN_COLS = frozenset(c.name for c in S.runs.c)
+TERMINAL = S.TERMINAL
+
+Cmd = tuple[str, str, Any]  # (fetch | exec | many, sql, args)
+
+
+class _Ph:
+    """Placeholders: ``?`` for sqlite3, ``$1, $2...`` for asyncpg."""
+
+    def __init__(self, pg: bool) -> None:
+        self.pg = pg
+        self.n = 0
+
+    def __call__(self) -> str:
+        if not self.pg:
+            return "?"
+        self.n += 1
+        return f"${self.n}"
+
+    def reset(self) -> _Ph:
+        self.n = 0
+        return self
+
+
+def _cols(names: Any) -> list[str]:
+    out = list(names)
+    for n in out:
+        if n not in RUN_COLS:
+            raise ValueError(f"not a column of durapipe_runs: {n}")
+    return out
+
+
+def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException | None]]:
+    """The commands that apply ``ops``; each op is fenced by its lease (owner, attempt)."""
+    ph = _Ph(pg)
+    results: list[BaseException | None] = [None] * len(ops)
+    fenced = sorted({op.run_id for op in ops if op.owner is not None})
+    current: dict[str, tuple[Any, Any]] = {}
+    if fenced:
+        if pg:
+            rows = yield (
+                "fetch",
+                "SELECT id, lease_owner, attempt FROM durapipe_runs WHERE id = ANY($1::varchar[]) FOR UPDATE",
+                [fenced],
+            )
+            for rid, owner, attempt in rows:
+                current[rid] = (owner, attempt)
+        else:
+            for i in range(0, len(fenced), 500):
+                part = fenced[i : i + 500]
+                sql = f"SELECT id, lease_owner, attempt FROM durapipe_runs WHERE id IN ({','.join('?' * len(part))})"
+                for rid, owner, attempt in (yield ("fetch", sql, part)):
+                    current[rid] = (owner, attempt)
+    events: list[tuple[Any, ...]] = []
+    notify = False
+    ok: list[Op] = []
+    for i, op in enumerate(ops):
+        if op.owner is not None and current.get(op.run_id) != (op.owner, op.attempt):
+            results[i] = LeaseLost(f"run {op.run_id}: lease lost")
+            continue
+        ok.append(op)
+        for run in op.new_runs:
+            cols = _cols(run)
+            ph.reset()
+            sql = f"INSERT INTO durapipe_runs ({', '.join(cols)}) VALUES ({', '.join(ph() for _ in cols)})"
+            yield ("exec", sql, [run[c] for c in cols])
+            notify = True
+        events.extend(tuple(ev[c] for c in EVENT_COLS) for ev in op.events)
+    if events:
+        ph.reset()
+        sql = f"INSERT INTO durapipe_events ({', '.join(EVENT_COLS)}) VALUES ({', '.join(ph() for _ in EVENT_COLS)})"
+        yield ("many", sql, events)
+    for op in ok:
+        if op.consume_input is not None:
+            ph.reset()
+            yield (
+                "exec",
+                f"UPDATE durapipe_inputs SET consumed_seq = {ph()} WHERE id = {ph()} AND consumed_seq IS NULL",
+                [op.consume_seq, op.consume_input],
+            )
+        if op.run_update:
+            values = dict(op.run_update)
+            if op.wake_if_input is not None or op.wake_if_child is not None:
+                arrived = False
+                if op.wake_if_input is not None:
+                    ph.reset()
+                    sql = f"SELECT id FROM durapipe_inputs WHERE run_id = {ph()} AND name = {ph()} AND consumed_seq IS NULL LIMIT 1"
+                    arrived = bool((yield ("fetch", sql, [op.run_id, op.wake_if_input])))
+                if not arrived and op.wake_if_child is not None:
+                    ph.reset()
+                    rows = yield (
+                        "fetch",
+                        f"SELECT status FROM durapipe_runs WHERE id = {ph()}",
+                        [op.wake_if_child],
+                    )
+                    arrived = bool(rows) and rows[0][0] in TERMINAL
+                if arrived:  # what it waits for came meanwhile: stay runnable (no lost wake-up)
+                    values["wake_at"] = values.get("updated_at") or time.time()
+            cols = _cols(values)
+            ph.reset()
+            sets = ", ".join(f"{c} = {ph()}" for c in cols)
+            yield (
+                "exec",
+                f"UPDATE durapipe_runs SET {sets} WHERE id = {ph()}",
+                [values[c] for c in cols] + [op.run_id],
+            )
+            if values.get("lease_owner", "x") is None or values.get("status") in TERMINAL:
+                notify = True
+        if op.wake_parent:
+            ph.reset()
+            at = (op.run_update or {}).get("updated_at") or time.time()
+            yield (
+                "exec",
+                f"UPDATE durapipe_runs SET wake_at = {ph()} WHERE id = {ph()} AND status = 'waiting'",
+                [at, op.wake_parent],
+            )
+            notify = True
+    if notify and pg:
+        yield ("exec", "SELECT pg_notify('durapipe', 'run')", [])
+    return results
+
+
+def run_sqlite(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | None]:
+    gen = plan(ops, pg=False)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        res: Any = None
+        while True:
+            try:
+                kind, sql, args = gen.send(res)
+            except StopIteration as stop:
+                conn.execute("COMMIT")
+                return list(stop.value)
+            if kind == "fetch":
+                res = conn.execute(sql, args).fetchall()
+            elif kind == "many":
+                conn.executemany(sql, args)
+                res = None
+            else:
+                conn.execute(sql, args)
+                res = None
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+async def run_pg(conn: Any, ops: list[Op]) -> list[BaseException | None]:
+    gen = plan(ops, pg=True)
+    async with conn.transaction():
+        res: Any = None
+        while True:
+            try:
+                kind, sql, args = gen.send(res)
+            except StopIteration as stop:
+                return list(stop.value)
+            if kind == "fetch":
+                res = await conn.fetch(sql, *args)
+            elif kind == "many":
+                await conn.executemany(sql, args)
+                res = None
+            else:
+                await conn.execute(sql, *args)
+                res = None
+
+
+def simple(ops: list[Op]) -> bool:
+    """Ops that only append events under a lease (a step's completion): the common case."""
+    for op in ops:
+        if (
+            op.owner is None
+            or op.run_update
+            or op.new_runs
+            or op.consume_input is not None
+            or op.wake_parent
+            or not op.events
+        ):
+            return False
+    return True
+
+
+_PG_SIMPLE = """
+WITH lease AS (
+    SELECT r.id FROM durapipe_runs r
+    JOIN unnest($1::varchar[], $2::varchar[], $3::int[]) AS l(id, owner, attempt)
+      ON r.id = l.id AND r.lease_owner = l.owner AND r.attempt = l.attempt
+    FOR UPDATE OF r
+), ins AS (
+    INSERT INTO durapipe_events (run_id, seq, kind, step, name, label, at, attempt, data)
+    SELECT e.run_id, e.seq, e.kind, e.step, e.name, e.label, e.at, e.attempt, e.data
+    FROM unnest($4::varchar[], $5::int[], $6::varchar[], $7::varchar[], $8::varchar[], $9::varchar[],
+                $10::float8[], $11::int[], $12::text[]) AS e(run_id, seq, kind, step, name, label, at, attempt, data)
+    WHERE e.run_id IN (SELECT id FROM lease)
+    RETURNING run_id
+)
+SELECT DISTINCT run_id FROM ins
+"""
+
+
+async def run_pg_simple(conn: Any, ops: list[Op]) -> list[BaseException | None]:
+    """One round trip, committed on its own: fence and append for a whole batch."""
+    leases = {op.run_id: (op.owner, op.attempt) for op in ops}
+    ids = list(leases)
+    cols: list[list[Any]] = [[] for _ in EVENT_COLS]
+    for op in ops:
+        for ev in op.events:
+            for i, c in enumerate(EVENT_COLS):
+                cols[i].append(ev[c])
+    rows = await conn.fetch(
+        _PG_SIMPLE, ids, [leases[i][0] for i in ids], [leases[i][1] for i in ids], *cols
+    )
+    done = {r[0] for r in rows}
+    return [None if op.run_id in done else LeaseLost(f"run {op.run_id}: lease lost") for op in ops]
