@@ -394,7 +394,12 @@ class Runner:
             ctx.interrupt(row.requested)
         self.held[row.id] = ctx
         try:
-            return await self._execute(ctx, pdef, row, resumed)
+            outcome = await self._execute(ctx, pdef, row, resumed)
+            if outcome == "lost":
+                log.warning(
+                    "run %s: lease lost to another worker; dropped it without writing more", row.id
+                )
+            return outcome
         finally:
             self.held.pop(row.id, None)
             if row.parent_run_id and row.parent_run_id in self.held:

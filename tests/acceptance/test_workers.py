@@ -1,0 +1,273 @@
+"""Many workers on one database: real worker processes, real SIGKILL/SIGSTOP, both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from conftest import PIPELINES, side_effects, wait_until
+
+WORK = str(PIPELINES / "work.py")
+FAST = {"DURAPIPE_LEASE_TTL": "2", "DURAPIPE_POLL_INTERVAL": "0.1"}
+
+
+def _client_call(db_url: str, fn: Callable[[Any], Any]) -> Any:
+    import durapipe as dp
+
+    async def go() -> Any:
+        async with await dp.Client.connect(db_url) as c:
+            return await fn(c)
+
+    return asyncio.run(go())
+
+
+def _start_many(db_url: str, pipeline: str, count: int, **inputs: Any) -> list[str]:
+    from durapipe._definition import load_target
+
+    pdef = load_target(f"{WORK}:{pipeline}")
+
+    async def fn(c: Any) -> list[str]:
+        return [await c.start(pdef, **inputs) for _ in range(count)]
+
+    return _client_call(db_url, fn)
+
+
+def _statuses(db_url: str) -> collections.Counter[str]:
+    async def fn(c: Any) -> collections.Counter[str]:
+        return collections.Counter(v.status for v in await c.list(limit=100000))
+
+    return _client_call(db_url, fn)
+
+
+def _events(db_url: str, run_id: str) -> list[Any]:
+    return _client_call(db_url, lambda c: c.store.events(run_id))
+
+
+def _assert_history_sound(db_url: str, run_ids: list[str]) -> None:
+    for rid in run_ids:
+        seqs = [e.seq for e in _events(db_url, rid)]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{rid}: seq {seqs}"
+
+
+def _worker(dp_spawn: Any, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return dp_spawn("worker", "-m", WORK, *extra, env={**FAST, **(env or {})})
+
+
+def test_three_workers_two_hundred_runs_each_step_once(
+    db_url: str, dp_spawn: Any, tmp_path: Path
+) -> None:
+    ids = _start_many(db_url, "five", 200)
+    workers = [_worker(dp_spawn, "--concurrency", "20") for _ in range(3)]
+    wait_until(
+        lambda: _statuses(db_url).get("completed") == 200,
+        timeout=120,
+        interval=0.3,
+        what="200 runs to complete",
+    )
+    effects = side_effects(tmp_path, "effects")
+    assert len(effects) == 1000
+    assert collections.Counter(effects).most_common(1)[0][1] == 1  # every (run, step) exactly once
+    assert {line.split()[0] for line in effects} == set(ids)
+    _assert_history_sound(db_url, ids[:20])
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    for w in workers:
+        assert w.wait(timeout=30) == 0
+
+
+def test_sigkill_of_a_worker_holding_runs_others_finish_them(
+    db_url: str, dp_spawn: Any, tmp_path: Path
+) -> None:
+    ids = _start_many(db_url, "held", 5)
+    a = _worker(dp_spawn)
+    wait_until(
+        lambda: sum(1 for e in side_effects(tmp_path, "effects") if e.endswith("h-start")) == 5,
+        what="all runs to reach the held step",
+    )
+    a.send_signal(signal.SIGKILL)
+    a.wait(timeout=10)
+    (tmp_path / "go").write_text("")
+    _worker(dp_spawn)
+    wait_until(
+        lambda: _statuses(db_url).get("completed") == 5,
+        timeout=60,
+        what="the other worker to finish the runs",
+    )
+    effects = collections.Counter(side_effects(tmp_path, "effects"))
+    for rid in ids:
+        assert (
+            effects[f"{rid} a1"] == 1 and effects[f"{rid} a2"] == 1
+        )  # completed before the kill: not re-run
+        assert effects[f"{rid} h-start"] == 2  # in flight at the kill: ran again (at-least-once)
+        assert effects[f"{rid} b1"] == 1 and effects[f"{rid} b2"] == 1
+    _assert_history_sound(db_url, ids)
+
+
+def test_sigstop_past_the_lease_then_sigcont_records_nothing(
+    db_url: str, dp_spawn: Any, tmp_path: Path
+) -> None:
+    [rid] = _start_many(db_url, "held", 1)
+    a = _worker(dp_spawn)
+    wait_until(
+        lambda: f"{rid} h-start" in side_effects(tmp_path, "effects"),
+        what="worker A to hold the run",
+    )
+    first_attempt = _client_call(db_url, lambda c: c.get(rid)).attempt
+    a.send_signal(signal.SIGSTOP)
+    try:
+        b = _worker(dp_spawn)
+        wait_until(
+            lambda: _client_call(db_url, lambda c: c.get(rid)).attempt > first_attempt,
+            timeout=30,
+            what="worker B to take over",
+        )
+        wait_until(
+            lambda: side_effects(tmp_path, "effects").count(f"{rid} h-start") == 2,
+            what="B to reach the held step",
+        )
+        (tmp_path / "go").write_text("")
+        wait_until(
+            lambda: _client_call(db_url, lambda c: c.get(rid)).status == "completed",
+            timeout=30,
+            what="B to complete",
+        )
+    finally:
+        a.send_signal(signal.SIGCONT)
+    # A wakes inside its step, finishes it, and must be refused at its next write.
+    final = _client_call(db_url, lambda c: c.get(rid)).attempt
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(a.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    wait_until(
+        lambda: any("lease lost" in line for line in lines),
+        timeout=20,
+        what="A to notice it lost the lease",
+    )
+    evs = _events(db_url, rid)
+    assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
+    takeover = next(i for i, e in enumerate(evs) if e.attempt == final)
+    assert all(e.attempt == final for e in evs[takeover:]), [
+        (e.seq, e.kind, e.attempt) for e in evs
+    ]
+    assert sum(1 for e in evs if e.kind == "run_completed") == 1
+    effects = side_effects(tmp_path, "effects")
+    assert effects.count(f"{rid} b1") == 1  # A never went on past the step it was in
+    b.send_signal(signal.SIGTERM)
+
+
+def test_thousand_runs_suspended_cost_the_worker_nothing(
+    db_url: str, dp_spawn: Any, tmp_path: Path, dp_cli: Any
+) -> None:
+    ids = _start_many(db_url, "nap", 1000, seconds=4.0)
+    w = _worker(dp_spawn, "--suspend-after", "0.5", "--concurrency", "200")
+
+    def all_suspended() -> bool:
+        s = _statuses(db_url)
+        if s.get("sleeping") != 1000:
+            return False
+        held = json.loads(dp_cli("workers", "--json", check=True).stdout)
+        return sum(x["runs_held"] for x in held) == 0
+
+    wait_until(
+        all_suspended, timeout=60, interval=0.2, what="all 1000 runs to be suspended and released"
+    )
+    wait_until(
+        lambda: _statuses(db_url).get("completed") == 1000,
+        timeout=120,
+        interval=0.5,
+        what="all runs to wake and complete",
+    )
+    assert len(side_effects(tmp_path, "effects")) == 1000
+    _assert_history_sound(db_url, ids[:50])
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(timeout=30) == 0
+
+
+def test_sigterm_lets_the_step_finish_and_releases_the_lease(
+    db_url: str, dp_spawn: Any, tmp_path: Path
+) -> None:
+    [rid] = _start_many(db_url, "held", 1)
+    a = _worker(dp_spawn, "--grace", "20", env={"DURAPIPE_LEASE_TTL": "60"})
+    wait_until(
+        lambda: f"{rid} h-start" in side_effects(tmp_path, "effects"), what="A to hold the run"
+    )
+    a.send_signal(signal.SIGTERM)
+    (tmp_path / "go").write_text("")  # the in-flight step can now finish within the grace period
+    assert a.wait(timeout=30) == 0
+    view = _client_call(db_url, lambda c: c.get(rid))
+    assert view.lease_owner is None and view.status == "pending"
+    assert any(e.kind == "step_completed" and e.name == "hold" for e in _events(db_url, rid))
+    # With a 60 s lease, a second worker only gets it this fast because A released it.
+    _worker(dp_spawn, env={"DURAPIPE_LEASE_TTL": "60"})
+    wait_until(
+        lambda: _client_call(db_url, lambda c: c.get(rid)).status == "completed",
+        timeout=20,
+        what="B to finish the run",
+    )
+    assert side_effects(tmp_path, "effects").count(f"{rid} h-start") == 1
+
+
+def test_run_killed_under_durapipe_run_is_finished_by_a_worker(
+    db_url: str, dp_spawn: Any, tmp_path: Path
+) -> None:
+    p = dp_spawn("run", f"{WORK}:held", env=FAST)
+    rid = p.stdout.readline().strip()  # type: ignore[union-attr]
+    wait_until(
+        lambda: f"{rid} h-start" in side_effects(tmp_path, "effects"),
+        what="the run to reach the held step",
+    )
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=10)
+    (tmp_path / "go").write_text("")
+    _worker(dp_spawn)
+    wait_until(
+        lambda: _client_call(db_url, lambda c: c.get(rid)).status == "completed",
+        timeout=30,
+        what="a worker to finish it",
+    )
+
+
+def test_start_twice_with_one_run_id_and_result_wait(
+    db_url: str, dp_cli: Any, dp_spawn: Any
+) -> None:
+    a = dp_cli(
+        "start", f"{WORK}:five", "--run-id", "nightly-1", "--input", "n=2", check=True
+    ).stdout.strip()
+    b = dp_cli(
+        "start", f"{WORK}:five", "--run-id", "nightly-1", "--input", "n=2", check=True
+    ).stdout.strip()
+    assert a == b == "nightly-1"
+    assert dp_cli("result", "nightly-1").returncode == 3  # not finished, no --wait
+    _worker(dp_spawn)
+    p = dp_cli("result", "nightly-1", "--wait", "--timeout", "60")
+    assert p.returncode == 0 and p.stdout.strip() == "2"
+    assert len(json.loads(dp_cli("list", "--json", check=True).stdout)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["worker", "-m", "no_such_module_q"], "no module named"),
+        (["worker", "-m", str(PIPELINES / "__init__.py")], "no such file"),
+        (["worker", "-m", WORK, "--concurrency", "0"], "--concurrency must be 1 or more"),
+    ],
+)
+def test_worker_bad_input(dp_cli: Any, args: list[str], needle: str) -> None:
+    p = dp_cli(*args)
+    assert p.returncode != 0 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, (
+        p.stderr
+    )
+
+
+def test_worker_module_without_pipelines(dp_cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "empty_mod.py").write_text("X = 1\n")
+    p = dp_cli("worker", "-m", "empty_mod.py")
+    assert p.returncode == 1 and "has no pipelines" in p.stderr
