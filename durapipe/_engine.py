@@ -79,6 +79,9 @@ class RunHost(Protocol):
 
     def emit(self, rec: LogRecord) -> None: ...
     def child_created(self, ctx: RunContext, child_id: str) -> None: ...
+    def input_waiting(
+        self, ctx: RunContext, name: str, prompt: str | None, waiting: bool
+    ) -> None: ...
     async def fetch_input(self, run_id: str, name: str) -> tuple[int, Any] | None: ...
     async def child_outcome(self, child_id: str) -> tuple[str, Any, Any] | None: ...
 
@@ -289,10 +292,12 @@ class RunContext:
         """At every journaled call: deliver stops and pending cancellation."""
         if self.fatal is not None:
             raise self.fatal
-        if self.request in ("stop", "stop_now", "shutdown"):
+        if self.request in ("stop", "stop_now", "shutdown", "shutdown_now"):
             raise RunStopping(self.request)
         if self.request == "lost":
             raise LeaseLost(self.run_id)
+        if self.request == "suspended":
+            raise RunSuspending("suspended")
 
     def recorded(self, key: str, family_: str, name: str) -> tuple[Any | None, list[Any]]:
         """-> (completion event or None, all events at key). Raises on a mismatch."""
@@ -359,6 +364,8 @@ class RunContext:
                     wake_if_child=wake_if_child,
                 )
                 self.status = "suspended"
+                # Unwinding runs the pipeline's finally blocks: journaled calls there must do nothing.
+                self.request = "suspended"
                 raise RunSuspending(status)
             step = self.host.poll_interval if ready is not None else remaining
             await self._pause(min(remaining, step))
@@ -387,7 +394,7 @@ class RunContext:
                 self.cancel_delivered = True
                 self.task.cancel("durapipe: run cancelled")
             return
-        if self.request in ("lost",):
+        if self.request in ("lost", "suspended"):
             return
         self.request = request
         self.interrupted.set()

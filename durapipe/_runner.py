@@ -95,8 +95,10 @@ class Runner:
         )
         self.clock = clock
         self.on_record = on_record
+        self.on_input: Callable[[str, str, str | None, bool], None] | None = None
         self.held: dict[str, RunContext] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks_bg: set[asyncio.Future[Any]] = set()
         self.outcomes: dict[str, asyncio.Future[str]] = {}
         self._log_buf: list[dict[str, Any]] = []
         self._log_file = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115
@@ -166,6 +168,10 @@ class Runner:
 
     def child_created(self, ctx: RunContext, child_id: str) -> None:
         self._wake.set()
+
+    def input_waiting(self, ctx: RunContext, name: str, prompt: str | None, waiting: bool) -> None:
+        if self.on_input is not None:
+            self.on_input(ctx.run_id, name, prompt, waiting)
 
     async def fetch_input(self, run_id: str, name: str) -> tuple[int, Any] | None:
         row = await self.store.next_input(run_id, name)
@@ -290,8 +296,8 @@ class Runner:
                 self._deliver(await self.store.requests_for(list(self.held)))
 
         t = asyncio.ensure_future(once())
-        self.tasks.add(t)
-        t.add_done_callback(self.tasks.discard)
+        self.tasks_bg.add(t)
+        t.add_done_callback(self.tasks_bg.discard)
 
     # ---------------------------------------------------------------- claiming
 

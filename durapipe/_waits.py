@@ -79,13 +79,17 @@ async def await_input(
         return False
 
     waiting_for = {"input": name, "prompt": prompt, "deadline": deadline}
-    arrived = await ctx.wait(
-        deadline=deadline,
-        ready=ready,
-        status="waiting",
-        waiting_for=waiting_for,
-        wake_if_input=name,
-    )
+    ctx.host.input_waiting(ctx, name, prompt, True)
+    try:
+        arrived = await ctx.wait(
+            deadline=deadline,
+            ready=ready,
+            status="waiting",
+            waiting_for=waiting_for,
+            wake_if_input=name,
+        )
+    finally:
+        ctx.host.input_waiting(ctx, name, prompt, False)
     back = {
         "status": "running",
         "updated_at": ctx.clock.now(),

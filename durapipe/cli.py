@@ -89,6 +89,61 @@ class _Foreground:
             on_record=self.console.record,
         )
         self.interrupted = False
+        self.asking: list[tuple[str, str]] = []
+        self.reading = False
+        if sys.stdin.isatty():
+            self.runner.on_input = self._on_input
+
+    def _on_input(self, run_id: str, name: str, prompt: str | None, waiting: bool) -> None:
+        """A person at the terminal can answer an input the run waits for."""
+        key = (run_id, name)
+        if waiting:
+            self.asking.append(key)
+            if len(self.asking) == 1:
+                self._prompt()
+        elif key in self.asking:
+            self.asking.remove(key)
+            if not self.asking:
+                self._stop_reading()
+
+    def _prompt(self) -> None:
+        _run_id, name = self.asking[0]
+        sys.stdout.write(f"answer for '{name}' (JSON or text) > ")
+        sys.stdout.flush()
+        if not self.reading:
+            asyncio.get_running_loop().add_reader(sys.stdin.fileno(), self._on_stdin)
+            self.reading = True
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
+            self.reading = False
+
+    def _on_stdin(self) -> None:
+        line = sys.stdin.readline()
+        if not line:
+            self._stop_reading()
+            return
+        if not self.asking:
+            return
+        run_id, name = self.asking[0]
+        try:
+            value = _serde.dumps(_serde.parse_cli_value(line.rstrip("\n")), what=f"input {name!r}")
+        except DurapipeError as exc:
+            _err(f"error: {exc}")
+            self._prompt()
+            return
+        self.asking.pop(0)
+        self._stop_reading()
+        task = asyncio.ensure_future(self._deliver(run_id, name, value))
+        self.runner.tasks_bg.add(task)
+        task.add_done_callback(self.runner.tasks_bg.discard)
+
+    async def _deliver(self, run_id: str, name: str, value: str) -> None:
+        await self.runner.store.send_input(run_id, name, value, now=time.time())
+        ctx = self.runner.held.get(run_id)
+        if ctx is not None:
+            ctx.nudge.set()
 
     def _on_sigint(self) -> None:
         if self.interrupted:
@@ -104,6 +159,7 @@ class _Foreground:
         try:
             return await drive_tree(self.runner, row, resumed=resumed, cancel=cancel)
         finally:
+            self._stop_reading()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
             await self.runner.close()
@@ -656,14 +712,18 @@ def logs(
 def input_(
     run_id: Annotated[str, typer.Argument()],
     name: Annotated[str, typer.Argument(help="The input's name, as in dp.await_input(NAME).")],
-    value: Annotated[str, typer.Argument(help="JSON when it parses, else taken as a string.")],
+    value: Annotated[
+        str,
+        typer.Argument(help="JSON when it parses, else taken as a string; - reads it from stdin."),
+    ],
     database_url: DbOpt = None,
 ) -> None:
     """Send a value to a run that waits (or will wait) for input NAME."""
 
     async def go() -> int:
         async with await Client.connect(database_url) as client:
-            await send_input_checked(client, run_id, name, _serde.parse_cli_value(value))
+            text = sys.stdin.read() if value == "-" else value
+            await send_input_checked(client, run_id, name, _serde.parse_cli_value(text))
         _out(f"sent {name} to {run_id}")
         return 0
 

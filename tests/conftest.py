@@ -134,10 +134,15 @@ def dp_cli(db_url: str, tmp_path: Path) -> Callable[..., subprocess.CompletedPro
     """Run ``durapipe ARGS`` as a real subprocess against this test's database."""
 
     def run(
-        *args: str, timeout: float = 60, env: dict[str, str] | None = None, check: bool = False
+        *args: str,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+        check: bool = False,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "durapipe", *args],
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,

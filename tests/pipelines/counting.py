@@ -76,3 +76,62 @@ async def long_exec() -> int:
 
 def _unused() -> float:
     return time.time()
+
+
+@dp.pipeline(version="1")
+async def approval(timeout: float | None = None, use_default: bool = False) -> dict:
+    await count(1)
+    if use_default:
+        ok = await dp.await_input(
+            "approve", prompt="Ship it?", timeout=timeout, default="no answer"
+        )
+    else:
+        ok = await dp.await_input("approve", prompt="Ship it?", timeout=timeout)
+    await count(2)
+    return {"approve": ok}
+
+
+@dp.pipeline(version="1")
+async def two_answers() -> list:
+    first = await dp.await_input("n")
+    second = await dp.await_input("n")
+    return [first, second]
+
+
+@dp.step
+def cleanup() -> str:
+    side("steps", "cleanup")
+    return "cleaned"
+
+
+@dp.pipeline(version="1")
+async def guarded(wait: str = "input") -> str:
+    try:
+        await count(1)
+        if wait == "input":
+            await dp.await_input("never")
+        elif wait == "exec":
+            await dp.exec("sleep", "30")
+        else:
+            await dp.sleep(3600)
+        return "not reached"
+    finally:
+        await cleanup()
+
+
+@dp.pipeline(version="1")
+async def exec_then_step() -> int:
+    await count(1)
+    # Runs until the test creates $SIDE_DIR/go.
+    await dp.exec(
+        "sh", "-c", 'echo waiting; while [ ! -e "$SIDE_DIR/go" ]; do sleep 0.05; done; echo end'
+    )
+    await count(2)
+    return 2
+
+
+@dp.pipeline(version="1")
+async def approval_then_block() -> dict:
+    ok = await dp.await_input("approve")
+    await block_until_go(9)
+    return {"approve": ok}
