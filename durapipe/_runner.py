@@ -589,23 +589,19 @@ class Runner:
             )
 
     async def _cancel_children(self, run_id: str) -> None:
-        for kid in await self._children(run_id):
-            if kid.status not in S.TERMINAL:
-                await self.store.set_request(kid.id, "cancel", now=self.clock.now(), wake=True)
-                if kid.lease_owner is None:
-                    await self.store.finish_unleased(
-                        kid.id,
-                        status="cancelled",
-                        event={
-                            "kind": "run_cancelled",
-                            "attempt": kid.attempt,
-                            "data": _serde.dumps(
-                                {"type": "Cancelled", "message": "its parent ended"}
-                            ),
-                        },
-                        now=self.clock.now(),
-                        expect=S.ACTIVE + ("stopped", "blocked"),
-                    )
+        """Cancel a finished parent's unfinished children; each runs its own finally blocks."""
+        now = self.clock.now()
+        for kid in await self.store.children(run_id):
+            if kid.status in S.TERMINAL:
+                continue
+            local = self.held.get(kid.id)
+            if local is not None:
+                local.interrupt("cancel")
+                continue
+            if kid.status in ("stopped", "blocked"):
+                await self.store.make_runnable(kid.id, now=now, statuses=("stopped", "blocked"))
+            await self.store.set_request(kid.id, "cancel", now=now, wake=True)
+            self._wake.set()
 
     async def _children(self, run_id: str) -> list[Any]:
         return await self.store.children(run_id)
@@ -658,7 +654,12 @@ async def drive_tree(
         runner.serve(runner.claim_filter(root_run_id=row.root_run_id), until=root)
     )
     try:
-        return await root
+        status = await root
+        # Children being cancelled with their parent finish here (their finally blocks run).
+        settle = runner.clock.now() + 30
+        while runner.tasks and runner.clock.now() < settle:
+            await asyncio.wait(list(runner.tasks), timeout=1)
+        return status
     finally:
         runner._stopping = True
         runner._wake.set()

@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import click
 import typer
 
 from . import _serde
@@ -856,19 +855,21 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, meaningful exit codes."""
     try:
         rc = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        rc = exc.exit_code
-    except click.exceptions.Abort:
-        rc = 130
-    except click.ClickException as exc:
-        exc.show()
-        rc = exc.exit_code
     except DurapipeError as exc:
         _err(f"error: {exc}")
         rc = 1
     except KeyboardInterrupt:
         rc = 130
+    except Exception as exc:
+        # typer/click usage errors and exits (typer vendors click, so match by shape).
+        name = type(exc).__name__
+        if name == "Exit":
+            rc = getattr(exc, "exit_code", 0)
+        elif name == "Abort":
+            rc = 130
+        elif hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            rc = exc.exit_code
+        else:
+            raise
     sys.exit(rc if isinstance(rc, int) else 0)
-
-
-Main = Callable[[list[str] | None], None]
