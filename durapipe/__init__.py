@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._client import Client, RunView
 from ._definition import PipelineDef, pipeline, step
-from ._engine import RunInfo, context, gather, now, random, sleep, uuid4
+from ._engine import RunInfo, context, gather, now, patched, random, sleep, uuid4
 from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
 from ._exec import ExecResult
 from ._waits import await_input, run_subpipeline
@@ -50,6 +50,7 @@ __all__ = [
     "exec",
     "gather",
     "now",
+    "patched",
     "pipeline",
     "random",
     "run_subpipeline",

@@ -171,7 +171,7 @@ class RunContext:
         row: Any,
         history: list[Any],
         owner: str,
-        resumed_failure: bool = False,
+        dry: bool = False,
     ) -> None:
         self.host = host
         self.clock = host.clock
@@ -205,6 +205,8 @@ class RunContext:
                         self.records[origin] = kept
                     else:
                         del self.records[origin]
+        self.dry = dry  # upgrade check: replay only, stop at the first call with no recorded result
+        self.patches = {ev.name for ev in history if ev.kind == "patch_marker"}
         self.visited: set[str] = set()
         self.labels: dict[str, int] = {}
         self.gathers = 0
@@ -292,7 +294,7 @@ class RunContext:
         """At every journaled call: deliver stops and pending cancellation."""
         if self.fatal is not None:
             raise self.fatal
-        if self.request in ("stop", "stop_now", "shutdown", "shutdown_now"):
+        if self.request in ("stop", "stop_now", "shutdown", "shutdown_now", "hold"):
             raise RunStopping(self.request)
         if self.request == "lost":
             raise LeaseLost(self.run_id)
@@ -303,6 +305,8 @@ class RunContext:
         """-> (completion event or None, all events at key). Raises on a mismatch."""
         evs = self.records.get(key)
         if not evs:
+            if self.dry:
+                raise ReplayFrontier(key)
             if self.cancel_pending and not self.cancel_delivered:
                 self.cancel_delivered = True
                 raise asyncio.CancelledError("durapipe: run cancelled")
@@ -316,6 +320,8 @@ class RunContext:
             self.fatal = err
             raise err
         done = next((e for e in evs if e.kind in COMPLETIONS), None)
+        if done is None and self.dry:
+            raise ReplayFrontier(key)
         if done is None and self.cancel_pending and not self.cancel_delivered:
             self.cancel_delivered = True
             raise asyncio.CancelledError("durapipe: run cancelled")
@@ -405,6 +411,10 @@ class RunContext:
     def _at_frontier(self) -> bool:
         # Replay is done once every recorded key has been visited.
         return len(self.visited) >= len(self.records)
+
+
+class ReplayFrontier(RunInterrupted):
+    """A dry replay reached the first call that has no recorded result: everything before matched."""
 
 
 def _key_order(key: str) -> list[int]:
@@ -746,6 +756,33 @@ def context() -> RunInfo:
     return info
 
 
+# ---------------------------------------------------------------------- patches
+
+
+async def patched(patch_id: str) -> bool:
+    """True when this run reaches here on code that has the change ``patch_id``.
+
+    A run that recorded its history before the change was deployed replays with ``False``
+    (take the old path); a run passing this point live records a marker and gets ``True``.
+    It takes no step key, so adding it never makes old histories nondeterministic::
+
+        if await dp.patched("notify-v2"):
+            await notify_v2()
+        else:
+            await notify_v1()
+    """
+    ctx, _branch = current("patched")
+    if patch_id in ctx.patches:
+        return True
+    if not ctx._at_frontier():
+        return False  # replaying history recorded before this code existed
+    if ctx.dry:
+        return True
+    ctx.patches.add(patch_id)
+    await ctx.write(ctx.event("patch_marker", name=patch_id))
+    return True
+
+
 # ---------------------------------------------------------------------- gather
 
 
@@ -788,7 +825,11 @@ async def gather(
             b.task = t
             tasks.append(t)
         if return_exceptions:
-            return list(await asyncio.gather(*tasks, return_exceptions=True))
+            results = list(await asyncio.gather(*tasks, return_exceptions=True))
+            for r in results:  # control flow (stop, suspend, lost lease) is never a result
+                if isinstance(r, RunInterrupted):
+                    raise r
+            return results
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:

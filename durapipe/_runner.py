@@ -44,6 +44,7 @@ from .errors import (
 )
 
 log = logging.getLogger("durapipe.worker")
+RELEASING = ("shutdown", "shutdown_now", "hold")  # requests that hand the run back untouched
 
 
 def _env_float(name: str, default: float) -> float:
@@ -443,10 +444,7 @@ class Runner:
         except RunSuspending:
             return "suspended"
         except RunStopping as exc:
-            if ctx.request in ("shutdown", "shutdown_now") or str(exc) in (
-                "shutdown",
-                "shutdown_now",
-            ):
+            if ctx.request in RELEASING or str(exc) in RELEASING:
                 await self._release(ctx)
                 return "released"
             ctx.emit(None, None, "warn", "Stopped; continue with: durapipe resume " + row.id)
@@ -465,7 +463,7 @@ class Runner:
                     "run_cancelled",
                     error={"type": "Cancelled", "message": "the run was cancelled"},
                 )
-            if ctx.request in ("shutdown", "shutdown_now"):
+            if ctx.request in RELEASING:
                 await self._release(ctx)
                 return "released"
             if ctx.request in ("stop", "stop_now"):

@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+upgrade_app = typer.Typer(help="Safe upgrades of pipeline code.", no_args_is_help=True)
+app.add_typer(upgrade_app, name="upgrade")
 
 DbOpt = Annotated[
     str | None,
@@ -283,19 +285,33 @@ async def _take(client: Client, row: Any, runner: Runner, statuses: tuple[str, .
 
 @app.command()
 def resume(
-    run_id: Annotated[str, typer.Argument(help="The run to continue.")],
+    run_id: Annotated[str | None, typer.Argument(help="The run to continue.")] = None,
     detach: Annotated[
         bool,
         typer.Option("--detach", help="Hand the run to the workers instead of running it here."),
     ] = False,
+    pipeline: Annotated[
+        str | None,
+        typer.Option("--pipeline", help="Release every run of this pipeline held by `stop --pipeline`."),
+    ] = None,
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
 ) -> None:
     """Continue a stopped, crashed, failed or blocked run from where it left off."""
+    if (run_id is None) == (pipeline is None):
+        raise InvalidInput("give a RUN_ID, or --pipeline NAME to release a held pipeline")
 
     async def go() -> int:
         client = await Client.connect(database_url)
         try:
+            if pipeline is not None:
+                if not await client.store.unhold(pipeline):
+                    raise InvalidRunState(
+                        f"pipeline {pipeline!r} is not held; `durapipe stop --pipeline {pipeline}` holds it"
+                    )
+                _out(f"pipeline {pipeline} released: the workers take its runs again")
+                return 0
+            assert run_id is not None
             row = await client.row(run_id)
             check_resumable(row)
             if detach:
@@ -619,6 +635,29 @@ def _waits(v: RunView) -> list[str]:
     return []
 
 
+async def _who_can_take(client: Client, row: Any) -> str | None:
+    """Why nobody will pick this run up, when that is so (or why it was aborted)."""
+    if row.status == "aborted" and row.error:
+        return "aborted: " + str(json.loads(row.error).get("message", ""))
+    if row.lease_owner is not None or row.status not in ("pending", "sleeping", "waiting"):
+        return None
+    for h in await client.store.holds():
+        if h.pipeline == row.pipeline and h.version in ("", row.version):
+            return (
+                f"held by `durapipe stop --pipeline {row.pipeline}`; "
+                f"release with: durapipe resume --pipeline {row.pipeline}"
+            )
+    for w in await client.store.live_workers(now=time.time(), stale_after=120):
+        carried = json.loads(w.pipelines)
+        if row.pipeline in carried and (not row.pinned or carried[row.pipeline] == row.version):
+            return None
+    need = f"{row.pipeline} version {row.version} (pinned)" if row.pinned else row.pipeline
+    return (
+        f"no live worker can take this run: none carries {need}; "
+        f"start one with `durapipe worker -m MODULE`, or `durapipe resume {row.id}`"
+    )
+
+
 @app.command()
 def show(
     run_id: Annotated[str, typer.Argument()],
@@ -631,23 +670,17 @@ def show(
         async with await Client.connect(database_url) as client:
             view = await client.get(run_id)
             events = await client.store.events(run_id)
-            kids = [
-                r
-                for r in await client.store.list_runs(root_run_id=view.root_run_id, limit=10000)
-                if r.parent_run_id == run_id
-            ]
+            kids = await client.store.children(run_id)
+            row = await client.row(run_id)
+            note = await _who_can_take(client, row)
             if json_out:
                 doc = _run_json(view)
                 doc["events"] = [event_json(e) for e in events]
-                doc["children"] = [k.id for k in reversed(kids)]
+                doc["children"] = [k.id for k in kids]
+                doc["note"] = note
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
-            row = await client.row(run_id)
-            _print_rich(
-                render_show(
-                    row, events, children=list(reversed(kids)), waits=_waits(view), now=time.time()
-                )
-            )
+            _print_rich(render_show(row, events, children=kids, waits=_waits(view), now=time.time(), note=note))
         return 0
 
     _run(go())
@@ -741,17 +774,36 @@ async def send_input_checked(client: Client, run_id: str, name: str, value: Any)
 
 @app.command()
 def stop(
-    run_id: Annotated[str, typer.Argument()],
+    run_id: Annotated[str | None, typer.Argument()] = None,
     now: Annotated[
         bool,
         typer.Option("--now", help="Also terminate a running command (it runs again on resume)."),
     ] = False,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", help="Hold every run of this pipeline (for an upgrade).")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="With --pipeline: hold only runs of this version.")
+    ] = None,
     database_url: DbOpt = None,
 ) -> None:
     """Stop a run at its next journaled call; `durapipe resume` continues it."""
+    if (run_id is None) == (pipeline is None):
+        raise InvalidInput("give a RUN_ID, or --pipeline NAME to hold every run of a pipeline")
 
     async def go() -> int:
         async with await Client.connect(database_url) as client:
+            if pipeline is not None:
+                t = time.time()
+                await client.store.hold(pipeline, version, now=t)
+                asked = await client.store.request_for_pipeline(pipeline, version, "hold", now=t)
+                which = f"{pipeline} version {version}" if version else pipeline
+                _out(
+                    f"holding {which}: {asked} running run(s) pause at their next journaled call; "
+                    f"new runs queue as pending. Release with: durapipe resume --pipeline {pipeline}"
+                )
+                return 0
+            assert run_id is not None
             what = await steer(client, run_id, "stop_now" if now else "stop")
         _out(
             f"run {run_id}: "
@@ -799,6 +851,50 @@ def cancel(
             status = await fg.drive(taken, cancel=True)
             _out(f"run {run_id}: {status}")
             return 0 if status == "cancelled" else 1
+
+    _run(go())
+
+
+@upgrade_app.command("check")
+def upgrade_check(
+    module: Annotated[list[str], typer.Option("--module", "-m", help="Module or file with the new code. Repeatable.")],
+    database_url: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay every open run of these pipelines against the new code, with no side effects."""
+    from ._upgrade import upgrade_check as check
+
+    async def go() -> int:
+        pipelines = []
+        for spec in module:
+            found = pipelines_in(load_module(spec))
+            if not found:
+                raise ConfigError(f"module {spec} has no pipelines (functions decorated with @dp.pipeline)")
+            pipelines.extend(found)
+        store = await open_store(database_url)
+        try:
+            verdicts = await check(store, pipelines)
+        finally:
+            await store.close()
+        bad = [v for v in verdicts if v.verdict != "compatible"]
+        if json_out:
+            _out(json.dumps([v.to_json() for v in verdicts]))
+        else:
+            from rich.table import Table
+            from rich.text import Text
+
+            t = Table(box=None, header_style="bold")
+            for c in ("RUN", "PIPELINE", "RECORDED", "NOW", "STATUS", "VERDICT", "DETAIL"):
+                t.add_column(c, no_wrap=c != "DETAIL")
+            style = {"compatible": "green", "nondeterministic": "red", "would_abort": "yellow"}
+            for v in verdicts:
+                t.add_row(
+                    v.run_id, v.pipeline, v.recorded_version, v.current_version, v.status,
+                    Text(v.verdict, style=style[v.verdict]), v.detail,
+                )
+            _print_rich(t if verdicts else "no open runs of these pipelines")
+            _err(f"{len(verdicts)} open run(s): {len(verdicts) - len(bad)} compatible, {len(bad)} would break")
+        return 1 if bad else 0
 
     _run(go())
 

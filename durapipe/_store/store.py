@@ -504,6 +504,7 @@ class Store:
                     lease_owner=None,
                     lease_expires_at=None,
                     status=case((r.status == "running", "pending"), else_=r.status),
+                    requested=case((r.requested == "hold", None), else_=r.requested),
                     updated_at=now,
                 )
             )
@@ -738,6 +739,26 @@ class Store:
                 conn.execute(
                     insert(S.holds).values(pipeline=pipeline, version=version or "", created_at=now)
                 )
+
+        return await self._write(_tx)
+
+    async def holds(self) -> list[Row[Any]]:
+        def _tx(conn: Connection) -> list[Row[Any]]:
+            return list(conn.execute(select(S.holds)).all())
+
+        return await self._read(_tx)
+
+    async def request_for_pipeline(self, pipeline: str, version: str | None, request: str, *, now: float) -> int:
+        """Ask every leased, unfinished run of a pipeline to ``request`` (e.g. hold)."""
+        r = S.runs.c
+
+        def _tx(conn: Connection) -> int:
+            q = update(S.runs).where(r.pipeline == pipeline, r.status.in_(S.ACTIVE), r.lease_owner.is_not(None), r.requested.is_(None))
+            if version:
+                q = q.where(r.version == version)
+            res = conn.execute(q.values(requested=request, updated_at=now))
+            self._notify(conn, "control")
+            return int(res.rowcount)
 
         return await self._write(_tx)
 
