@@ -9,6 +9,9 @@ import time
 from dbos import DBOS
 
 
+TIMES: dict[str, float] = {}  # instrumentation of `many` (not journaled)
+
+
 @DBOS.step()
 async def trivial(i: int) -> int:
     return i
@@ -30,9 +33,11 @@ async def tick(pause: float) -> float:
 async def many(n: int) -> int:
     """(a) and (c): n trivial steps. With BENCH_CRASH_AT_END=1 the process dies after them
     (os._exit), leaving the workflow PENDING with n recorded steps."""
+    TIMES["entered"] = time.time()
     total = 0
     for i in range(n):
         total += await trivial(i)
+    TIMES["looped"] = time.time()
     if os.environ.get("BENCH_CRASH_AT_END") == "1":
         os._exit(0)
     return total

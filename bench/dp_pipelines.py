@@ -9,6 +9,9 @@ import time
 import durapipe as dp
 
 
+TIMES: dict[str, float] = {}  # instrumentation of `many` (not journaled)
+
+
 @dp.step
 async def trivial(i: int) -> int:
     return i
@@ -30,9 +33,11 @@ async def tick(pause: float) -> float:
 @dp.pipeline(name="bench_many", version="1")
 async def many(n: int) -> int:
     """(a) and (c): n trivial steps. With BENCH_FAIL_AT_END=1 it fails after them (to be resumed)."""
+    TIMES["entered"] = time.time()
     total = 0
     for i in range(n):
         total += await trivial(i)
+    TIMES["looped"] = time.time()
     if os.environ.get("BENCH_FAIL_AT_END") == "1":
         raise RuntimeError("failing at the end so the run can be resumed")
     return total

@@ -104,6 +104,7 @@ class Runner:
         self._log_buf: list[dict[str, Any]] = []
         self._log_file = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
         self._stopping = False
         self._bg: list[asyncio.Task[Any]] = []
         self._listener: Any = None
@@ -135,11 +136,14 @@ class Runner:
             self._bg.append(loop.create_task(self._listen_loop(), name="durapipe-listen"))
 
     async def close(self) -> None:
+        # The listener ends by itself (cancelling asyncpg mid-connect leaks a future); the rest stop.
+        self._closing.set()
         for t in self._bg:
-            t.cancel()
+            if t.get_name() != "durapipe-listen":
+                t.cancel()
         for t in self._bg:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+                await asyncio.wait_for(t, 15)
         self._bg = []
         await self.flush_logs()
         with contextlib.suppress(Exception):
@@ -250,31 +254,31 @@ class Runner:
             self._log_file.flush()
 
     async def _listen_loop(self) -> None:
+        """LISTEN for new runs, inputs and finished children; reconnect when the server goes."""
         import asyncpg
 
-        dsn = "postgresql://" + self.store.url.sqlalchemy.split("://", 1)[1]
-        while True:
+        dsn = self.store.plain_pg_dsn()
+        while not self._closing.is_set():
             try:
                 conn = await asyncpg.connect(dsn, timeout=10)
             except Exception as exc:
                 log.debug("LISTEN connection failed: %s", exc)
-                await asyncio.sleep(2)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), 2)
                 continue
             try:
                 await conn.add_listener("durapipe", self._on_notify)
-                while not conn.is_closed():
-                    await asyncio.sleep(5)
-                    await conn.execute("SELECT 1")
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await conn.close()
-                raise
+                self._wake.set()  # anything sent while we were not listening
+                while not self._closing.is_set() and not conn.is_closed():
+                    try:
+                        await asyncio.wait_for(self._closing.wait(), 5)
+                    except TimeoutError:
+                        await conn.execute("SELECT 1")
             except Exception as exc:
                 log.debug("LISTEN connection lost: %s", exc)
             finally:
-                if not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 5)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload.startswith("input:"):

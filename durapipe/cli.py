@@ -19,6 +19,7 @@ from ._client import RESUMABLE, Client, RunView, check_resumable, event_json, pa
 from ._console import LineFormatter, LiveConsole, record_json, render_list, render_show, use_color
 from ._definition import load_module, load_target, pipelines_in
 from ._engine import HOST
+from ._ids import validate_run_id
 from ._runner import Runner, drive_tree
 from ._store import open_store
 from ._store import schema as S
@@ -225,16 +226,18 @@ def run(
         pdef.bind_inputs(inputs)
         client = await Client.connect(database_url)
         try:
+            if run_id is not None and (why := validate_run_id(run_id)):
+                raise InvalidInput(f"run id {run_id!r} is not usable: {why}")
+            _serde.dumps(inputs, what="the inputs")
             fg = _Foreground(client.store, [pdef], not no_timestamps)
             await fg.runner.start()
-            row, created = await client.create_run(
-                pdef,
-                inputs,
-                run_id=run_id,
-                pin=pin or None,
-                owner=fg.runner.id,
-                ttl=fg.runner.lease_ttl,
-            )
+            try:
+                row, created = await client.create_run(
+                    pdef, inputs, run_id=run_id, pin=pin or None, owner=fg.runner.id, ttl=fg.runner.lease_ttl
+                )
+            except BaseException:
+                await fg.runner.close()
+                raise
             if not created:
                 await fg.runner.close()
                 _err(
