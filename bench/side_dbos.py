@@ -91,7 +91,7 @@ async def steps(a: argparse.Namespace) -> dict[str, Any]:
 async def throughput(a: argparse.Namespace) -> dict[str, Any]:
     launch(a.url, journal=a.journal)
     if a.mode == "queue":
-        q = DBOS.register_queue("bench")
+        q = await DBOS.register_queue_async("bench")
         t0 = time.time()
         handles = await asyncio.gather(*(q.enqueue_async(app.three) for _ in range(a.runs)))
     else:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from ._client import Client, RunView
 from ._definition import PipelineDef, pipeline, step
-from ._engine import RunInfo, context, gather, now, patched, random, sleep, uuid4
+from ._engine import RunInfo, context, gather, logger, now, patched, random, sleep, uuid4
 from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
 from ._exec import ExecResult
+from ._secrets import Secret, secret
 from ._waits import await_input, run_subpipeline
 from .errors import (
     DurapipeError,
@@ -41,6 +42,7 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "RunView",
+    "Secret",
     "SerializationError",
     "StepFailed",
     "SubpipelineFailed",
@@ -49,11 +51,13 @@ __all__ = [
     "context",
     "exec",
     "gather",
+    "logger",
     "now",
     "patched",
     "pipeline",
     "random",
     "run_subpipeline",
+    "secret",
     "sleep",
     "step",
     "uuid4",

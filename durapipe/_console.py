@@ -65,24 +65,57 @@ class LineFormatter:
 
 
 class LiveConsole:
-    """Prints log records as they happen (``durapipe run``, ``resume``, ``worker --console``)."""
+    """Prints log records as they happen (``durapipe run``, ``resume``, ``worker --console``).
+
+    On a terminal a status line at the bottom shows how long running commands have taken.
+    """
 
     def __init__(
         self, *, timestamps: bool = True, stream: IO[str] | None = None, json_lines: bool = False
     ) -> None:
         self.stream = stream or sys.stdout
         self.json_lines = json_lines
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.fmt = LineFormatter(timestamps=timestamps, color=use_color(self.stream))
+        self._status = ""
+        self._last_flush = 0.0
 
     def record(self, rec: LogRecord) -> None:
         if self.json_lines:
-            self.stream.write(json.dumps(record_json(rec.__dict__), ensure_ascii=False) + "\n")
+            text = json.dumps(record_json(rec.__dict__), ensure_ascii=False)
         else:
-            self.stream.write(
-                self.fmt.format(prefix=rec.prefix, line=rec.line, stream=rec.stream, at=rec.at)
-                + "\n"
-            )
+            text = self.fmt.format(prefix=rec.prefix, line=rec.line, stream=rec.stream, at=rec.at)
+        if self._status:
+            self.stream.write("\r\x1b[2K")
+        self.stream.write(text + "\n")
+        if self._status:
+            self.stream.write(self._status)
+        self._flush()
+
+    def status(self, text: str) -> None:
+        """Replace the status line (terminals only)."""
+        if not self.tty or self.json_lines or text == self._status:
+            return
+        self.stream.write("\r\x1b[2K" + text)
+        self._status = text
         self.stream.flush()
+
+    def _flush(self) -> None:
+        # A terminal sees every line at once; a pipe gets them in small batches (100,000 lines/s).
+        now = time.monotonic()
+        if self.tty or now - self._last_flush > 0.1:
+            self.stream.flush()
+            self._last_flush = now
+
+    def close(self) -> None:
+        self.status("")
+        self.stream.flush()
+
+
+def running_status(procs: Iterable[Any], *, now: float) -> str:
+    """``… build.exec_1 running for 12s`` for commands running longer than two seconds."""
+    parts = [f"{p.prefix} running for {fmt_span(now - p.started)}" for p in procs if now - p.started >= 2]
+    return ("\x1b[2m… " + ", ".join(parts) + "\x1b[0m") if parts else ""
 
 
 def record_json(r: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import math
 import random as _random
 import socket
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import _exec, _serde
+from ._secrets import reveal, scrub
 from ._clock import Clock
 from ._store.store import Journal, Op
 from .errors import (
@@ -122,6 +124,41 @@ _BRANCH: contextvars.ContextVar[Branch | None] = contextvars.ContextVar(
     "durapipe_branch", default=None
 )
 _IN_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("durapipe_step", default=None)
+_STEP_LOG: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("durapipe_step_log", default=None)
+
+logger = logging.getLogger("durapipe.pipeline")
+logger.setLevel(logging.INFO)
+
+
+class RunLogHandler(logging.Handler):
+    """Routes Python logging from inside pipelines and steps into the run's log, with its step."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("durapipe.") and record.name != "durapipe.pipeline":
+            return
+        ctx = _CTX.get()
+        if ctx is None or not ctx._at_frontier():
+            return  # not in a run, or replaying lines that were logged the first time
+        key, label = _STEP_LOG.get() or (None, None)
+        stream = "info" if record.levelno < logging.WARNING else "warn" if record.levelno < logging.ERROR else "error"
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for line in text.splitlines() or [""]:
+            if running is ctx.loop:
+                ctx.emit(key, label, stream, line)
+            else:  # a sync step in a worker thread
+                ctx.loop.call_soon_threadsafe(ctx.emit, key, label, stream, line)
+
+
+def install_log_handler() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, RunLogHandler) for h in root.handlers):
+        root.addHandler(RunLogHandler())
 
 
 def current(what: str) -> tuple[RunContext, Branch]:
@@ -150,7 +187,8 @@ def current(what: str) -> tuple[RunContext, Branch]:
 def error_data(exc: BaseException, *, step: str | None = None) -> dict[str, Any]:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
     # Trim to user code: drop frames from durapipe's own modules.
-    kept = [line for line in tb if "/durapipe/_" not in line and "asyncio/" not in line]
+    noise = ("/durapipe/_", "asyncio/", "/concurrent/futures/", "/threading.py")
+    kept = [line for line in tb if not any(n in line for n in noise)]
     data: dict[str, Any] = {
         "type": type(exc).__name__,
         "message": str(exc),
@@ -218,6 +256,7 @@ class RunContext:
         self.cancel_delivered = False
         self.fatal: NonDeterminismError | None = None
         self.task: asyncio.Task[Any] | None = None
+        self.loop = asyncio.get_running_loop()
         self.status = "running"
 
     # ---------------------------------------------------------------- helpers
@@ -241,6 +280,7 @@ class RunContext:
 
     def emit(self, step: str | None, label: str | None, stream: str, line: str) -> None:
         prefix = f"{self.prefix}.{label}" if label else self.prefix
+        line = scrub(line)
         self.host.emit(
             LogRecord(
                 run_id=self.run_id,
@@ -263,6 +303,8 @@ class RunContext:
         label: str | None = None,
         data: str | None = None,
     ) -> dict[str, Any]:
+        if data is not None:
+            data = scrub(data)
         self.next_seq += 1
         return {
             "run_id": self.run_id,
@@ -450,6 +492,7 @@ async def call_step(
         return _decode_step(done, key)
     tries = sum(1 for e in evs if e.kind == "step_retry")
     token = _IN_STEP.set(f"{ctx.run_id}.{key}")
+    log_token = _STEP_LOG.set((key, label))
     try:
         while True:
             tries += 1
@@ -460,8 +503,8 @@ async def call_step(
                     result = await asyncio.to_thread(
                         contextvars.copy_context().run, fn, *args, **kwargs
                     )
-                text = _serde.dumps(
-                    result, what=f"the result of step {label} ({type(result).__name__})"
+                text = scrub(
+                    _serde.dumps(result, what=f"the result of step {label} ({type(result).__name__})")
                 )
             except (RunInterrupted, asyncio.CancelledError):
                 raise
@@ -489,6 +532,8 @@ async def call_step(
                     await ctx.clock.sleep(delay)
                     continue
                 ctx.emit(key, label, "error", f"failed: {err['type']}: {err['message']}")
+                for tb_line in err["traceback"].rstrip().splitlines():
+                    ctx.emit(key, label, "error", tb_line)
                 await ctx.write(
                     ctx.event(
                         "step_failed",
@@ -513,6 +558,7 @@ async def call_step(
             return _serde.loads(text)
     finally:
         _IN_STEP.reset(token)
+        _STEP_LOG.reset(log_token)
 
 
 # ---------------------------------------------------------------------- exec
@@ -535,7 +581,9 @@ async def exec_(
         raise ValueError(
             "with shell=True pass one command string: dp.exec('ls | wc -l', shell=True)"
         )
-    args = [str(a) for a in argv]
+    args = [str(a) for a in argv]  # what is shown and recorded: secrets as ***
+    real_args = [reveal(a) for a in argv]
+    real_env = {str(k): reveal(v) for k, v in env.items()} if env is not None else None
     key = branch.next_key()
     label = ctx.label("exec")
     ctx.check(key)
@@ -568,7 +616,8 @@ async def exec_(
     )
     ctx.emit(key, label, "info", f"$ {shown}{again}")
     t0 = time.monotonic()
-    proc = await _exec.start(args, shell=shell, cwd=cwd, env=env)
+    proc = await _exec.start(real_args, shell=shell, cwd=cwd, env=real_env)
+    proc.prefix = f"{ctx.prefix}.{label}"
     ctx.procs.add(proc)
     try:
         await ctx.write(
@@ -613,7 +662,9 @@ async def exec_(
         )
         failure.__durapipe_step__ = key  # type: ignore[attr-defined]
         raise failure
-    return _exec.ExecResult(**payload)
+    # What the pipeline sees is what replay will see: secrets masked in both.
+    clean = _serde.loads(scrub(_serde.dumps(payload)))
+    return _exec.ExecResult(**clean)
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -62,6 +62,8 @@ class Process:
         self.proc = proc
         self.pid = proc.pid
         self.killed_by: str | None = None
+        self.started = time.monotonic()
+        self.prefix = ""  # the console prefix of the step running it
 
     def _signal(self, sig: int) -> None:
         try:

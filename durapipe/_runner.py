@@ -27,8 +27,10 @@ from ._engine import (
     LogRecord,
     RunContext,
     error_data,
+    install_log_handler,
 )
 from ._ids import new_id
+from ._secrets import scrub
 from ._store import Store
 from ._store import schema as S
 from ._store.store import ClaimFilter, Op
@@ -113,6 +115,9 @@ class Runner:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        install_log_handler()
+        self.journal.take_logs = self._take_logs
+        self.journal.requeue_logs = self._requeue_logs
         now = self.clock.now()
         await self.store.register_worker(
             {
@@ -240,6 +245,13 @@ class Runner:
         while True:
             await asyncio.sleep(0.2)
             await self.flush_logs()
+
+    def _take_logs(self) -> list[dict[str, Any]]:
+        rows, self._log_buf = self._log_buf, []
+        return rows
+
+    def _requeue_logs(self, rows: list[dict[str, Any]]) -> None:
+        self._log_buf[:0] = rows[-10000:]
 
     async def flush_logs(self) -> None:
         if not self._log_buf:
@@ -531,9 +543,9 @@ class Runner:
             "requested": None,
         }
         if output is not None:
-            update["output"] = output
+            update["output"] = scrub(output)
         if error is not None:
-            update["error"] = _serde.dumps(error)
+            update["error"] = scrub(_serde.dumps(error))
         if status in S.TERMINAL:
             update["finished_at"] = now
         try:

@@ -15,6 +15,8 @@ MAX_VALUE_BYTES = 1_000_000  # a step result or an input value, encoded
 
 
 def _default(obj: Any) -> Any:
+    if type(obj).__name__ == "Secret" and hasattr(obj, "reveal"):
+        return "***"  # a secret is never stored
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     dump = getattr(obj, "model_dump", None)

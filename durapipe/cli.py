@@ -16,7 +16,15 @@ import typer
 
 from . import _serde
 from ._client import RESUMABLE, Client, RunView, check_resumable, event_json, parse_inputs, steer
-from ._console import LineFormatter, LiveConsole, record_json, render_list, render_show, use_color
+from ._console import (
+    LineFormatter,
+    LiveConsole,
+    record_json,
+    render_list,
+    render_show,
+    running_status,
+    use_color,
+)
 from ._definition import load_module, load_target, pipelines_in
 from ._engine import HOST
 from ._ids import validate_run_id
@@ -147,6 +155,12 @@ class _Foreground:
         if ctx is not None:
             ctx.nudge.set()
 
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            procs = [p for ctx in self.runner.held.values() for p in ctx.procs]
+            self.console.status(running_status(procs, now=time.monotonic()))
+
     def _on_sigint(self) -> None:
         if self.interrupted:
             os._exit(130)
@@ -158,9 +172,13 @@ class _Foreground:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         loop.add_signal_handler(signal.SIGTERM, self._on_sigint)
+        ticker = asyncio.ensure_future(self._tick()) if self.console.tty else None
         try:
             return await drive_tree(self.runner, row, resumed=resumed, cancel=cancel)
         finally:
+            if ticker is not None:
+                ticker.cancel()
+            self.console.close()
             self._stop_reading()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)

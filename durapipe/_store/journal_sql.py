@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .store import Op
 
 EVENT_COLS = ("run_id", "seq", "kind", "step", "name", "label", "at", "attempt", "data")
+LOG_COLS = ("run_id", "root_run_id", "step", "prefix", "stream", "at", "line", "attempt")
 RUN_COLS = frozenset(c.name for c in S.runs.c)
 TERMINAL = S.TERMINAL
 
@@ -136,6 +137,11 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
                 [at, op.wake_parent],
             )
             notify = True
+    logs = [row for op in ops for row in op.logs]
+    if logs:
+        ph.reset()
+        sql = f"INSERT INTO durapipe_logs ({', '.join(LOG_COLS)}) VALUES ({', '.join(ph() for _ in LOG_COLS)})"
+        yield ("many", sql, [tuple(r[c] for c in LOG_COLS) for r in logs])
     if notify and pg:
         yield ("exec", "SELECT pg_notify('durapipe', 'run')", [])
     return results
@@ -190,6 +196,7 @@ def simple(ops: list[Op]) -> bool:
     for op in ops:
         if (
             op.owner is None
+            or op.logs
             or op.run_update
             or op.new_runs
             or op.consume_input is not None

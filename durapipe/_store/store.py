@@ -78,6 +78,7 @@ class Op:
     # When suspending: wake at once if what the run waits for arrived meanwhile (no lost wake-ups).
     wake_if_input: str | None = None
     wake_if_child: str | None = None
+    logs: list[dict[str, Any]] = field(default_factory=list)  # log lines carried by the batch
     future: asyncio.Future[None] | None = None
 
 
@@ -917,6 +918,8 @@ class Journal:
         self.retry_for = float(os.environ.get("DURAPIPE_DB_RETRY_SECONDS", "60"))
         self.batches = 0
         self.ops = 0
+        self.take_logs: Callable[[], list[dict[str, Any]]] | None = None
+        self.requeue_logs: Callable[[list[dict[str, Any]]], None] | None = None
 
     async def submit(self, op: Op) -> None:
         loop = asyncio.get_running_loop()
@@ -937,6 +940,11 @@ class Journal:
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: len(batch)]
+                # Log lines written so far ride along: a line printed before a step completed is
+                # as durable as the step (no commit of its own on the hot path).
+                rows = self.take_logs() if self.take_logs is not None else []
+                if rows:
+                    batch.append(Op(run_id="", owner=None, attempt=None, logs=rows))
                 await self._commit(batch)
 
     async def _commit(self, batch: list[Op]) -> None:
@@ -970,6 +978,8 @@ class Journal:
         self.batches += 1
         self.ops += len(batch)
         for op, res in zip(batch, results, strict=True):
+            if op.logs and res is not None and self.requeue_logs is not None:
+                self.requeue_logs(op.logs)
             fut = op.future
             if fut is None or fut.done():
                 continue
