@@ -127,6 +127,7 @@ _IN_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("durapipe_
 _STEP_LOG: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("durapipe_step_log", default=None)
 
 logger = logging.getLogger("durapipe.pipeline")
+_log = logging.getLogger("durapipe.engine")
 logger.setLevel(logging.INFO)
 
 
@@ -392,7 +393,7 @@ class RunContext:
         """
         while True:
             self.check("")
-            if ready is not None and await ready():
+            if ready is not None and await self._ready(ready):
                 return True
             now = self.clock.now()
             if deadline is not None and now >= deadline:
@@ -417,6 +418,15 @@ class RunContext:
                 raise RunSuspending(status)
             step = self.host.poll_interval if ready is not None else remaining
             await self._pause(min(remaining, step))
+
+    async def _ready(self, ready: Callable[[], Awaitable[bool]]) -> bool:
+        try:
+            return await ready()
+        except (RunInterrupted, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # the database is away: look again at the next poll
+            _log.warning("run %s: could not check what it waits for (%s); retrying", self.run_id, exc)
+            return False
 
     async def _pause(self, seconds: float) -> None:
         self.nudge.clear()

@@ -409,7 +409,7 @@ class Runner:
         except Exception as exc:
             await self._finish_simple(row, "failed", "run_failed", error_data(exc))
             return "failed"
-        history = await self.store.events(row.id)
+        history = await self._load_history(row.id)
         ctx = RunContext(host=self, row=row, history=history, owner=owner)
         if cancel or row.requested == "cancel":
             ctx.interrupt("cancel")
@@ -427,6 +427,17 @@ class Runner:
             self.held.pop(row.id, None)
             if row.parent_run_id and row.parent_run_id in self.held:
                 self.held[row.parent_run_id].nudge.set()
+
+    async def _load_history(self, run_id: str) -> list[Any]:
+        delay = 0.1
+        for _ in range(20):  # the database may be restarting: back off, then let the lease lapse
+            try:
+                return await self.store.events(run_id)
+            except DatabaseUnavailable as exc:
+                log.warning("run %s: cannot read its history (%s); retrying in %.1fs", run_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return await self.store.events(run_id)
 
     async def _execute(
         self, ctx: RunContext, pdef: PipelineDef, row: Any, resumed: str | None

@@ -1,22 +1,70 @@
-"""Helpers for testing pipelines: run one to completion in-process, resume it, skip time.
+"""durapipe's testing kit: run pipelines in-process, skip time, crash runs, replay histories.
 
-view = await run_pipeline(store, my_pipeline, n=3)
-assert view.status == "completed"
+Helpers (all ``async``)::
+
+    view = await run_pipeline(store, my_pipeline, n=3)          # start and run to the end
+    assert view.status == "completed"
+    view = await crash_run(store, my_pipeline, before="step_completed:charge")  # die mid-step
+    view = await resume_run(store, my_pipeline, view.run_id)    # continue it, as `durapipe resume`
+    await send_input(store, run_id, "approve", True)            # as `durapipe input`
+    await stop_run(store, run_id)                               # as `durapipe stop`
+    await replay("tests/histories/deploy.json", deploy)         # check code against a history
+
+It is also a pytest plugin (entry point ``pytest11``, name ``durapipe``), loaded wherever durapipe
+is installed, with three fixtures:
+
+- ``durapipe_db``: the URL of a fresh, migrated database — a SQLite file in ``tmp_path``, or,
+  when ``DURAPIPE_TEST_DATABASE_URL`` names a PostgreSQL server (its user may create databases),
+  a new database there, dropped after the test.
+- ``durapipe_store``: an open store on ``durapipe_db`` (needs pytest-asyncio).
+- ``durapipe_clock``: a :class:`SkippingClock`; durable sleeps finish at once and move its time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
+import json
 import math
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from ._client import Client, RunView
+from . import _serde
+from ._client import Client, RunView, steer
 from ._clock import SYSTEM_CLOCK, Clock, SkippingClock
 from ._definition import PipelineDef
+from ._engine import _BRANCH, _CTX, Branch, ReplayFrontier, RunContext
 from ._runner import Runner, drive_tree
-from ._store import Store
+from ._store import Store, open_store
 from ._store import schema as S
+from ._store.store import Op
+from ._upgrade import _DryHost
+from .errors import LeaseLost, NonDeterminismError, RunNotFound, VersionMismatch
 
-__all__ = ["SkippingClock", "resume_run", "run_pipeline"]
+__all__ = [
+    "ReplayResult",
+    "SkippingClock",
+    "crash_run",
+    "replay",
+    "resume_run",
+    "run_pipeline",
+    "send_input",
+    "stop_run",
+    "wait_for_status",
+]
+
+TEST_DATABASE_ENV = "DURAPIPE_TEST_DATABASE_URL"
+
+
+# ---------------------------------------------------------------------- running
 
 
 async def run_pipeline(
@@ -46,7 +94,11 @@ async def run_pipeline(
 async def resume_run(
     store: Store, pipeline: PipelineDef, run_id: str, *, clock: Clock = SYSTEM_CLOCK
 ) -> RunView:
-    """Continue a stopped, failed, blocked or abandoned run here with the given definition."""
+    """Continue a stopped, failed, blocked or abandoned run here with the given definition.
+
+    A run left by :func:`crash_run` (or by a process that died) is taken at once, without
+    waiting for its lease to expire.
+    """
     client = Client(store)
     row = await client.row(run_id)
     runner = Runner(store, kind="run", pipelines=[pipeline], suspend_after=math.inf, clock=clock)
@@ -66,3 +118,423 @@ async def resume_run(
     finally:
         await runner.close()
     return await client.get(run_id)
+
+
+# ---------------------------------------------------------------------- steering
+
+
+async def send_input(store: Store, run_id: str, name: str, value: Any) -> None:
+    """Send ``value`` (anything JSON) as input ``name`` to a run, as ``durapipe input`` does.
+
+    The run may be waiting for it now or ask for it later; a run driven by :func:`run_pipeline`
+    in another task picks it up at its next poll.
+    """
+    row = await store.get_run(run_id)
+    if row is None:
+        raise RunNotFound(run_id)
+    if row.status in S.TERMINAL:
+        raise AssertionError(f"run {run_id} has ended ({row.status}); it takes no more input")
+    text = _serde.dumps(value, what=f"input {name!r}")
+    await store.send_input(run_id, name, text, now=time.time())
+
+
+async def stop_run(store: Store, run_id: str, *, now: bool = False) -> str:
+    """Stop a run as ``durapipe stop`` does. -> ``"stopped"`` or ``"requested"``.
+
+    A run nobody holds is stopped at once; a run being executed (by :func:`run_pipeline` in
+    another task, or a worker) stops at its next journaled call. ``now=True`` also kills a
+    running command, which then runs again on resume.
+    """
+    return await steer(Client(store), run_id, "stop_now" if now else "stop")
+
+
+async def wait_for_status(
+    store: Store, run_id: str, *statuses: str, timeout: float = 10.0
+) -> RunView:
+    """Poll (in real time) until the run has one of ``statuses``; AssertionError on timeout."""
+    client = Client(store)
+    deadline = time.monotonic() + timeout
+    while True:
+        row = await store.get_run(run_id)
+        if row is not None and row.status in statuses:
+            return await client.get(run_id)
+        if time.monotonic() > deadline:
+            now = row.status if row is not None else "not created"
+            raise AssertionError(
+                f"run {run_id} did not become {' or '.join(statuses)} within {timeout:g}s (it is {now})"
+            )
+        await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------------- crashing
+
+EventMatch = str | Callable[[dict[str, Any]], bool]
+
+
+def _matcher(spec: EventMatch | None) -> Callable[[dict[str, Any]], bool] | None:
+    if spec is None or callable(spec):
+        return spec
+    kind, _, name = spec.partition(":")
+
+    def match(ev: dict[str, Any]) -> bool:
+        return ev["kind"] == kind and (not name or name in (ev["name"], ev["label"]))
+
+    return match
+
+
+def _event_view(ev: Mapping[str, Any]) -> dict[str, Any]:
+    """An event about to be written, shaped as in ``durapipe show --json``."""
+    out = {k: ev.get(k) for k in ("seq", "kind", "step", "name", "label", "at", "attempt")}
+    out["run_id"] = ev.get("run_id")
+    try:
+        out["data"] = _serde.loads(ev["data"]) if ev.get("data") is not None else None
+    except ValueError:
+        out["data"] = ev.get("data")
+    return out
+
+
+class _Tripwire:
+    """The journal of a process that dies at a chosen point: after it, nothing is written."""
+
+    def __init__(
+        self,
+        journal: Any,
+        runner: Runner,
+        after: Callable[[dict[str, Any]], bool] | None,
+        before: Callable[[dict[str, Any]], bool] | None,
+    ) -> None:
+        self._journal = journal
+        self._runner = runner
+        self._after = after
+        self._before = before
+        self.tripped = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+    async def submit(self, op: Op) -> None:
+        if self.tripped:
+            raise LeaseLost("durapipe.testing: the process has crashed")
+        events = [_event_view(e) for e in op.events]
+        if self._before is not None and any(self._before(e) for e in events):
+            self._trip()
+            raise LeaseLost("durapipe.testing: crashed before this write")
+        await self._journal.submit(op)
+        if self._after is not None and any(self._after(e) for e in events):
+            self._trip()
+            raise LeaseLost("durapipe.testing: crashed after this write")
+
+    def _trip(self) -> None:
+        """Drop every run this process holds, writing nothing, as if it had been SIGKILLed."""
+        self.tripped = True
+        me = asyncio.current_task()
+        for ctx in list(self._runner.held.values()):
+            ctx.interrupt("lost")  # also kills running commands' process groups
+            if ctx.task is not None and ctx.task is not me:
+                ctx.task.cancel("durapipe.testing: crash")
+
+
+async def crash_run(
+    store: Store,
+    pipeline: PipelineDef,
+    /,
+    *,
+    after: EventMatch | None = None,
+    before: EventMatch | None = None,
+    run_id: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    pin: bool | None = None,
+    lease_ttl: float | None = None,
+    inputs: dict[str, Any] | None = None,
+    **kw_inputs: Any,
+) -> RunView:
+    """Start ``pipeline`` here and let its process "die" at a chosen write to its history.
+
+    ``after=`` crashes right after an event is committed; ``before=`` right before (so what the
+    call did is not recorded: a step's body ran, its completion is lost, and it runs again on
+    resume). Give an event kind, ``"kind:name"`` (name or label, e.g.
+    ``"step_completed:charge"``, ``"step_started:exec"``, ``"timer_started"``), or a predicate
+    on the event as ``durapipe show --json`` shows it (plus ``run_id``, so children count too).
+
+    Nothing more is written: the run keeps its status and its lease (``lease_ttl`` seconds, by
+    default ``DURAPIPE_LEASE_TTL`` or 30) as a killed process leaves them; running commands are
+    killed. Unlike a real SIGKILL, the pipeline's ``finally`` blocks do run (any journaled call
+    in them is refused) and a sync step already running in a thread runs to its end.
+    Continue with :func:`resume_run` (takes the run at once) or a worker (after the lease
+    expires). Raises AssertionError if the run ends without reaching the crash point.
+    """
+    if (after is None) == (before is None):
+        raise TypeError("crash_run needs exactly one of after= or before=")
+    client = Client(store)
+    runner = Runner(
+        store,
+        kind="run",
+        pipelines=[pipeline],
+        suspend_after=math.inf,
+        clock=clock,
+        lease_ttl=lease_ttl,
+    )
+    wire = _Tripwire(store.journal, runner, _matcher(after), _matcher(before))
+    runner.journal = wire  # type: ignore[assignment]
+    await runner.start()
+    try:
+        row, _ = await client.create_run(
+            pipeline,
+            {**(inputs or {}), **kw_inputs},
+            run_id=run_id,
+            pin=pin,
+            owner=runner.id,
+            ttl=runner.lease_ttl,
+        )
+        await drive_tree(runner, row)
+    finally:
+        await runner.close()
+    view = await client.get(row.id)
+    if not wire.tripped:
+        raise AssertionError(
+            f"run {row.id} ended {view.status} without reaching the crash point "
+            f"({'after' if after is not None else 'before'}={after if after is not None else before!r})"
+        )
+    return view
+
+
+# ---------------------------------------------------------------------- replay
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayResult:
+    """What a replay of recorded history against the current code found (all of it matched)."""
+
+    run_id: str
+    replayed: int  # recorded calls the code made again
+    completed: bool  # the code returned within the history
+    output: Any  # what it returned then (None otherwise)
+    frontier: str | None  # else: the step key where the run would continue live
+    raised: str | None  # or: "Type: message" when the code raised after replaying everything
+
+
+def _load_history(history: Any) -> dict[str, Any]:
+    if isinstance(history, str | os.PathLike):
+        history = json.loads(Path(history).read_text(encoding="utf-8"))
+    if isinstance(history, list):
+        history = {"events": history}
+    if not isinstance(history, dict) or not isinstance(history.get("events"), list):
+        raise ValueError(
+            "a history is the JSON of `durapipe show RUN_ID --json` (an object with an 'events' "
+            "list), that list itself, or the path of a file holding either"
+        )
+    return history
+
+
+def _history_rows(doc: dict[str, Any], pdef: PipelineDef) -> tuple[Any, list[Any]]:
+    events = sorted(doc["events"], key=lambda e: e["seq"])
+    started = next((e for e in events if e["kind"] == "run_started"), None)
+    sdata = (started or {}).get("data") or {}
+    run_id = doc.get("run_id") or "run_replayed"
+    inputs = doc["inputs"] if "inputs" in doc else sdata.get("inputs", {})
+    row = SimpleNamespace(
+        id=run_id,
+        pipeline=doc.get("pipeline") or (started or {}).get("name") or pdef.name,
+        version=str(doc.get("version") or sdata.get("version") or pdef.version),
+        pinned=bool(doc.get("pinned", sdata.get("pinned", False))),
+        inputs=_serde.dumps(inputs or {}),
+        root_run_id=doc.get("root_run_id") or run_id,
+        parent_run_id=doc.get("parent_run_id"),
+        depth=0,
+        prefix=doc.get("pipeline") or pdef.name,
+        attempt=int(doc.get("attempt") or 1),
+        status=doc.get("status", "running"),
+    )
+    rows = []
+    for e in events:
+        data = e.get("data")
+        rows.append(
+            SimpleNamespace(
+                run_id=run_id,
+                seq=int(e["seq"]),
+                kind=e["kind"],
+                step=e.get("step"),
+                name=e.get("name"),
+                label=e.get("label"),
+                at=float(e.get("at") or 0.0),
+                attempt=int(e.get("attempt") or 0),
+                data=None if data is None else _serde.dumps(data),
+            )
+        )
+    return row, rows
+
+
+async def replay(history: Any, pipeline: PipelineDef) -> ReplayResult:
+    """Check ``pipeline``'s current code against a recorded history, with no side effects.
+
+    ``history`` is what ``durapipe show RUN_ID --json`` prints (a dict, or the path of a file
+    holding it), or just its ``events`` list. The code is run with every recorded call answered
+    from the history — nothing is executed, no database is needed — up to the first call the
+    history has no result for. Raises :class:`durapipe.NonDeterminismError` where the code makes
+    a different call than the one recorded (or returns before making all of them), and
+    :class:`durapipe.VersionMismatch` for a pinned run of another version: what ``durapipe
+    resume`` would hit with this code.
+    """
+    doc = _load_history(history)
+    row, events = _history_rows(doc, pipeline)
+    if row.pipeline != pipeline.name:
+        raise ValueError(
+            f"the history is of pipeline {row.pipeline!r}, not {pipeline.name!r}: a worker "
+            f"would not run it with this code"
+        )
+    if row.pinned and row.version != pipeline.version:
+        raise VersionMismatch(row.pipeline, row.version, pipeline.version)
+    ctx = RunContext(host=_DryHost(), row=row, history=events, owner="replay", dry=True)  # type: ignore[arg-type]
+    root = Branch("", None)
+    cv = contextvars.copy_context()
+    cv.run(_CTX.set, ctx)
+    cv.run(_BRANCH.set, root)
+    inputs = _serde.loads(row.inputs) or {}
+    task = asyncio.get_running_loop().create_task(pipeline.fn(**inputs), context=cv)
+    root.task = task
+    ctx.task = task
+    try:
+        output = await task
+    except ReplayFrontier as stop:
+        if ctx.fatal is not None:
+            raise ctx.fatal from None
+        key = str(stop.args[0])
+        return ReplayResult(
+            run_id=row.id,
+            replayed=len(ctx.visited - {key}),
+            completed=False,
+            output=None,
+            frontier=key,
+            raised=None,
+        )
+    except NonDeterminismError:
+        raise
+    except Exception as exc:
+        if ctx.fatal is not None:
+            raise ctx.fatal from None
+        _check_all_reached(ctx, row.id)
+        return ReplayResult(
+            run_id=row.id,
+            replayed=len(ctx.visited),
+            completed=True,
+            output=None,
+            frontier=None,
+            raised=f"{type(exc).__name__}: {exc}",
+        )
+    if ctx.fatal is not None:
+        raise ctx.fatal
+    _check_all_reached(ctx, row.id)
+    return ReplayResult(
+        run_id=row.id,
+        replayed=len(ctx.visited),
+        completed=True,
+        output=output,
+        frontier=None,
+        raised=None,
+    )
+
+
+def _check_all_reached(ctx: RunContext, run_id: str) -> None:
+    left = ctx.unvisited()
+    if left:
+        first = ctx.records[left[0]][0]
+        raise NonDeterminismError(
+            run_id,
+            left[0],
+            f"{first.kind.split('_')[0]} {first.name!r}",
+            "nothing: the pipeline returned before reaching it",
+        )
+
+
+# ---------------------------------------------------------------------- pytest plugin
+
+
+def _in_thread(make: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a coroutine to the end on a loop of its own, leaving the caller's loop alone."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
+
+
+async def _migrate(url: str) -> None:
+    store = await open_store(url, migrate=True)
+    await store.close()
+
+
+async def _pg_admin(server: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(server, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _pg_database(server: str, name: str) -> str:
+    parts = urlsplit(server)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _temporary_database(tmp_path: Path) -> Iterator[str]:
+    server = os.environ.get(TEST_DATABASE_ENV)
+    if not server:
+        url = f"sqlite:///{tmp_path / 'durapipe.db'}"
+        _in_thread(lambda: _migrate(url))
+        yield url
+        return
+    if urlsplit(server).scheme.split("+")[0] not in ("postgresql", "postgres"):
+        raise ValueError(
+            f"{TEST_DATABASE_ENV}={server!r}: give a PostgreSQL server URL whose user may create "
+            "databases (postgresql://user@host:port/postgres); unset it for SQLite"
+        )
+    plain = urlunsplit(urlsplit(server)._replace(scheme="postgresql"))
+    name = "durapipe_test_" + uuid.uuid4().hex[:12]
+    _in_thread(lambda: _pg_admin(plain, f'CREATE DATABASE "{name}"'))
+    try:
+        url = _pg_database(plain, name)
+        _in_thread(lambda: _migrate(url))
+        yield url
+    finally:
+        _in_thread(lambda: _pg_admin(plain, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+try:  # the plugin part: only when pytest is there (the helpers above work without it)
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture
+    def durapipe_db(tmp_path: Path) -> Iterator[str]:
+        """The URL of a fresh, migrated database for this test.
+
+        A SQLite file in ``tmp_path``; with ``DURAPIPE_TEST_DATABASE_URL`` set to a PostgreSQL
+        server URL, a new database on that server, dropped after the test.
+        """
+        yield from _temporary_database(tmp_path)
+
+    @pytest.fixture
+    def durapipe_clock() -> SkippingClock:
+        """A clock whose sleeps return at once and move its time forward: pass it as ``clock=``."""
+        return SkippingClock()
+
+    try:
+        import pytest_asyncio
+    except ImportError:  # pragma: no cover
+
+        @pytest.fixture
+        def durapipe_store(durapipe_db: str) -> Any:
+            """An open store on ``durapipe_db`` (needs pytest-asyncio)."""
+            pytest.fail("the durapipe_store fixture needs pytest-asyncio: pip install pytest-asyncio")
+
+    else:
+
+        @pytest_asyncio.fixture
+        async def durapipe_store(durapipe_db: str) -> AsyncIterator[Store]:
+            """An open store on ``durapipe_db``, closed after the test."""
+            store = await open_store(durapipe_db)
+            try:
+                yield store
+            finally:
+                await store.close()

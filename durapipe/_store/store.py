@@ -32,7 +32,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from ..errors import ConfigError, DatabaseUnavailable
@@ -144,10 +143,14 @@ class Store:
             self._wx = ThreadPoolExecutor(1, thread_name_prefix="durapipe-sqlite-w")
             self._rx = ThreadPoolExecutor(2, thread_name_prefix="durapipe-sqlite-r")
         else:
+            # Imported here: sqlalchemy.ext.asyncio pulls in the ORM, which SQLite never needs.
+            from sqlalchemy.ext.asyncio import create_async_engine
+
             self.writer = create_async_engine(
                 url.sqlalchemy,
                 pool_size=10,
                 max_overflow=20,
+                pool_pre_ping=True,  # survive a server restart: stale pooled connections are replaced
                 connect_args={"timeout": 10, "server_settings": {"application_name": "durapipe"}},
             )
         self._jconn: sqlite3.Connection | None = None

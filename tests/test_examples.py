@@ -1,0 +1,148 @@
+"""The examples, run as a user runs them: the command from each docstring, through the real CLI.
+
+reminder sleeps for days, so it runs in-process with the testing kit's skipping clock instead.
+Every test runs on SQLite and on PostgreSQL (the db_url fixture).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from conftest import ROOT, wait_until
+
+EXAMPLES = ROOT / "examples"
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def documented_command(name: str) -> list[str]:
+    """The `durapipe run examples/NAME.py:...` line of an example's docstring, as argv."""
+    doc = ast.get_docstring(ast.parse((EXAMPLES / f"{name}.py").read_text())) or ""
+    lines = [line.strip() for line in doc.splitlines() if line.strip().startswith("durapipe run ")]
+    assert lines, f"examples/{name}.py: its docstring gives no `durapipe run` command"
+    argv = shlex.split(lines[0])
+    assert argv[2].startswith(f"examples/{name}.py:"), argv
+    return argv[1:]
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Path:
+    """A copy of examples/ in the working directory, so the documented commands work as written."""
+    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def _show(dp_cli: Cli, run_id: str) -> dict[str, Any]:
+    return json.loads(dp_cli("show", run_id, "--json", check=True).stdout)
+
+
+def _runs(dp_cli: Cli) -> list[dict[str, Any]]:
+    return json.loads(dp_cli("list", "--json", "--limit", "1000", check=True).stdout)
+
+
+def _output(p: subprocess.CompletedProcess[str]) -> Any:
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_every_example_documents_its_command() -> None:
+    for path in sorted(EXAMPLES.glob("*.py")):
+        documented_command(path.stem)
+
+
+def test_hello(dp_cli: Cli, examples: Path) -> None:
+    out = _output(dp_cli(*documented_command("hello")))
+    assert out["greeting"] == "Hello, world!"
+
+
+def test_flaky_retries_then_succeeds(dp_cli: Cli, examples: Path) -> None:
+    p = dp_cli(*documented_command("flaky"))
+    assert _output(p) == "report fetched on try 3"
+    assert p.stdout.count("failed: ConnectionError") == 2
+    doc = _show(dp_cli, p.stdout.splitlines()[0])
+    retries = [e for e in doc["events"] if e["kind"] == "step_retry"]
+    assert [e["data"]["try"] for e in retries] == [1, 2]
+
+
+def test_flaky_out_of_retries_fails_resumably(dp_cli: Cli, examples: Path) -> None:
+    p = dp_cli("run", "examples/flaky.py:flaky", "--input", "fail_times=9")
+    assert p.returncode == 1
+    run_id = p.stdout.splitlines()[0]
+    assert f"durapipe resume {run_id}" in p.stderr
+    doc = _show(dp_cli, run_id)
+    assert doc["status"] == "failed" and doc["error"]["step"] == "2"
+
+
+def test_fan_out_keeps_to_its_limit(dp_cli: Cli, examples: Path) -> None:
+    argv = documented_command("fan_out")
+    assert argv[-4:] == ["--input", "shards=6", "--input", "limit=2"]
+    p = dp_cli(*argv)
+    assert _output(p) == {"shards": 6, "rows": 55, "per_shard": [0, 1, 4, 9, 16, 25]}
+    parent = p.stdout.splitlines()[0]
+    children = [r for r in _runs(dp_cli) if r["parent_run_id"] == parent]
+    assert len(children) == 6 and all(c["status"] == "completed" for c in children)
+    # A branch holds its slot from starting its child until recording its end: at most 2 overlap.
+    for c in children:
+        overlapping = [
+            o for o in children if o["created_at"] <= c["created_at"] < o["finished_at"]
+        ]
+        assert len(overlapping) <= 2
+
+
+def test_deploy_waits_for_approval_given_with_durapipe_input(
+    dp_cli: Cli, dp_spawn: Any, examples: Path
+) -> None:
+    proc = dp_spawn(*documented_command("deploy"))
+    run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    wait_until(lambda: _show(dp_cli, run_id)["status"] == "waiting", what="the approval wait")
+    assert _show(dp_cli, run_id)["waiting_for"]["input"] == "approve"
+    dp_cli("input", run_id, "approve", "true", check=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["deployed"] is True and result["artifact"] == "app-1.4.2.tar.gz"
+    assert "[deploy.build_1.exec_1" in out  # the child's lines nest under the parent
+    doc = _show(dp_cli, run_id)
+    assert doc["pinned"] is True and doc["version"] == "1"
+    [child] = [r for r in _runs(dp_cli) if r["parent_run_id"] == run_id]
+    assert child["pipeline"] == "build" and child["status"] == "completed"
+
+
+def test_deploy_not_approved(dp_cli: Cli, dp_spawn: Any, examples: Path) -> None:
+    proc = dp_spawn("run", "examples/deploy.py:deploy")
+    run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    dp_cli("input", run_id, "approve", "false", check=True)  # sent before it asks: kept
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == {
+        "deployed": False,
+        "artifact": "app-1.0.0.tar.gz",
+    }
+
+
+@pytest.mark.asyncio
+async def test_reminder_sleeps_for_days_in_no_time(store: Any, tmp_path: Path) -> None:
+    from durapipe._definition import load_target
+    from durapipe.testing import SkippingClock, run_pipeline
+
+    assert "days=3" in " ".join(documented_command("reminder"))
+    reminder = load_target(f"{EXAMPLES / 'reminder.py'}:reminder")
+    t0 = time.monotonic()
+    view = await run_pipeline(
+        store, reminder, clock=SkippingClock(), days=3, message="renew the TLS certificate"
+    )
+    assert time.monotonic() - t0 < 1.0
+    assert view.status == "completed" and view.output == "renew the TLS certificate"
+    events = await store.events(view.run_id)
+    timer = next(e for e in events if e.kind == "timer_started")
+    assert json.loads(timer.data)["seconds"] == 3 * 86400
+    echoed = [json.loads(e.data)["result"]["stdout"] for e in events if e.kind == "step_completed"]
+    assert echoed == ["Reminder: renew the TLS certificate\n"]
