@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -257,7 +258,7 @@ class Client:
         pipeline: str | None = None,
         roots_only: bool = False,
         limit: int = 200,
-    ) -> list[RunView]:
+    ) -> builtins.list[RunView]:
         if status is not None and status not in S.ACTIVE + S.RESUMABLE_EXTRA + tuple(S.TERMINAL):
             raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(S.ALL_STATUSES)}")
         rows = await self.store.list_runs(
@@ -265,7 +266,7 @@ class Client:
         )
         return [RunView.of(r) for r in rows]
 
-    async def events(self, run_id: str) -> list[dict[str, Any]]:
+    async def events(self, run_id: str) -> builtins.list[dict[str, Any]]:
         await self.row(run_id)
         return [event_json(e) for e in await self.store.events(run_id)]
 

@@ -119,10 +119,12 @@ def running_status(procs: Iterable[Any], *, now: float) -> str:
 
 
 def record_json(r: Any) -> dict[str, Any]:
-    get = r.get if isinstance(r, dict) else (lambda k: getattr(r, k, None))
+    def get(key: str) -> Any:
+        return r.get(key) if isinstance(r, dict) else getattr(r, key, None)
+
     return {
         "at": get("at"),
-        "time": timestamp(float(get("at"))),
+        "time": timestamp(float(get("at") or 0)),
         "run_id": get("run_id"),
         "root_run_id": get("root_run_id"),
         "step": get("step"),

@@ -131,7 +131,7 @@ def pipeline(
             pin=pin,
             signature=inspect.signature(f),
         )
-        functools.update_wrapper(d, f)  # type: ignore[arg-type]
+        functools.update_wrapper(d, f)
         _REGISTRY[pname] = d
         return d
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import _exec, _serde
-from ._secrets import reveal, scrub
 from ._clock import Clock
+from ._secrets import reveal, scrub
 from ._store.store import Journal, Op
 from .errors import (
     DurapipeError,

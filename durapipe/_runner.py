@@ -403,7 +403,7 @@ class Runner:
 
     async def execute(self, row: Any, *, resumed: str | None = None, cancel: bool = False) -> str:
         """Run one claimed run until it finishes, suspends, stops or is lost. -> final status."""
-        owner, attempt = self.id, row.attempt
+        owner = self.id
         try:
             pdef = self.resolve(row)
         except Exception as exc:
@@ -501,22 +501,21 @@ class Runner:
         except Exception as exc:
             if ctx.fatal is not None:
                 return await self._blocked(ctx, row, ctx.fatal)
-            origin = _origin_step(exc)
-            err = error_data(exc, step=origin)
-            ctx.emit(None, None, "error", f"failed: {err['type']}: {err['message']}")
-            return await self._end(ctx, row, "failed", "run_failed", error=err)
+            failure = error_data(exc, step=_origin_step(exc))
+            ctx.emit(None, None, "error", f"failed: {failure['type']}: {failure['message']}")
+            return await self._end(ctx, row, "failed", "run_failed", error=failure)
         if ctx.fatal is not None:
             return await self._blocked(ctx, row, ctx.fatal)
         left = ctx.unvisited()
         if left:
             first = ctx.records[left[0]][0]
-            err = NonDeterminismError(
+            missed = NonDeterminismError(
                 row.id,
                 left[0],
                 f"{first.kind.split('_')[0]} {first.name!r}",
                 "nothing: the pipeline returned before reaching it",
             )
-            return await self._blocked(ctx, row, err)
+            return await self._blocked(ctx, row, missed)
         try:
             text = _serde.dumps(
                 output, what=f"the output of pipeline {row.pipeline} ({type(output).__name__})"

@@ -62,7 +62,7 @@ async def check_run(store: Store, row: Any, pdef: PipelineDef) -> Verdict:
     if row.pinned and row.version != pdef.version:
         return Verdict(**base, verdict="would_abort", detail=f"pinned to version {row.version!r}; the code is version {pdef.version!r}")
     history = await store.events(row.id)
-    ctx = RunContext(host=_DryHost(), row=row, history=history, owner="dry-replay", dry=True)  # type: ignore[arg-type]
+    ctx = RunContext(host=_DryHost(), row=row, history=history, owner="dry-replay", dry=True)
     root = Branch("", None)
     cv = contextvars.copy_context()
     cv.run(_CTX.set, ctx)

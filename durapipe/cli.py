@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 import typer
@@ -70,7 +70,7 @@ def _err(text: str) -> None:
 
 
 def _run(coro: Awaitable[int]) -> None:
-    code = asyncio.run(coro)  # type: ignore[arg-type]
+    code: int = asyncio.run(coro)  # type: ignore[arg-type]
     raise typer.Exit(code)
 
 

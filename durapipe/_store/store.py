@@ -358,7 +358,7 @@ class Store:
             and_(r.status.in_(S.SUSPENDABLE), r.lease_owner.is_(None), r.wake_at <= now),
             and_(r.status.in_(S.ACTIVE), r.lease_owner.is_not(None), r.lease_expires_at < now),
         )
-        conds = [due]
+        conds: list[Any] = [due]
         if flt.pipelines is not None:
             conds.append(
                 or_(
