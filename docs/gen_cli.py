@@ -89,7 +89,9 @@ def _command(path: str, command: Any, ctx: Any, out: list[str]) -> None:
         out.append("|---|---|---|")
         for p in args:
             req = "yes" if p.required else "no"
-            out.append(f"| `{(p.name or '').upper()}` | {req} | {_cell(getattr(p, 'help', None) or '')} |")
+            out.append(
+                f"| `{(p.name or '').upper()}` | {req} | {_cell(getattr(p, 'help', None) or '')} |"
+            )
         out.append("")
     if opts:
         out.append("| option | type | default | env var | description |")
@@ -100,7 +102,11 @@ def _command(path: str, command: Any, ctx: Any, out: list[str]) -> None:
             if p.required:
                 help_text = f"{help_text} (required)".strip()
             if getattr(p, "multiple", False):
-                help_text = f"{help_text} (repeatable)".strip() if "Repeatable" not in help_text else help_text
+                help_text = (
+                    f"{help_text} (repeatable)".strip()
+                    if "Repeatable" not in help_text
+                    else help_text
+                )
             out.append(
                 f"| {names} | {_type_name(p, ctx)} | {_default(p)} | {_envvar(p)} | {_cell(help_text)} |"
             )
@@ -125,7 +131,9 @@ def generate() -> str:
     from durapipe.cli import app
 
     group = typer.main.get_command(app)
-    ctx = type(group.make_context("durapipe", [], resilient_parsing=True))(group, info_name="durapipe")
+    ctx = type(group.make_context("durapipe", [], resilient_parsing=True))(
+        group, info_name="durapipe"
+    )
     out = [
         "# durapipe command reference",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import shlex
 import signal
@@ -36,7 +37,7 @@ class _Tail:
     """Keep the last KEEP_BYTES characters of a stream."""
 
     def __init__(self) -> None:
-        self.parts: list[str] = []
+        self.parts: collections.deque[str] = collections.deque()
         self.size = 0
         self.dropped = False
 
@@ -44,7 +45,7 @@ class _Tail:
         self.parts.append(text)
         self.size += len(text)
         while self.size > KEEP_BYTES and len(self.parts) > 1:
-            self.size -= len(self.parts.pop(0))
+            self.size -= len(self.parts.popleft())
             self.dropped = True
 
     def value(self) -> str:

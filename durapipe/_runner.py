@@ -99,6 +99,7 @@ class Runner:
         self.clock = clock
         self.on_record = on_record
         self.on_input: Callable[[str, str, str | None, bool], None] | None = None
+        self.on_tick: Callable[[], None] | None = None  # e.g. flush the console
         self.held: dict[str, RunContext] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.tasks_bg: set[asyncio.Future[Any]] = set()
@@ -244,6 +245,8 @@ class Runner:
     async def _log_loop(self) -> None:
         while True:
             await asyncio.sleep(0.2)
+            if self.on_tick is not None:
+                self.on_tick()
             await self.flush_logs()
 
     def _take_logs(self) -> list[dict[str, Any]]:

@@ -98,6 +98,7 @@ class _Foreground:
             suspend_after=math.inf,
             on_record=self.console.record,
         )
+        self.runner.on_tick = self.console.flush
         self.interrupted = False
         self.asking: list[tuple[str, str]] = []
         self.reading = False
@@ -501,6 +502,8 @@ def worker(
             on_record=live.record if live else None,
             log_file=log_file,
         )
+        if live is not None:
+            runner.on_tick = live.flush
         await runner.start()
         carried = ", ".join(f"{p.name}@{p.version}" for p in pipelines)
         _err(f"worker {runner.id} on {HOST} (pid {os.getpid()}) carrying {carried}")

@@ -18,6 +18,10 @@ is installed, with three fixtures:
   a new database there, dropped after the test.
 - ``durapipe_store``: an open store on ``durapipe_db`` (needs pytest-asyncio).
 - ``durapipe_clock``: a :class:`SkippingClock`; durable sleeps finish at once and move its time.
+
+Without the installed entry point (a checkout on PYTHONPATH), load it with ``-p durapipe.testing``
+or ``pytest_plugins = ["durapipe.testing"]`` in the top conftest.py. (PYTEST_DONT_REWRITE: this
+module has no bare asserts, and may be imported before pytest registers it.)
 """
 
 from __future__ import annotations
@@ -384,7 +388,7 @@ async def replay(history: Any, pipeline: PipelineDef) -> ReplayResult:
         )
     if row.pinned and row.version != pipeline.version:
         raise VersionMismatch(row.pipeline, row.version, pipeline.version)
-    ctx = RunContext(host=_DryHost(), row=row, history=events, owner="replay", dry=True)  # type: ignore[arg-type]
+    ctx = RunContext(host=_DryHost(), row=row, history=events, owner="replay", dry=True)
     root = Branch("", None)
     cv = contextvars.copy_context()
     cv.run(_CTX.set, ctx)
@@ -522,13 +526,9 @@ if pytest is not None:
     try:
         import pytest_asyncio
     except ImportError:  # pragma: no cover
+        pytest_asyncio = None  # type: ignore[assignment]
 
-        @pytest.fixture
-        def durapipe_store(durapipe_db: str) -> Any:
-            """An open store on ``durapipe_db`` (needs pytest-asyncio)."""
-            pytest.fail("the durapipe_store fixture needs pytest-asyncio: pip install pytest-asyncio")
-
-    else:
+    if pytest_asyncio is not None:
 
         @pytest_asyncio.fixture
         async def durapipe_store(durapipe_db: str) -> AsyncIterator[Store]:
@@ -538,3 +538,12 @@ if pytest is not None:
                 yield store
             finally:
                 await store.close()
+
+    else:  # pragma: no cover
+
+        @pytest.fixture(name="durapipe_store")
+        def _durapipe_store_needs_pytest_asyncio(durapipe_db: str) -> Any:
+            """An open store on ``durapipe_db`` (needs pytest-asyncio)."""
+            pytest.fail(
+                "the durapipe_store fixture needs pytest-asyncio: pip install pytest-asyncio"
+            )

@@ -12,11 +12,11 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from conftest import ROOT, wait_until
 
 EXAMPLES = ROOT / "examples"
@@ -91,9 +91,7 @@ def test_fan_out_keeps_to_its_limit(dp_cli: Cli, examples: Path) -> None:
     assert len(children) == 6 and all(c["status"] == "completed" for c in children)
     # A branch holds its slot from starting its child until recording its end: at most 2 overlap.
     for c in children:
-        overlapping = [
-            o for o in children if o["created_at"] <= c["created_at"] < o["finished_at"]
-        ]
+        overlapping = [o for o in children if o["created_at"] <= c["created_at"] < o["finished_at"]]
         assert len(overlapping) <= 2
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-USER_TEST = '''
+USER_TEST = """
 import pytest
 import durapipe as dp
 from durapipe.testing import run_pipeline
@@ -34,7 +34,7 @@ async def test_nap(durapipe_store, durapipe_clock):
     assert dp.__file__.startswith(VENV)
     view = await run_pipeline(durapipe_store, nap, clock=durapipe_clock)
     assert view.output == "a week later"
-'''
+"""
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -46,7 +46,18 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), "."],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            ".",
+        ],
         cwd=ROOT,
     )
     [wheel] = dist.glob("durapipe-*.whl")
@@ -58,11 +69,24 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
     assert "[pytest11]" in entry_points and "durapipe = durapipe.testing" in entry_points
 
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], cwd=tmp_path)
+    _run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        cwd=tmp_path,
+    )
     py = str(venv / "bin" / "python")
     # The system's pip, run by the venv's interpreter, installs into the venv.
     _run(
-        [py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", str(wheel)],
+        [
+            py,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            str(wheel),
+        ],
         cwd=tmp_path,
     )
 
@@ -73,7 +97,11 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
     env["NO_COLOR"] = "1"
 
     where = _run(
-        [py, "-c", "import durapipe, durapipe._store.migrate as m; print(durapipe.__file__); print(m.migrations_dir())"],
+        [
+            py,
+            "-c",
+            "import durapipe, durapipe._store.migrate as m; print(durapipe.__file__); print(m.migrations_dir())",
+        ],
         cwd=work,
         env=env,
     ).split()
@@ -85,7 +113,15 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
     out = _run([durapipe, "db", "upgrade", "--database-url", "sqlite:///x.db"], cwd=work, env=env)
     assert "schema revision" in out
     out = _run(
-        [durapipe, "run", "examples/hello.py:hello", "--input", "nap=0", "--database-url", "sqlite:///x.db"],
+        [
+            durapipe,
+            "run",
+            "examples/hello.py:hello",
+            "--input",
+            "nap=0",
+            "--database-url",
+            "sqlite:///x.db",
+        ],
         cwd=work,
         env=env,
     )
@@ -96,8 +132,8 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
         "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
         "filterwarnings = error\n"
     )
-    (work / "test_user.py").write_text(
-        f"VENV = {str(venv.resolve())!r}\n" + USER_TEST
+    (work / "test_user.py").write_text(f"VENV = {str(venv.resolve())!r}\n" + USER_TEST)
+    out = _run(
+        [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"], cwd=work, env=env
     )
-    out = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"], cwd=work, env=env)
     assert "1 passed" in out

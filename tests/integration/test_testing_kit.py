@@ -16,18 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT
 
 import durapipe as dp
 from durapipe._definition import load_target
-from durapipe.testing import (  # noqa: F401 - the fixtures, as the plugin gives them
+from durapipe.testing import (
     crash_run,
-    durapipe_clock,
-    durapipe_db,
-    durapipe_store,
     replay,
     resume_run,
     run_pipeline,
@@ -36,10 +35,10 @@ from durapipe.testing import (  # noqa: F401 - the fixtures, as the plugin gives
     wait_for_status,
 )
 
-from conftest import ROOT
+# An installed durapipe loads the plugin by its entry point; a checkout needs it named.
+if not any(ep.value == "durapipe.testing" for ep in entry_points(group="pytest11")):
+    pytest_plugins = ["durapipe.testing"]
 
-# The plugin's fixtures are imported above: this checkout's durapipe may not be the installed one
-# (whose entry point would load them). test_plugin_loads_in_a_user_project loads it as a plugin.
 HISTORY = Path(__file__).resolve().parent.parent / "histories" / "deploy_approved.json"
 DEPLOY_SRC = (ROOT / "examples" / "deploy.py").read_text()
 
@@ -143,7 +142,10 @@ async def test_send_input_to_a_waiting_run(durapipe_store: Any) -> None:
     assert waiting.waiting_for["input"] == "approve"
     await send_input(durapipe_store, "kit-input-1", "approve", True)
     view = await asyncio.wait_for(running, 20)
-    assert view.status == "completed" and view.output == {"approved": True, "shipped": "shipped o-2"}
+    assert view.status == "completed" and view.output == {
+        "approved": True,
+        "shipped": "shipped o-2",
+    }
 
 
 @both
@@ -171,7 +173,9 @@ async def test_crash_before_a_completion_runs_the_step_again_with_the_same_id(
     durapipe_store: Any,
 ) -> None:
     view = await crash_run(durapipe_store, order_flow, before="step_completed:charge")
-    assert view.status == "running" and view.lease_owner is not None  # as a killed process leaves it
+    assert (
+        view.status == "running" and view.lease_owner is not None
+    )  # as a killed process leaves it
     assert [e.kind for e in await durapipe_store.events(view.run_id)] == ["run_started"]
     assert len(CALLS["charge"]) == 1  # the body ran; its completion was lost
     done = await resume_run(durapipe_store, order_flow, view.run_id)
@@ -306,7 +310,11 @@ async def test_a_call_added_at_the_end_replays_and_continues_live(tmp_path: Path
 
 @pytest.mark.asyncio
 async def test_a_pinned_history_meets_another_version(tmp_path: Path) -> None:
-    bumped = _deploy_variant(tmp_path, "bumped", ('@dp.pipeline(version="1", pin=True)', '@dp.pipeline(version="2", pin=True)'))
+    bumped = _deploy_variant(
+        tmp_path,
+        "bumped",
+        ('@dp.pipeline(version="1", pin=True)', '@dp.pipeline(version="2", pin=True)'),
+    )
     with pytest.raises(dp.VersionMismatch, match="version '1' but the code is now version '2'"):
         await replay(HISTORY, bumped)
     with pytest.raises(ValueError, match="of pipeline 'deploy', not 'kit_order'"):
@@ -327,11 +335,13 @@ async def test_history_exported_from_a_test_run_replays(durapipe_store: Any) -> 
     async def reordered(order: str = "o-1") -> list[str]:
         return [await ship(order), await charge(order)]
 
-    with pytest.raises(dp.NonDeterminismError, match="recorded step 'charge', the code now does step 'ship'"):
+    with pytest.raises(
+        dp.NonDeterminismError, match="recorded step 'charge', the code now does step 'ship'"
+    ):
         await replay(doc, reordered)
 
 
-USER_TEST = '''
+USER_TEST = """
 import pytest
 import durapipe as dp
 from durapipe.testing import run_pipeline
@@ -351,7 +361,7 @@ async def test_nap(durapipe_store, durapipe_clock):
 
 def test_db(durapipe_db):
     assert durapipe_db.startswith("sqlite:///")
-'''
+"""
 
 
 def test_plugin_loads_in_a_user_project(tmp_path: Path) -> None:
@@ -359,7 +369,6 @@ def test_plugin_loads_in_a_user_project(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
-    from importlib.metadata import entry_points
 
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"

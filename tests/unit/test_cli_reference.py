@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _generate() -> str:
-    spec = importlib.util.spec_from_file_location("durapipe_docs_gen_cli", ROOT / "docs" / "gen_cli.py")
+    spec = importlib.util.spec_from_file_location(
+        "durapipe_docs_gen_cli", ROOT / "docs" / "gen_cli.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -26,6 +28,17 @@ def test_cli_reference_is_up_to_date() -> None:
 
 def test_cli_reference_covers_every_command() -> None:
     text = _generate()
-    for command in ("run", "resume", "start", "worker", "show", "input", "stop", "cancel", "db upgrade", "upgrade check"):
+    for command in (
+        "run",
+        "resume",
+        "start",
+        "worker",
+        "show",
+        "input",
+        "stop",
+        "cancel",
+        "db upgrade",
+        "upgrade check",
+    ):
         assert f"## durapipe {command}\n" in text
     assert "`DURAPIPE_DATABASE_URL`" in text and "`DURAPIPE_LEASE_TTL`" in text
