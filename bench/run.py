@@ -50,12 +50,13 @@ class Plan:
     sleepers: list[tuple[int, float]]  # (runs, sleep seconds)
     reps_e: int
     dbos_delete_journal: bool
+    reps_c: int = 1
 
 
 QUICK = Plan(reps_a=3, reps=1, runs_b=1000, workers_b=[2, 4], resume_ns=[1000, 2500, 5000],
              sleepers=[(1000, 15.0)], reps_e=1, dbos_delete_journal=False)  # fmt: skip
 FULL = Plan(reps_a=5, reps=3, runs_b=1000, workers_b=[2, 4], resume_ns=[1000, 5000, 10000],
-            sleepers=[(1000, 20.0), (10000, 150.0)], reps_e=3, dbos_delete_journal=True)  # fmt: skip
+            sleepers=[(1000, 20.0), (10000, 150.0)], reps_e=3, dbos_delete_journal=True, reps_c=2)  # fmt: skip
 
 
 @dataclass
@@ -247,7 +248,7 @@ def workload_c(db: str, dbs: Databases, plan: Plan) -> list[Row]:
     for n in plan.resume_ns:
         row = Row("(c) recovery", f"resume a run with {n:,} recorded steps", "ms",
                   "resume_run (as bench/core.py)", "_recover_pending_workflows")  # fmt: skip
-        for rep in range(plan.reps):
+        for rep in range(plan.reps_c):
             for side in alternate(rep):
                 url = urls[side]
                 ident = f"c{n}-{rep}-{time.time_ns()}"
@@ -402,6 +403,8 @@ def facts(dbs: Databases, db_kinds: list[str]) -> dict[str, str]:
         "durapipe": git_rev(),
     }
     try:
+        with open("/proc/loadavg") as lf:
+            f["load average at start (1/5/15 min)"] = " ".join(lf.read().split()[:3])
         with open("/proc/meminfo") as mf:
             f["memory"] = f"{int(mf.readline().split()[1]) / 1024 / 1024:.0f} GiB"
     except OSError:
@@ -483,6 +486,11 @@ def main() -> None:
     took = time.monotonic() - started
     delete_note = ("The extra (a) row runs DBOS with its own default (DELETE journal) for reference."
                    if plan.dbos_delete_journal and "sqlite" in db_kinds else "")  # fmt: skip
+    try:
+        with open("/proc/loadavg") as lf:
+            info["load average at the end"] = " ".join(lf.read().split()[:3]) + " (2 cores: anything near 2 or more means other work ran too)"
+    except OSError:
+        pass
     head = [
         "# durapipe vs DBOS: results",
         "",

@@ -140,6 +140,8 @@ class Runner:
         ]
         if not self.store.is_sqlite:
             self._bg.append(loop.create_task(self._listen_loop(), name="durapipe-listen"))
+        else:
+            self._bg.append(loop.create_task(self._sqlite_watch(), name="durapipe-watch"))
 
     async def close(self) -> None:
         # The listener ends by itself (cancelling asyncpg mid-connect leaks a future); the rest stop.
@@ -294,6 +296,30 @@ class Runner:
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 5)
+
+    async def _sqlite_watch(self) -> None:
+        """SQLite's LISTEN: PRAGMA data_version changes when another connection commits.
+
+        Reading it costs microseconds and takes no lock, so every 50 ms is cheap; it wakes the
+        claim loop and waiting runs promptly instead of at the next poll.
+        """
+        import sqlite3
+
+        assert self.store.url.path is not None
+        conn = sqlite3.connect(self.store.url.path, timeout=1, isolation_level=None)
+        try:
+            last = conn.execute("PRAGMA data_version").fetchone()[0]
+            while True:
+                await asyncio.sleep(0.05)
+                try:
+                    now = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error:
+                    continue
+                if now != last:
+                    last = now
+                    self._on_notify(None, 0, "durapipe", "run")
+        finally:
+            conn.close()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload.startswith("input:"):

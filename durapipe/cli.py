@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import signal
@@ -971,8 +972,22 @@ def gc(
 # ---------------------------------------------------------------------- entry point
 
 
+def _setup_logging() -> None:
+    """durapipe's own warnings (lost leases, database retries) go to stderr, one line each.
+
+    Pipelines' own logging goes to the run's log instead (RunLogHandler), not here.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("durapipe: %(message)s"))
+    handler.addFilter(lambda record: not record.name.startswith("durapipe.pipeline"))
+    own = logging.getLogger("durapipe")
+    own.addHandler(handler)
+    own.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, meaningful exit codes."""
+    _setup_logging()
     try:
         rc = app(args=argv, standalone_mode=False)
     except DurapipeError as exc:
