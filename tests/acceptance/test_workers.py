@@ -7,6 +7,7 @@ import collections
 import json
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -271,3 +272,36 @@ def test_worker_module_without_pipelines(dp_cli: Any, tmp_path: Path) -> None:
     (tmp_path / "empty_mod.py").write_text("X = 1\n")
     p = dp_cli("worker", "-m", "empty_mod.py")
     assert p.returncode == 1 and "has no pipelines" in p.stderr
+
+
+def test_worker_on_an_unmigrated_postgres_says_how_to_migrate(pg_server: Any, tmp_path: Path) -> None:
+    import uuid
+
+    from conftest import _pg_admin, _with_db, cli_env
+
+    if pg_server is None:
+        pytest.skip("no PostgreSQL server available")
+    name = "dp_bare_" + uuid.uuid4().hex[:8]
+    asyncio.run(_pg_admin(pg_server, f'CREATE DATABASE "{name}"'))
+    try:
+        url = _with_db(pg_server, name)
+        p = subprocess.run(
+            [sys.executable, "-m", "durapipe", "worker", "-m", WORK], capture_output=True, text=True, timeout=60,
+            cwd=tmp_path, env=cli_env(url),
+        )
+        assert p.returncode == 1 and "run `durapipe db upgrade` first" in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+    finally:
+        asyncio.run(_pg_admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_worker_log_file_gets_one_json_record_per_line(db_url: str, dp_cli: Any, dp_spawn: Any, tmp_path: Path) -> None:
+    log_file = tmp_path / "worker.jsonl"
+    w = _worker(dp_spawn, "--log-file", str(log_file))
+    rid = dp_cli("start", f"{WORK}:nap", "--input", "seconds=0.1", check=True).stdout.strip()
+    assert dp_cli("result", rid, "--wait", "--timeout", "60").returncode == 0
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(timeout=30) == 0
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert records and all(r["run_id"] == rid for r in records)
+    assert any(r["line"].startswith("Sleeping for") for r in records)
