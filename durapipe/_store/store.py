@@ -162,28 +162,18 @@ class Store:
 
     async def _write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in one write transaction."""
-        try:
-            if self._wx is not None:
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._wx, _sync_tx, self.sync_writer, fn
-                )
-            async with self.writer.begin() as conn:
-                return await conn.run_sync(fn)
-        except (OSError, ConnectionError) as exc:
-            raise self._unavailable(exc) from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated or _is_transient(exc.orig or exc) and not _is_busy(exc):
-                raise self._unavailable(exc) from exc
-            raise
+        return await self._tx(fn, write=True)
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in a read-only transaction."""
+        return await self._tx(fn, write=False)
+
+    async def _tx(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         try:
-            if self._rx is not None:
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._rx, _sync_tx, self.sync_reader, fn
-                )
-            async with self.writer.connect() as conn:
+            if self.is_sqlite:
+                pool, engine = (self._wx, self.sync_writer) if write else (self._rx, self.sync_reader)
+                return await asyncio.get_running_loop().run_in_executor(pool, _sync_tx, engine, fn)
+            async with self.writer.begin() if write else self.writer.connect() as conn:
                 return await conn.run_sync(fn)
         except (OSError, ConnectionError) as exc:
             raise self._unavailable(exc) from exc
