@@ -83,6 +83,19 @@ def wake_stats(rows: list[tuple[float, float, float]]) -> dict[str, Any]:
     }
 
 
+async def bounded(coros: list[Any], limit: int = 100) -> list[Any]:
+    """Await coroutines with at most `limit` in flight; results in order."""
+    import asyncio
+
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c: Any) -> Any:
+        async with sem:
+            return await c
+
+    return list(await asyncio.gather(*(one(c) for c in coros)))
+
+
 def deadline(seconds: float) -> float:
     return time.monotonic() + seconds
 

@@ -8,7 +8,6 @@ import time
 
 from dbos import DBOS
 
-
 TIMES: dict[str, float] = {}  # instrumentation of `many` (not journaled)
 
 

@@ -8,7 +8,6 @@ import time
 
 import durapipe as dp
 
-
 TIMES: dict[str, float] = {}  # instrumentation of `many` (not journaled)
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -56,7 +57,7 @@ class Plan:
 QUICK = Plan(reps_a=3, reps=1, runs_b=1000, workers_b=[2, 4], resume_ns=[1000, 2500, 5000],
              sleepers=[(1000, 15.0)], reps_e=1, dbos_delete_journal=False)  # fmt: skip
 FULL = Plan(reps_a=5, reps=3, runs_b=1000, workers_b=[2, 4], resume_ns=[1000, 5000, 10000],
-            sleepers=[(1000, 20.0), (10000, 150.0)], reps_e=3, dbos_delete_journal=True, reps_c=2)  # fmt: skip
+            sleepers=[(1000, 20.0), (10000, 240.0)], reps_e=3, dbos_delete_journal=True, reps_c=2)  # fmt: skip
 
 
 @dataclass
@@ -149,10 +150,14 @@ def measure(side: str, workload: str, *args: str, timeout: float = 900, env: dic
     for line in reversed(p.stdout.splitlines()):
         if line.startswith("RESULT "):
             res: dict[str, Any] = json.loads(line[7:])
-            log(f"    {side:8} {workload:10} {' '.join(args[2:])[:60]:60} {time.monotonic() - t0:6.1f}s  {short(res)}")
+            log(
+                f"    {side:8} {workload:10} {' '.join(args[2:])[:60]:60} {time.monotonic() - t0:6.1f}s  {short(res)}"
+            )
             return res
     if not expect_result and p.returncode == 0:  # DBOS's build ends its process in the workflow
-        log(f"    {side:8} {workload:10} {' '.join(args[2:])[:60]:60} {time.monotonic() - t0:6.1f}s")
+        log(
+            f"    {side:8} {workload:10} {' '.join(args[2:])[:60]:60} {time.monotonic() - t0:6.1f}s"
+        )
         return {}
     tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
     raise RuntimeError(f"{side} {workload} failed (exit {p.returncode}):\n{tail}")
@@ -164,6 +169,11 @@ def short(res: dict[str, Any]) -> str:
 
 def alternate(rep: int) -> list[str]:
     return ["durapipe", "dbos"] if rep % 2 == 0 else ["dbos", "durapipe"]
+
+
+def attempt(row: Row, side: str, *args: str, **kw: Any) -> dict[str, Any] | None:
+    """measure(side, *args, **kw); a failure is logged and noted in the row, and skipped."""
+    return guarded(row, side, lambda: measure(side, *args, **kw))
 
 
 def guarded(row: Row, side: str, fn: Any) -> dict[str, Any] | None:
@@ -193,7 +203,7 @@ def workload_a(db: str, dbs: Databases, plan: Plan) -> list[Row]:
     urls = {s: dbs.new(db, f"a_{s}") for s in SIDES}
     for rep in range(plan.reps_a):
         for side in alternate(rep):
-            r = guarded(row, side, lambda s=side: measure(s, "steps", "--url", urls[s], "--n", "1000"))
+            r = attempt(row, side, "steps", "--url", urls[side], "--n", "1000")
             add(row, side, r and r["us_per_step"])
     rows = [row]
     if db == "sqlite" and plan.dbos_delete_journal:
@@ -202,7 +212,7 @@ def workload_a(db: str, dbs: Databases, plan: Plan) -> list[Row]:
         url = dbs.new(db, "a_dbos_delete")
         alt.dp = row.dp
         for _ in range(plan.reps_a):
-            r = guarded(alt, "dbos", lambda: measure("dbos", "steps", "--url", url, "--n", "1000", "--journal", "delete"))  # fmt: skip
+            r = attempt(alt, "dbos", "steps", "--url", url, "--n", "1000", "--journal", "delete")  # fmt: skip
             add(alt, "dbos", r and r["us_per_step"])
         rows.append(alt)
     return rows
@@ -219,16 +229,16 @@ def workload_b(db: str, dbs: Databases, plan: Plan) -> list[Row]:
         for side in alternate(rep):
             url = dbs.new(db, f"b_{side}_{rep}")
             if side == "durapipe":
-                r = guarded(direct, side, lambda: measure(side, "throughput", "--url", url, "--runs", n))
+                r = attempt(direct, side, "throughput", "--url", url, "--runs", n)
             else:
-                r = guarded(direct, side, lambda: measure(side, "throughput", "--url", url, "--runs", n, "--mode", "direct"))  # fmt: skip
+                r = attempt(direct, side, "throughput", "--url", url, "--runs", n, "--mode", "direct")  # fmt: skip
             add(direct, side, r and r["runs_per_s"])
         for side in alternate(rep + 1):
             url = dbs.new(db, f"bq_{side}_{rep}")
             if side == "durapipe":
-                r = guarded(queued, side, lambda: measure(side, "throughput", "--url", url, "--runs", n, "--workers", "1"))  # fmt: skip
+                r = attempt(queued, side, "throughput", "--url", url, "--runs", n, "--workers", "1")  # fmt: skip
             else:
-                r = guarded(queued, side, lambda: measure(side, "throughput", "--url", url, "--runs", n, "--mode", "queue"))  # fmt: skip
+                r = attempt(queued, side, "throughput", "--url", url, "--runs", n, "--mode", "queue")  # fmt: skip
             add(queued, side, r and r["runs_per_s"])
     if db == "postgresql":
         for k in plan.workers_b:
@@ -236,7 +246,7 @@ def workload_b(db: str, dbs: Databases, plan: Plan) -> list[Row]:
                       f"Client.start + {k} × `durapipe worker`", "not measured")  # fmt: skip
             for rep in range(plan.reps):
                 url = dbs.new(db, f"bw{k}_{rep}")
-                r = guarded(row, "durapipe", lambda: measure("durapipe", "throughput", "--url", url, "--runs", n, "--workers", str(k)))  # fmt: skip
+                r = attempt(row, "durapipe", "throughput", "--url", url, "--runs", n, "--workers", str(k))  # fmt: skip
                 add(row, "durapipe", r and r["runs_per_s"])
             rows.append(row)
     return rows
@@ -253,7 +263,9 @@ def workload_c(db: str, dbs: Databases, plan: Plan) -> list[Row]:
                 url = urls[side]
                 ident = f"c{n}-{rep}-{time.time_ns()}"
 
-                def one(side: str = side, url: str = url, ident: str = ident) -> dict[str, Any]:
+                def one(
+                    side: str = side, url: str = url, ident: str = ident, n: int = n
+                ) -> dict[str, Any]:
                     dbs.set_sync_commit(url, False)
                     try:
                         if side == "durapipe":
@@ -280,16 +292,17 @@ def workload_d(db: str, dbs: Databases, plan: Plan) -> list[Row]:
         what = f"{runs:,} runs sleeping {sleep:g}s"
         p50 = Row("(d) sleeping runs", f"{what}: wake-up delay p50", "ms",
                   "1 `durapipe worker --suspend-after 1`", "one process, start_workflow_async")  # fmt: skip
-        p99 = Row("(d) sleeping runs", f"{what}: wake-up delay p99", "ms", p50.dp_what, p50.dbos_what)
+        p99 = Row(
+            "(d) sleeping runs", f"{what}: wake-up delay p99", "ms", p50.dp_what, p50.dbos_what
+        )
         rss = Row("(d) sleeping runs", f"{what}: peak RSS of the process holding them", "MiB",
                   p50.dp_what, p50.dbos_what)  # fmt: skip
         reps = 1 if runs > 1000 else plan.reps
         for rep in range(reps):
             for side in alternate(rep):
                 url = dbs.new(db, f"d{runs}_{side}_{rep}")
-                r = guarded(p50, side, lambda s=side, u=url: measure(
-                    s, "sleepers", "--url", u, "--runs", str(runs), "--sleep", str(sleep),
-                    timeout=sleep + 1500))  # fmt: skip
+                r = attempt(p50, side, "sleepers", "--url", url, "--runs", str(runs),
+                            "--sleep", str(sleep), timeout=sleep + 1500)  # fmt: skip
                 if r:
                     note = f"all {runs} asleep at once" if r["peak_sleeping"] == runs else f"peak {r['peak_sleeping']} asleep at once"  # fmt: skip
                     add(p50, side, r["p50_ms"], note)
@@ -308,13 +321,13 @@ def workload_e(db: str, dbs: Databases, plan: Plan) -> list[Row]:
         for side in alternate(rep):
             url = dbs.new(db, f"e_{side}_{rep}")
             if side == "durapipe":
-                r = guarded(peer, side, lambda: measure(side, "kill", "--url", url, "--n", "60", "--mode", "peer", "--lease-ttl", "2"))  # fmt: skip
+                r = attempt(peer, side, "kill", "--url", url, "--n", "60", "--mode", "peer", "--lease-ttl", "2")  # fmt: skip
                 add(peer, side, r and r["seconds"])
                 url2 = dbs.new(db, f"e2_{side}_{rep}")
-                r = guarded(restart, side, lambda: measure(side, "kill", "--url", url2, "--n", "60", "--mode", "restart"))  # fmt: skip
+                r = attempt(restart, side, "kill", "--url", url2, "--n", "60", "--mode", "restart")  # fmt: skip
                 add(restart, side, r and r["seconds"])
             else:
-                r = guarded(peer, side, lambda: measure(side, "kill", "--url", url, "--n", "60"))
+                r = attempt(peer, side, "kill", "--url", url, "--n", "60")
                 if r:
                     add(peer, side, r["seconds"])
                     add(restart, side, r["seconds"])
@@ -357,8 +370,14 @@ def table(db: str, rows: list[Row]) -> str:
         label = f"{r.section}: {r.label}<br><sub>durapipe: {r.dp_what}; DBOS: {r.dbos_what}</sub>"
         dp_extra, dbos_extra = r.dp_extra, r.dbos_extra
         if r.section.startswith("(c)"):
-            dp_extra = [f"replay {fmt(statistics.median(r.replay['durapipe']))}"] if r.replay["durapipe"] else []
-            dbos_extra = [f"replay {fmt(statistics.median(r.replay['dbos']))}"] if r.replay["dbos"] else []
+            dp_extra = (
+                [f"replay {fmt(statistics.median(r.replay['durapipe']))}"]
+                if r.replay["durapipe"]
+                else []
+            )
+            dbos_extra = (
+                [f"replay {fmt(statistics.median(r.replay['dbos']))}"] if r.replay["dbos"] else []
+            )
         dpc, dbc = cell(r.dp, dp_extra), cell(r.dbos, dbos_extra)
         if r.errors:
             dbc += " <br>**errors:** " + "; ".join(r.errors)[:300]
@@ -387,7 +406,9 @@ def linearity(rows: list[Row]) -> str:
             xs, ys = [x for x, _ in p], [y for _, y in p]
             slope, icpt = statistics.linear_regression(xs, ys)
             r2 = statistics.correlation(xs, ys) ** 2
-            parts.append(f"{name} {what} {icpt:.0f} ms + {slope * 1000:.1f} ms per 1,000 steps (r² {r2:.3f})")
+            parts.append(
+                f"{name} {what} {icpt:.0f} ms + {slope * 1000:.1f} ms per 1,000 steps (r² {r2:.3f})"
+            )
     if not parts:
         return ""
     return "Recovery, least-squares lines through the medians: " + "; ".join(parts) + "."
@@ -413,8 +434,14 @@ def facts(dbs: Databases, db_kinds: list[str]) -> dict[str, str]:
         rows = dbs.pg_exec("SELECT current_setting('server_version'), current_setting('fsync'), "
                            "current_setting('synchronous_commit'), current_setting('wal_sync_method')")  # fmt: skip
         v, fsync, sc, wsm = rows[0]
-        where = "DURAPIPE_BENCH_PG_URL" if dbs.cluster is None else "throwaway local cluster (tests/pgcluster.py)"
-        f["postgresql"] = f"{v}, {where}: fsync={fsync}, synchronous_commit={sc}, wal_sync_method={wsm}"
+        where = (
+            "DURAPIPE_BENCH_PG_URL"
+            if dbs.cluster is None
+            else "throwaway local cluster (tests/pgcluster.py)"
+        )
+        f["postgresql"] = (
+            f"{v}, {where}: fsync={fsync}, synchronous_commit={sc}, wal_sync_method={wsm}"
+        )
     return f
 
 
@@ -424,7 +451,9 @@ def git_rev() -> str:
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "durapipe"],
                                capture_output=True, text=True).stdout.strip()  # fmt: skip
-        return f"{md.version('durapipe')} at {rev}" + (" (durapipe/ has uncommitted changes)" if dirty else "")
+        return f"{md.version('durapipe')} at {rev}" + (
+            " (durapipe/ has uncommitted changes)" if dirty else ""
+        )
     except Exception:
         return md.version("durapipe")
 
@@ -449,6 +478,7 @@ timing starts inside each process, after imports and DBOS.launch()/open_store.
 - (c) DBOS 3.x recovers a PENDING workflow by re-enqueueing it on its internal queue (polled every
   1 s); "replay" is the time from the workflow function's entry to its last recorded step
   returning, on both sides.
+- (b), (d) runs are started with at most 100 start calls in flight, on both sides.
 - (d) delay = when the step after the sleep began minus the wake time the sleep recorded.
 - (e) time from SIGKILL to the start of the first step that runs after it (steps take 50 ms; the
   kill comes after 20 of 60). DBOS without Conductor recovers a crashed process's workflows when
@@ -457,7 +487,9 @@ timing starts inside each process, after imports and DBOS.launch()/open_store.
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="fewer repetitions; no 10,000 sleepers")
     ap.add_argument("--db", action="append", choices=["sqlite", "postgresql"], help="repeatable; default both")  # fmt: skip
     ap.add_argument("--only", default="abcde", help="workloads to run, e.g. --only ab")
@@ -466,6 +498,7 @@ def main() -> None:
     plan = QUICK if a.quick else FULL
     db_kinds = a.db or ["sqlite", "postgresql"]
     command = "python bench/run.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops PostgreSQL
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="durapipe-bench-"))
     dbs = Databases(tmp)
@@ -488,7 +521,10 @@ def main() -> None:
                    if plan.dbos_delete_journal and "sqlite" in db_kinds else "")  # fmt: skip
     try:
         with open("/proc/loadavg") as lf:
-            info["load average at the end"] = " ".join(lf.read().split()[:3]) + " (2 cores: anything near 2 or more means other work ran too)"
+            info["load average at the end"] = (
+                " ".join(lf.read().split()[:3])
+                + " (2 cores: anything near 2 or more means other work ran too)"
+            )
     except OSError:
         pass
     head = [

@@ -24,10 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import RssSampler, deadline, emit, rss_mib, wake_stats  # noqa: E402
-from dbos import DBOS, SetWorkflowID  # noqa: E402
-
 import dbos_app as app  # noqa: E402
+from benchlib import RssSampler, bounded, deadline, emit, rss_mib, wake_stats  # noqa: E402
+from dbos import DBOS, SetWorkflowID  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -93,12 +92,10 @@ async def throughput(a: argparse.Namespace) -> dict[str, Any]:
     if a.mode == "queue":
         q = await DBOS.register_queue_async("bench")
         t0 = time.time()
-        handles = await asyncio.gather(*(q.enqueue_async(app.three) for _ in range(a.runs)))
+        handles = await bounded([q.enqueue_async(app.three) for _ in range(a.runs)])
     else:
         t0 = time.time()
-        handles = await asyncio.gather(
-            *(DBOS.start_workflow_async(app.three) for _ in range(a.runs))
-        )
+        handles = await bounded([DBOS.start_workflow_async(app.three) for _ in range(a.runs)])
     results = await asyncio.gather(*(h.get_result() for h in handles))
     t1 = time.time()
     assert results == [6] * a.runs
@@ -137,7 +134,11 @@ async def resume(a: argparse.Namespace) -> dict[str, Any]:
     t1 = time.time()
     assert status == "SUCCESS", status
     replay = app.TIMES["looped"] - app.TIMES["entered"]
-    return {"seconds": t1 - t0, "replay_seconds": replay, "to_entry_seconds": app.TIMES["entered"] - t0}
+    return {
+        "seconds": t1 - t0,
+        "replay_seconds": replay,
+        "to_entry_seconds": app.TIMES["entered"] - t0,
+    }
 
 
 async def sleepers(a: argparse.Namespace) -> dict[str, Any]:
@@ -145,8 +146,8 @@ async def sleepers(a: argparse.Namespace) -> dict[str, Any]:
     base = rss_mib()
     with RssSampler() as rss:
         t0 = time.time()
-        handles = await asyncio.gather(
-            *(DBOS.start_workflow_async(app.sleeper, a.sleep) for _ in range(a.runs))
+        handles = await bounded(
+            [DBOS.start_workflow_async(app.sleeper, a.sleep) for _ in range(a.runs)]
         )
         started = time.time() - t0
         actual = await asyncio.wait_for(

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import dp_pipelines as P  # noqa: E402
-from benchlib import RssSampler, deadline, emit, env_with_repo, rss_mib, wake_stats  # noqa: E402
+from benchlib import RssSampler, bounded, deadline, emit, env_with_repo, rss_mib, wake_stats  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 import durapipe as dp  # noqa: E402
@@ -46,7 +46,9 @@ class Workers:
     """`durapipe worker` subprocesses (their stderr goes to a log file)."""
 
     def __init__(self, url: str, n: int, *extra: str) -> None:
-        self.log = tempfile.NamedTemporaryFile("w", prefix="dp-worker-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(
+            "w", prefix="dp-worker-", suffix=".log", delete=False
+        )  # noqa: SIM115
         cmd = [*CLI, "worker", "-m", PIPES, "--database-url", url, *extra]
         self.procs = [
             subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, env=env_with_repo())
@@ -85,7 +87,9 @@ async def wait_done(store: Any, n: int, timeout: float) -> None:
         counts = await store.count_by_status()
         if counts.get("completed", 0) >= n:
             return
-        bad = {k: v for k, v in counts.items() if k in ("failed", "blocked", "aborted", "cancelled")}
+        bad = {
+            k: v for k, v in counts.items() if k in ("failed", "blocked", "aborted", "cancelled")
+        }
         if bad:
             raise RuntimeError(f"runs ended badly: {bad}")
         await asyncio.sleep(0.1)
@@ -93,7 +97,7 @@ async def wait_done(store: Any, n: int, timeout: float) -> None:
 
 
 async def start_many(client: dp.Client, pipeline: Any, n: int, **inputs: Any) -> list[str]:
-    return list(await asyncio.gather(*(client.start(pipeline, **inputs) for _ in range(n))))
+    return await bounded([client.start(pipeline, **inputs) for _ in range(n)])
 
 
 # ------------------------------------------------------------------ workloads
@@ -211,7 +215,7 @@ async def kill(a: argparse.Namespace) -> dict[str, Any]:
             await workers.ready(store)
             rid = await client.start(P.ticker, n=a.n, pause=a.pause)
         else:
-            runner_proc = subprocess.Popen(
+            runner_proc = subprocess.Popen(  # noqa: ASYNC220 - a bench harness
                 [*CLI, "run", f"{PIPES}:ticker", "--database-url", a.url,
                  "--input", f"n={a.n}", "--input", f"pause={a.pause}"],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env_with_repo(),
@@ -231,12 +235,14 @@ async def kill(a: argparse.Namespace) -> dict[str, Any]:
         else:
             raise TimeoutError("the run did not get going")
         row = await client.row(rid)
-        victim = runner_proc.pid if runner_proc else int((await store.get_worker(row.lease_owner)).pid)
+        victim = (
+            runner_proc.pid if runner_proc else int((await store.get_worker(row.lease_owner)).pid)
+        )
         t_kill = time.time()
         os.kill(victim, signal.SIGKILL)
         if runner_proc is not None:
             runner_proc.wait()
-            subprocess.run(
+            subprocess.run(  # noqa: ASYNC221 - blocking on purpose: nothing else runs meanwhile
                 [*CLI, "resume", rid, "--database-url", a.url],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=True,
                 env=env_with_repo(),

@@ -286,6 +286,24 @@ class Client:
 
     # ---------------------------------------------------------------- steering
 
+    async def send_input(self, run_id: str, name: str, value: Any) -> None:
+        """Deliver ``value`` for ``dp.await_input(name)`` (kept until the run asks for it)."""
+        row = await self.row(run_id)
+        if row.status in ("completed", "cancelled", "aborted"):
+            raise InvalidRunState(f"run {run_id} has ended ({row.status}); it takes no more input")
+        if not isinstance(name, str) or "\x00" in name or not name or len(name) > 200:
+            raise InvalidInput("an input name is 1-200 characters without NUL bytes")
+        text = _serde.dumps(value, what=f"input {name!r}")
+        await self.store.send_input(run_id, name, text, now=self.store_now())
+
+    async def stop(self, run_id: str, *, now: bool = False) -> str:
+        """Stop a run at its next journaled call (``now``: kill a running command too)."""
+        return await steer(self, run_id, "stop_now" if now else "stop")
+
+    async def cancel(self, run_id: str) -> str:
+        """Cancel a run: cancellation is raised at its current await, so its finally blocks run."""
+        return await steer(self, run_id, "cancel")
+
     async def resume(self, run_id: str) -> None:
         """Make a stopped, failed or blocked run runnable again for the workers."""
         row = await self.row(run_id)

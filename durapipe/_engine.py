@@ -162,15 +162,16 @@ def install_log_handler() -> None:
         root.addHandler(RunLogHandler())
 
 
-def current(what: str) -> tuple[RunContext, Branch]:
+def current(what: str, *, step: bool = False) -> tuple[RunContext, Branch]:
+    call = f"step {what}()" if step else f"dp.{what}()"
     ctx = _CTX.get()
     if ctx is None:
         raise NotInPipeline(
-            f"dp.{what}() works only inside a running pipeline; start one with `durapipe run FILE.py:NAME`"
+            f"{call} works only inside a running pipeline; start one with `durapipe run FILE.py:NAME`"
         )
     if _IN_STEP.get() is not None:
         raise NotInPipeline(
-            f"dp.{what}() cannot be called inside a @dp.step; call it from the pipeline itself"
+            f"{call} cannot be called inside a @dp.step; call it from the pipeline itself"
         )
     branch = _BRANCH.get()
     try:
@@ -179,7 +180,7 @@ def current(what: str) -> tuple[RunContext, Branch]:
         task = None
     if branch is None or task is not branch.task:
         raise DurapipeError(
-            f"dp.{what}() was called from a task durapipe does not know (asyncio.create_task or "
+            f"{call} was called from a task durapipe does not know (asyncio.create_task or "
             "asyncio.gather?). Run concurrent calls with `await dp.gather(...)` so replay stays deterministic"
         )
     return ctx, branch
@@ -493,7 +494,7 @@ async def call_step(
         if is_async:
             return await fn(*args, **kwargs)
         return fn(*args, **kwargs)
-    ctx, branch = current(opts.name)
+    ctx, branch = current(opts.name, step=True)
     key = branch.next_key()
     label = ctx.label(opts.name)
     ctx.check(key)

@@ -358,6 +358,7 @@ class Runner:
         while not self._stopping and (until is None or not until.done()):
             free = self.concurrency - len(self.tasks)
             rows: list[Any] = []
+            self._wake.clear()  # before claiming: a wake-up that arrives meanwhile is kept
             if free > 0:
                 try:
                     rows = await self.store.claim(
@@ -375,7 +376,6 @@ class Runner:
                 self.spawn(row)
             if rows and len(rows) == min(free, 50):
                 continue
-            self._wake.clear()
             waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
             if until is not None:
                 waits.append(until)

@@ -780,21 +780,11 @@ def input_(
     async def go() -> int:
         async with await Client.connect(database_url) as client:
             text = sys.stdin.read() if value == "-" else value
-            await send_input_checked(client, run_id, name, _serde.parse_cli_value(text))
+            await client.send_input(run_id, name, _serde.parse_cli_value(text))
         _out(f"sent {name} to {run_id}")
         return 0
 
     _run(go())
-
-
-async def send_input_checked(client: Client, run_id: str, name: str, value: Any) -> None:
-    row = await client.row(run_id)
-    if row.status in S.TERMINAL:
-        raise InvalidRunState(f"run {run_id} has ended ({row.status}); it takes no more input")
-    if "\x00" in name or not name or len(name) > 200:
-        raise InvalidInput("an input name is 1-200 characters without NUL bytes")
-    text = _serde.dumps(value, what=f"input {name!r}")
-    await client.store.send_input(run_id, name, text, now=time.time())
 
 
 @app.command()
@@ -829,7 +819,7 @@ def stop(
                 )
                 return 0
             assert run_id is not None
-            what = await steer(client, run_id, "stop_now" if now else "stop")
+            what = await client.stop(run_id, now=now)
         _out(
             f"run {run_id}: "
             + (
@@ -853,7 +843,7 @@ def cancel(
 
     async def go() -> int:
         async with await Client.connect(database_url) as client:
-            what = await steer(client, run_id, "cancel")
+            what = await client.cancel(run_id)
             if what == "requested":
                 _out(f"run {run_id}: cancel requested")
                 return 0

@@ -137,7 +137,7 @@ async def test_reminder_sleeps_for_days_in_no_time(store: Any, tmp_path: Path) -
     view = await run_pipeline(
         store, reminder, clock=SkippingClock(), days=3, message="renew the TLS certificate"
     )
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 2.0  # about 20 ms on an idle machine; no real waiting
     assert view.status == "completed" and view.output == "renew the TLS certificate"
     events = await store.events(view.run_id)
     timer = next(e for e in events if e.kind == "timer_started")

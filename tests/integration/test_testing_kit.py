@@ -124,7 +124,7 @@ async def test_seven_day_sleep_finishes_at_once_and_moves_the_clock(
 ) -> None:
     t0 = time.monotonic()
     view = await run_pipeline(durapipe_store, week_long, clock=durapipe_clock)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 2.0  # about 20 ms on an idle machine; no real waiting
     assert view.status == "completed"
     assert view.output >= 7 * 86400  # dp.now() saw the week go by
     kinds = [e.kind for e in await durapipe_store.events(view.run_id) if e.step]
