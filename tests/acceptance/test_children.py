@@ -6,11 +6,11 @@ import collections
 import json
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from conftest import PIPELINES, side_effects, wait_until
 
 FAMILY = str(PIPELINES / "family.py")

@@ -8,11 +8,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from conftest import PIPELINES, ROOT, side_effects, wait_until
 
 COUNTING = str(PIPELINES / "counting.py")

@@ -8,12 +8,11 @@ import pty
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from conftest import PIPELINES, cli_env, side_effects, wait_until
 
 COUNTING = str(PIPELINES / "counting.py")

@@ -9,11 +9,11 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from conftest import PIPELINES, side_effects, wait_until
 
 WORK = str(PIPELINES / "work.py")
