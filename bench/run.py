@@ -72,6 +72,7 @@ class Row:
     dp_extra: list[str] = field(default_factory=list)
     dbos_extra: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # (c): replay times; (d) RSS rows: RSS of the idle process
     replay: dict[str, list[float]] = field(default_factory=lambda: {"durapipe": [], "dbos": []})
 
 
@@ -307,7 +308,8 @@ def workload_d(db: str, dbs: Databases, plan: Plan) -> list[Row]:
                     note = f"all {runs} asleep at once" if r["peak_sleeping"] == runs else f"peak {r['peak_sleeping']} asleep at once"  # fmt: skip
                     add(p50, side, r["p50_ms"], note)
                     add(p99, side, r["p99_ms"])
-                    add(rss, side, r["rss_peak_mib"], f"start {r['rss_base_mib']:.0f}")
+                    add(rss, side, r["rss_peak_mib"])
+                    rss.replay[side].append(r["rss_base_mib"])
         rows += [p50, p99, rss]
     return rows
 
@@ -369,6 +371,15 @@ def table(db: str, rows: list[Row]) -> str:
             ratio = f"{statistics.median(r.dp) / statistics.median(r.dbos):.2f}"
         label = f"{r.section}: {r.label}<br><sub>durapipe: {r.dp_what}; DBOS: {r.dbos_what}</sub>"
         dp_extra, dbos_extra = r.dp_extra, r.dbos_extra
+        if r.unit == "MiB":  # (d) RSS: the idle process for reference
+            dp_extra = (
+                [f"idle {fmt(statistics.median(r.replay['durapipe']))}"]
+                if r.replay["durapipe"]
+                else []
+            )
+            dbos_extra = (
+                [f"idle {fmt(statistics.median(r.replay['dbos']))}"] if r.replay["dbos"] else []
+            )
         if r.section.startswith("(c)"):
             dp_extra = (
                 [f"replay {fmt(statistics.median(r.replay['durapipe']))}"]
@@ -497,7 +508,7 @@ def main() -> None:
     a = ap.parse_args()
     plan = QUICK if a.quick else FULL
     db_kinds = a.db or ["sqlite", "postgresql"]
-    command = "python bench/run.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    command = " ".join(["python bench/run.py", *(shlex.quote(x) for x in sys.argv[1:])])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops PostgreSQL
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="durapipe-bench-"))
