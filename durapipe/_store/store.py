@@ -95,13 +95,30 @@ def _is_retryable(exc: BaseException) -> bool:
     return not _pg_statement_error(exc) and type(exc).__module__.startswith("asyncpg")
 
 
+# SQLSTATEs that mean "the server is not there right now", not "your statement is wrong":
+# class 08 (connection exception), 57P01-57P03 (admin/crash shutdown, cannot connect now),
+# 53300 (too many connections).
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, OperationalError | OSError | ConnectionError):
-        return True
-    name = type(exc).__name__
-    return "Connection" in name or "CannotConnect" in name
+    """Whether ``exc`` (or anything it was raised from) says the database is unreachable."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, OperationalError | OSError | ConnectionError):
+            return True
+        name = type(e).__name__
+        if "Connection" in name or "CannotConnect" in name:
+            return True
+        state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_TRANSIENT_SQLSTATES):
+            return True
+        e = getattr(e, "orig", None) or e.__cause__
+    return False
 
 
 class Store:

@@ -59,10 +59,17 @@ def test_postgres_restart_mid_run_workers_reconnect_and_nothing_is_lost(own_pg: 
     try:
         wait_until(lambda: len(side_effects(tmp_path, "effects")) >= 30, what="the runs to be under way")
         own_pg.restart(mode="immediate")  # a crash of the server, then recovery
-        wait_until(lambda: _statuses(url, tmp_path).count("completed") == 6, timeout=120, interval=0.5, what="all runs to complete after the restart")
+        try:
+            wait_until(lambda: _statuses(url, tmp_path).count("completed") == 6, timeout=60, interval=0.5, what="all runs to complete after the restart")
+        except AssertionError:
+            w.terminate()
+            _, err = w.communicate(timeout=30)
+            Path("/tmp/worker-restart.err").write_text(err)
+            raise AssertionError(f"{_statuses(url, tmp_path)}\nworker stderr:\n{err[-4000:]}") from None
     finally:
-        w.terminate()
-        _, err = w.communicate(timeout=60)
+        if w.poll() is None:
+            w.terminate()
+    _, err = w.communicate(timeout=60)
     assert w.returncode == 0, err
     effects = side_effects(tmp_path, "effects")
     for rid in ids:
