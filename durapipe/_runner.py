@@ -101,6 +101,7 @@ class Runner:
         self.on_input: Callable[[str, str, str | None, bool], None] | None = None
         self.on_tick: Callable[[], None] | None = None  # e.g. flush the console
         self.held: dict[str, RunContext] = {}
+        self._prefetched: dict[str, list[Any] | None] = {}  # histories read with the claim
         self.tasks: set[asyncio.Task[Any]] = set()
         self.tasks_bg: set[asyncio.Future[Any]] = set()
         self.outcomes: dict[str, asyncio.Future[str]] = {}
@@ -361,7 +362,7 @@ class Runner:
             self._wake.clear()  # before claiming: a wake-up that arrives meanwhile is kept
             if free > 0:
                 try:
-                    rows = await self.store.claim(
+                    rows, histories = await self.store.claim(
                         owner=self.id,
                         flt=flt,
                         limit=min(free, 50),
@@ -373,6 +374,7 @@ class Runner:
                     log.warning("claim failed: %s", exc)
                     backoff = min(backoff * 2, 10.0)
             for row in rows:
+                self._prefetched[row.id] = histories.get(row.id)
                 self.spawn(row)
             if rows and len(rows) == min(free, 50):
                 continue
@@ -436,6 +438,7 @@ class Runner:
         try:
             pdef = self.resolve(row)
         except Exception as exc:
+            self._prefetched.pop(row.id, None)
             await self._finish_simple(row, "failed", "run_failed", error_data(exc))
             return "failed"
         history = await self._load_history(row.id)
@@ -458,6 +461,9 @@ class Runner:
                 self.held[row.parent_run_id].nudge.set()
 
     async def _load_history(self, run_id: str) -> list[Any]:
+        prefetched = self._prefetched.pop(run_id, None)
+        if prefetched is not None:
+            return prefetched
         delay = 0.1
         for _ in range(20):  # the database may be restarting: back off, then let the lease lapse
             try:

@@ -92,14 +92,24 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
         ph.reset()
         sql = f"INSERT INTO durapipe_events ({', '.join(EVENT_COLS)}) VALUES ({', '.join(ph() for _ in EVENT_COLS)})"
         yield ("many", sql, events)
+    # Without waits to check, statements of the same shape go out together (one executemany:
+    # one round trip on asyncpg) in three phases: inputs consumed, runs updated, parents woken.
+    # A batch with a wait to check runs op by op, so each check sees what came before it.
+    # (Also op by op when one run updates its row twice in the batch: order matters there.)
+    updated = [op.run_id for op in ok if op.run_update]
+    grouped = len(set(updated)) == len(updated) and not any(
+        op.wake_if_input is not None or op.wake_if_child is not None for op in ok
+    )
+    later: dict[str, list[Any]] = {}
+    woken: list[Any] = []
     for op in ok:
         if op.consume_input is not None:
             ph.reset()
-            yield (
-                "exec",
-                f"UPDATE durapipe_inputs SET consumed_seq = {ph()} WHERE id = {ph()} AND consumed_seq IS NULL",
-                [op.consume_seq, op.consume_input],
-            )
+            sql = f"UPDATE durapipe_inputs SET consumed_seq = {ph()} WHERE id = {ph()} AND consumed_seq IS NULL"
+            if grouped:
+                later.setdefault(sql, []).append([op.consume_seq, op.consume_input])
+            else:
+                yield ("exec", sql, [op.consume_seq, op.consume_input])
         if op.run_update:
             values = dict(op.run_update)
             if op.wake_if_input is not None or op.wake_if_child is not None:
@@ -121,22 +131,25 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
             cols = _cols(values)
             ph.reset()
             sets = ", ".join(f"{c} = {ph()}" for c in cols)
-            yield (
-                "exec",
-                f"UPDATE durapipe_runs SET {sets} WHERE id = {ph()}",
-                [values[c] for c in cols] + [op.run_id],
-            )
+            sql = f"UPDATE durapipe_runs SET {sets} WHERE id = {ph()}"
+            args = [values[c] for c in cols] + [op.run_id]
+            if grouped:
+                later.setdefault(sql, []).append(args)
+            else:
+                yield ("exec", sql, args)
             if values.get("lease_owner", "x") is None or values.get("status") in TERMINAL:
                 notify = True
         if op.wake_parent:
-            ph.reset()
             at = (op.run_update or {}).get("updated_at") or time.time()
-            yield (
-                "exec",
-                f"UPDATE durapipe_runs SET wake_at = {ph()} WHERE id = {ph()} AND status = 'waiting'",
-                [at, op.wake_parent],
-            )
+            if grouped:
+                woken.append([at, op.wake_parent])
+            else:
+                yield ("exec", _WAKE_PARENT[pg], [at, op.wake_parent])
             notify = True
+    for sql, rows in later.items():
+        yield ("many", sql, rows)
+    if woken:
+        yield ("many", _WAKE_PARENT[pg], woken)
     logs = [row for op in ops for row in op.logs]
     if logs:
         ph.reset()
@@ -145,6 +158,12 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
     if notify and pg:
         yield ("exec", "SELECT pg_notify('durapipe', 'run')", [])
     return results
+
+
+_WAKE_PARENT = {
+    pg: f"UPDATE durapipe_runs SET wake_at = {a} WHERE id = {b} AND status = 'waiting'"
+    for pg, (a, b) in ((False, ("?", "?")), (True, ("$1", "$2")))
+}
 
 
 def run_sqlite(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | None]:

@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ class Op:
     wake_if_child: str | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)  # log lines carried by the batch
     future: asyncio.Future[None] | None = None
+
+
+_RUN_FIELDS = tuple(c.name for c in S.runs.c)
+_NewRun = namedtuple("_NewRun", _RUN_FIELDS)  # type: ignore[misc]  # a just-inserted run, as a row
 
 
 def _is_integrity(exc: BaseException) -> bool:
@@ -278,20 +283,24 @@ class Store:
     async def create_run(
         self, row: dict[str, Any], first_events: list[dict[str, Any]]
     ) -> tuple[Row[Any], bool]:
-        """Insert a run; if its id exists already return that run instead. -> (row, created)."""
+        """Insert a run; if its id exists already return that run instead. -> (row, created).
 
-        def _tx(conn: Connection) -> Any:
-            existing = (conn.execute(select(S.runs).where(S.runs.c.id == row["id"]))).first()
-            if existing is not None:
-                return existing, False
-            conn.execute(insert(S.runs).values(**row))
-            if first_events:
-                conn.execute(insert(S.events), first_events)
-            self._notify(conn, "run")
-            created = (conn.execute(select(S.runs).where(S.runs.c.id == row["id"]))).one()
-            return created, True
-
-        return await self._write(_tx)
+        The insert goes through the journal, so runs started at the same moment (a burst of
+        ``Client.start``) share one transaction, as steps do.
+        """
+        full = {c: row.get(c) for c in _RUN_FIELDS}
+        try:
+            await self.journal.submit(
+                Op(run_id=row["id"], owner=None, attempt=None, new_runs=[full], events=first_events)
+            )
+        except Exception as exc:
+            if not _is_integrity(exc):
+                raise
+            existing = await self.get_run(row["id"])
+            if existing is None:  # the clash was not on the run's id
+                raise
+            return existing, False
+        return _NewRun(**full), True
 
     async def get_run(self, run_id: str) -> Row[Any] | None:
         def _tx(conn: Connection) -> Any:
@@ -388,8 +397,11 @@ class Store:
 
     async def claim(
         self, *, owner: str, flt: ClaimFilter, limit: int, ttl: float, now: float
-    ) -> list[Row[Any]]:
-        """Take the leases of up to ``limit`` runnable runs in one statement."""
+    ) -> tuple[list[Row[Any]], dict[str, list[Row[Any]]]]:
+        """Take the leases of up to ``limit`` runnable runs in one statement.
+
+        Returns the claimed rows and, read in the same transaction, their histories.
+        """
         if limit <= 0:
             return []
         r = S.runs.c
@@ -415,7 +427,16 @@ class Store:
         )
 
         def _tx(conn: Connection) -> Any:
-            return list((conn.execute(stmt)).all())
+            rows = list((conn.execute(stmt)).all())
+            histories: dict[str, list[Any]] = {row.id: [] for row in rows}
+            if rows:
+                # The claimed runs' histories in the same round of work: one query for the
+                # batch instead of one read per run when each starts.
+                ev = S.events.c
+                q = select(S.events).where(ev.run_id.in_(list(histories))).order_by(ev.run_id, ev.seq)
+                for e in conn.execute(q):
+                    histories[e.run_id].append(e)
+            return rows, histories
 
         return await self._write(_tx)
 
