@@ -359,29 +359,33 @@ class Runner:
         while not self._stopping and (until is None or not until.done()):
             free = self.concurrency - len(self.tasks)
             rows: list[Any] = []
+            pause = backoff
             self._wake.clear()  # before claiming: a wake-up that arrives meanwhile is kept
             if free > 0:
                 try:
-                    rows, histories = await self.store.claim(
+                    got = await self.store.claim(
                         owner=self.id,
                         flt=flt,
                         limit=min(free, 50),
                         ttl=self.lease_ttl,
                         now=self.clock.now(),
                     )
-                    backoff = self.poll_interval
+                    rows = got.rows
+                    backoff = pause = self.poll_interval
+                    if got.next_at is not None:  # a timer or an expiring lease: be there on time
+                        pause = min(pause, max(got.next_at - self.clock.now(), 0.0) + 0.002)
                 except DatabaseUnavailable as exc:
                     log.warning("claim failed: %s", exc)
-                    backoff = min(backoff * 2, 10.0)
-            for row in rows:
-                self._prefetched[row.id] = histories.get(row.id)
-                self.spawn(row)
+                    backoff = pause = min(backoff * 2, 10.0)
+                for row in rows:
+                    self._prefetched[row.id] = got.histories.get(row.id)
+                    self.spawn(row)
             if rows and len(rows) == min(free, 50):
                 continue
             waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
             if until is not None:
                 waits.append(until)
-            sleeper = asyncio.ensure_future(asyncio.sleep(backoff))
+            sleeper = asyncio.ensure_future(asyncio.sleep(pause))
             waits.append(sleeper)
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:

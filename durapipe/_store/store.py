@@ -62,6 +62,15 @@ class ClaimFilter:
     root_run_id: str | None = None  # only this run tree (durapipe run / resume)
 
 
+@dataclass(slots=True)
+class Claimed:
+    """What one claim took: rows, their histories, and when the next run becomes due."""
+
+    rows: list[Any]
+    histories: dict[str, list[Any]]
+    next_at: float | None
+
+
 @dataclass(slots=True, kw_only=True)
 class Op:
     """One atomic change to one run's history, checked against its lease."""
@@ -374,7 +383,12 @@ class Store:
             and_(r.status.in_(S.SUSPENDABLE), r.lease_owner.is_(None), r.wake_at <= now),
             and_(r.status.in_(S.ACTIVE), r.lease_owner.is_not(None), r.lease_expires_at < now),
         )
-        conds: list[Any] = [due]
+        return and_(due, *self._claimable(flt))
+
+    def _claimable(self, flt: ClaimFilter) -> list[Any]:
+        """What a worker with filter ``flt`` may take at all (its pipelines, not held)."""
+        r = S.runs.c
+        conds: list[Any] = []
         if flt.pipelines is not None:
             conds.append(
                 or_(
@@ -393,17 +407,19 @@ class Store:
             or_(S.holds.c.version == "", S.holds.c.version == r.version),
         )
         conds.append(~held.exists())
-        return and_(*conds)
+        return conds
 
     async def claim(
         self, *, owner: str, flt: ClaimFilter, limit: int, ttl: float, now: float
-    ) -> tuple[list[Row[Any]], dict[str, list[Row[Any]]]]:
+    ) -> Claimed:
         """Take the leases of up to ``limit`` runnable runs in one statement.
 
-        Returns the claimed rows and, read in the same transaction, their histories.
+        Also read in the same transaction: the claimed runs' histories, and when the next run
+        this worker could take becomes due (a timer, or a lease about to expire), so the worker
+        sleeps until then instead of a whole poll interval.
         """
         if limit <= 0:
-            return []
+            return Claimed([], {}, None)
         r = S.runs.c
         pick = (
             select(r.id)
@@ -413,6 +429,20 @@ class Store:
         )
         if not self.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
+        later = self._claimable(flt)
+        next_due = select(
+            select(func.min(r.wake_at))
+            .where(r.status.in_(S.SUSPENDABLE), r.lease_owner.is_(None), r.wake_at > now, *later)
+            .scalar_subquery(),
+            select(func.min(r.lease_expires_at))
+            .where(
+                r.status.in_(S.ACTIVE),
+                r.lease_owner.is_not(None),
+                r.lease_expires_at >= now,
+                *later,
+            )
+            .scalar_subquery(),
+        )
         stmt = (
             update(S.runs)
             .where(r.id.in_(pick.scalar_subquery()))
@@ -428,6 +458,9 @@ class Store:
 
         def _tx(conn: Connection) -> Any:
             rows = list((conn.execute(stmt)).all())
+            nxt = conn.execute(next_due).first()
+            times = [t for t in (nxt or ()) if t is not None]
+            next_at = min(times) if times else None
             histories: dict[str, list[Any]] = {row.id: [] for row in rows}
             if rows:
                 # The claimed runs' histories in the same round of work: one query for the
@@ -436,7 +469,7 @@ class Store:
                 q = select(S.events).where(ev.run_id.in_(list(histories))).order_by(ev.run_id, ev.seq)
                 for e in conn.execute(q):
                     histories[e.run_id].append(e)
-            return rows, histories
+            return Claimed(rows, histories, next_at)
 
         return await self._write(_tx)
 
