@@ -19,6 +19,7 @@ from ._engine import LogRecord, fmt_span
 _PALETTE = [36, 32, 35, 34, 33, 96, 92, 95, 94, 93]  # ANSI foreground colours
 _STREAM_STYLE = {"err": "31", "warn": "33", "error": "1;31", "info": "2"}
 MIN_WIDTH = 20
+FLUSH_SIZE = 256 * 1024  # characters of live output held before they are written
 
 
 def use_color(stream: IO[str]) -> bool:
@@ -58,18 +59,27 @@ class LineFormatter:
             self.width = max(self.width, len(p))
 
     def format(self, *, prefix: str, line: str, stream: str, at: float) -> str:
+        """The record as text; a record holding several lines (joined by ``\n``, as an exec's
+        output is handed on a chunk at a time) gives each of them the same head."""
+        return "".join(self.parts(prefix=prefix, line=line, stream=stream, at=at))
+
+    def parts(self, *, prefix: str, line: str, stream: str, at: float) -> tuple[str, str, str]:
+        """``format`` in three pieces, head + body + end, so 100,000 lines are copied once."""
         if len(prefix) > self.width:
             self.width = len(prefix)
-        mark = "!" if stream == "err" else " "
         padded = prefix.ljust(self.width)
         ts = timestamp(at) + " " if self.timestamps else ""
         if not self.color:
-            return f"{ts}[{padded}]{mark}{line}"
+            head = f"{ts}[{padded}]{'!' if stream == 'err' else ' '}"
+            return head, line.replace("\n", "\n" + head), ""
         colour = _PALETTE[zlib.crc32(prefix.encode()) % len(_PALETTE)]
+        mark = "\x1b[31m!\x1b[0m" if stream == "err" else " "
+        head = f"\x1b[2m{ts}\x1b[0m[\x1b[{colour}m{padded}\x1b[0m]{mark}"
         style = _STREAM_STYLE.get(stream)
-        body = f"\x1b[{style}m{line}\x1b[0m" if style else line
-        mark_s = "\x1b[31m!\x1b[0m" if stream == "err" else " "
-        return f"\x1b[2m{ts}\x1b[0m[\x1b[{colour}m{padded}\x1b[0m]{mark_s}{body}"
+        if not style:
+            return head, line.replace("\n", "\n" + head), ""
+        head += f"\x1b[{style}m"
+        return head, line.replace("\n", "\x1b[0m\n" + head), "\x1b[0m"
 
 
 class LiveConsole:
@@ -87,22 +97,31 @@ class LiveConsole:
         self.fmt = LineFormatter(timestamps=timestamps, color=use_color(self.stream))
         self._status = ""
         self._pending: list[str] = []
+        self._size = 0  # characters in _pending
         self._last_flush = 0.0
 
     def record(self, rec: LogRecord) -> None:
+        """Print one record: a line, or many lines of an exec's output joined by ``\n``."""
+        pending = self._pending
+        if self._status:
+            pending.append("\r\x1b[2K")
         if self.json_lines:
-            text = json.dumps(record_json(rec.__dict__), ensure_ascii=False)
+            doc = record_json(rec.__dict__)
+            for line in rec.line.split("\n"):
+                pending.append(json.dumps(doc | {"line": line}, ensure_ascii=False) + "\n")
+            self._size += len(rec.line)
         else:
-            text = self.fmt.format(prefix=rec.prefix, line=rec.line, stream=rec.stream, at=rec.at)
+            head, body, end = self.fmt.parts(
+                prefix=rec.prefix, line=rec.line, stream=rec.stream, at=rec.at
+            )
+            pending += (head, body, end + "\n")
+            self._size += len(body)
         if self._status:
-            self._pending.append("\r\x1b[2K")
-        self._pending.append(text + "\n")
-        if self._status:
-            self._pending.append(self._status)
-        # A terminal sees every line at once; otherwise lines go out in batches (at most 0.1 s
-        # late: the runner ticks flush() too), which is what keeps 100,000 lines cheap.
+            pending.append(self._status)
+        # A terminal sees every record at once; otherwise records go out in batches (at most
+        # 0.1 s late: the runner ticks flush() too, and never more than FLUSH_SIZE held).
         now = time.monotonic()
-        if self.tty or now - self._last_flush > 0.1:
+        if self.tty or self._size > FLUSH_SIZE or now - self._last_flush > 0.1:
             self.flush(now)
 
     def status(self, text: str) -> None:
@@ -117,6 +136,7 @@ class LiveConsole:
         if self._pending:
             self.stream.write("".join(self._pending))
             self._pending.clear()
+            self._size = 0
         self.stream.flush()
         self._last_flush = time.monotonic() if now is None else now
 
@@ -127,7 +147,9 @@ class LiveConsole:
 
 def running_status(procs: Iterable[Any], *, now: float) -> str:
     """``… build.exec_1 running for 12s`` for commands running longer than two seconds."""
-    parts = [f"{p.prefix} running for {fmt_span(now - p.started)}" for p in procs if now - p.started >= 2]
+    parts = [
+        f"{p.prefix} running for {fmt_span(now - p.started)}" for p in procs if now - p.started >= 2
+    ]
     return ("\x1b[2m… " + ", ".join(parts) + "\x1b[0m") if parts else ""
 
 

@@ -8,11 +8,14 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 KEEP_BYTES = 64 * 1024  # of each stream, kept in the history; the full output goes to the logs
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+READ_SIZE = 256 * 1024  # bytes asked of a pipe at a time
+MAX_LINE = 256 * 1024  # a line longer than this (no newline yet) is handed on in pieces
+DRAIN_BYTES = 2 * 1024 * 1024  # output handed on between two drain() calls (stored log lines)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +37,7 @@ def quote(argv: Sequence[str]) -> str:
 
 
 class _Tail:
-    """Keep the last KEEP_BYTES characters of a stream."""
+    """Keep the last KEEP_BYTES characters of a stream (added a chunk of lines at a time)."""
 
     def __init__(self) -> None:
         self.parts: collections.deque[str] = collections.deque()
@@ -42,9 +45,14 @@ class _Tail:
         self.dropped = False
 
     def add(self, text: str) -> None:
+        if len(text) >= KEEP_BYTES:  # this chunk alone fills the tail
+            self.dropped = self.dropped or self.size > 0 or len(text) > KEEP_BYTES
+            self.parts.clear()
+            self.size = 0
+            text = text[-KEEP_BYTES:]
         self.parts.append(text)
         self.size += len(text)
-        while self.size > KEEP_BYTES and len(self.parts) > 1:
+        while self.size - len(self.parts[0]) >= KEEP_BYTES:
             self.size -= len(self.parts.popleft())
             self.dropped = True
 
@@ -119,36 +127,91 @@ async def start(
     return Process(proc)
 
 
+def _lines(text: str) -> str:
+    """Complete lines as shown and stored: a trailing carriage return dropped from each."""
+    if "\r" not in text:
+        return text
+    return "\n".join(line.rstrip("\r") for line in text.split("\n"))
+
+
+def _cut(data: bytes) -> int:
+    """Where to break a line too long to hold: not inside a UTF-8 sequence."""
+    end = len(data)
+    for i in range(end - 1, max(end - 4, 0) - 1, -1):
+        lead = data[i]
+        if lead & 0xC0 != 0x80:  # the first byte of the last character
+            need = 4 if lead >= 0xF0 else 3 if lead >= 0xE0 else 2 if lead >= 0xC0 else 1
+            return end if i + need <= end or i == 0 else i
+    return end
+
+
 async def _pump(
-    stream: asyncio.StreamReader | None, name: str, tail: _Tail, on_line: Callable[[str, str], None]
+    stream: asyncio.StreamReader | None,
+    name: str,
+    tail: _Tail,
+    on_line: Callable[[str, str], None],
+    drain: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
+    """Read the stream in large chunks and hand on every complete line of a chunk in one call.
+
+    ``on_line(name, text)`` gets one or more lines joined by ``\n`` (no trailing newline); so
+    100,000 lines cost a few dozen calls, not 100,000. What is held at once is bounded: one read,
+    plus an unfinished line of at most MAX_LINE bytes (a longer one is handed on in pieces), and
+    what was handed on since the last ``drain()`` (awaited every DRAIN_BYTES: the lines handed on
+    are stored meanwhile, and the command waits on its pipe, as it would writing to a slow disk).
+    """
     if stream is None:
         return
     pending = b""
+    since_drain = 0
     while True:
-        chunk = await stream.read(65536)
+        if drain is not None and since_drain >= DRAIN_BYTES:
+            since_drain = 0
+            await drain()
+        chunk = await stream.read(READ_SIZE)
         if not chunk:
             break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for raw in lines:
-            line = raw.decode("utf-8", "replace")
-            tail.add(line + "\n")
-            on_line(name, line.rstrip("\r"))
+        since_drain += len(chunk)
+        if pending:
+            chunk = pending + chunk
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            pending = chunk
+        else:
+            pending = chunk[end + 1 :]
+            text = chunk[:end].decode("utf-8", "replace")
+            tail.add(text + "\n")
+            on_line(name, _lines(text))
+        while len(pending) > MAX_LINE:
+            cut = _cut(pending[:MAX_LINE])
+            text = pending[:cut].decode("utf-8", "replace")
+            pending = pending[cut:]
+            tail.add(text)
+            on_line(name, _lines(text))
     if pending:
-        line = pending.decode("utf-8", "replace")
-        tail.add(line)
-        on_line(name, line.rstrip("\r"))
+        text = pending.decode("utf-8", "replace")
+        tail.add(text)
+        on_line(name, text.rstrip("\r"))
 
 
 async def wait(
-    p: Process, *, timeout: float | None, on_line: Callable[[str, str], None]
+    p: Process,
+    *,
+    timeout: float | None,
+    on_line: Callable[[str, str], None],
+    drain: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[ExecResult, bool]:
-    """Stream the output until the process ends. -> (result, timed_out)."""
+    """Stream the output until the process ends. -> (result, timed_out).
+
+    ``on_line(stream, text)``: ``text`` is one or more lines joined by ``\n`` (see _pump).
+    ``drain()``, if given, is awaited every few MiB of output so what was handed on is stored
+    before more is read: memory stays bounded whatever the command prints.
+    """
     t0 = time.monotonic()
     out, err = _Tail(), _Tail()
     pumps = asyncio.gather(
-        _pump(p.proc.stdout, "out", out, on_line), _pump(p.proc.stderr, "err", err, on_line)
+        _pump(p.proc.stdout, "out", out, on_line, drain),
+        _pump(p.proc.stderr, "err", err, on_line, drain),
     )
     timed_out = False
     try:

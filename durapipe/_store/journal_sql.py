@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import LeaseLost
 from . import schema as S
@@ -24,6 +24,38 @@ RUN_COLS = frozenset(c.name for c in S.runs.c)
 TERMINAL = S.TERMINAL
 
 Cmd = tuple[str, str, Any]  # (fetch | exec | many, sql, args)
+
+
+class LogLine(NamedTuple):
+    """One line of a run's log as read back (``durapipe logs``)."""
+
+    id: int
+    run_id: str
+    root_run_id: str
+    step: str | None
+    prefix: str
+    stream: str
+    at: float
+    line: str
+    attempt: int
+
+
+def log_lines(rows: Any) -> list[LogLine]:
+    """Stored log rows as lines, in order.
+
+    A row may hold several lines joined by ``\\n``: an exec's output is stored a chunk (one read of
+    the pipe) at a time, with the time it arrived. Each line keeps the row's id, so paging by id
+    takes or leaves a row whole.
+    """
+    out: list[LogLine] = []
+    for r in rows:
+        out.extend(
+            LogLine(
+                r.id, r.run_id, r.root_run_id, r.step, r.prefix, r.stream, r.at, line, r.attempt
+            )
+            for line in r.line.split("\n")
+        )
+    return out
 
 
 class _Ph:
