@@ -102,6 +102,7 @@ class Runner:
         self.on_tick: Callable[[], None] | None = None  # e.g. flush the console
         self.held: dict[str, RunContext] = {}
         self._prefetched: dict[str, list[Any] | None] = {}  # histories read with the claim
+        self.dead_owners: list[str] = []  # gone processes of this host (set by `resume`)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.tasks_bg: set[asyncio.Future[Any]] = set()
         self.outcomes: dict[str, asyncio.Future[str]] = {}
@@ -350,7 +351,7 @@ class Runner:
 
     def claim_filter(self, root_run_id: str | None = None) -> ClaimFilter:
         if root_run_id is not None:
-            return ClaimFilter(root_run_id=root_run_id)
+            return ClaimFilter(root_run_id=root_run_id, dead_owners=tuple(self.dead_owners))
         return ClaimFilter(pipelines={n: p.version for n, p in self.pipelines.items()})
 
     async def serve(self, flt: ClaimFilter, *, until: asyncio.Future[Any] | None = None) -> None:

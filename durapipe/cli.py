@@ -290,6 +290,7 @@ async def _take(client: Client, row: Any, runner: Runner, statuses: tuple[str, .
     store = client.store
     now = time.time()
     dead = _dead_local_owners(await store.workers_on_host(HOST))
+    runner.dead_owners = dead  # its children held by a dead process are taken at once too
     taken = await store.claim_run(
         row.id, owner=runner.id, ttl=runner.lease_ttl, now=now, statuses=statuses, dead_owners=dead
     )

@@ -60,6 +60,9 @@ class ClaimFilter:
 
     pipelines: dict[str, str] | None = None  # name -> version it carries; None = any
     root_run_id: str | None = None  # only this run tree (durapipe run / resume)
+    # Lease holders known dead (processes of this host that are gone): their runs are taken at
+    # once, as `durapipe resume` takes the root run, instead of after their leases expire.
+    dead_owners: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -383,6 +386,8 @@ class Store:
             and_(r.status.in_(S.SUSPENDABLE), r.lease_owner.is_(None), r.wake_at <= now),
             and_(r.status.in_(S.ACTIVE), r.lease_owner.is_not(None), r.lease_expires_at < now),
         )
+        if flt.dead_owners:
+            due = or_(due, and_(r.status.in_(S.ACTIVE), r.lease_owner.in_(list(flt.dead_owners))))
         return and_(due, *self._claimable(flt))
 
     def _claimable(self, flt: ClaimFilter) -> list[Any]:
