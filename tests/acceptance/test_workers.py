@@ -167,7 +167,7 @@ def test_sigstop_past_the_lease_then_sigcont_records_nothing(
 def test_thousand_runs_suspended_cost_the_worker_nothing(
     db_url: str, dp_spawn: Any, tmp_path: Path, dp_cli: Any
 ) -> None:
-    ids = _start_many(db_url, "nap", 1000, seconds=12.0)
+    ids = _start_many(db_url, "nap", 1000, seconds=9.0)
     w = _worker(dp_spawn, "--suspend-after", "0.5", "--concurrency", "200")
 
     def all_suspended() -> bool:
