@@ -641,7 +641,10 @@ async def exec_(
             )
         )
         result, timed_out = await _exec.wait(
-            proc, timeout=timeout, on_line=lambda s, line: ctx.emit(key, label, s, line)
+            proc,
+            timeout=timeout,
+            on_line=lambda s, text: ctx.emit(key, label, s, text),
+            drain=ctx.journal.flush_logs,
         )
     finally:
         ctx.procs.discard(proc)

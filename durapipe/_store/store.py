@@ -710,27 +710,38 @@ class Store:
     # ------------------------------------------------------------------ logs
 
     async def write_logs(self, rows: list[dict[str, Any]]) -> None:
+        """Store log rows through the journal: the raw drivers, and in order with the rows that
+        ride along with history writes. A row's ``line`` may hold several lines (see read_logs)."""
         if not rows:
             return
-
-        def _tx(conn: Connection) -> Any:
-            conn.execute(insert(S.logs), rows)
-
-        return await self._write(_tx)
+        await self.journal.submit(Op(run_id="", owner=None, attempt=None, logs=rows))
 
     async def read_logs(
         self, root_run_id: str, *, after_id: int = 0, limit: int = 5000
-    ) -> list[Row[Any]]:
+    ) -> list[journal_sql.LogLine]:
+        """The run tree's log lines after row ``after_id``, in order: at least ``limit`` lines when
+        that many are stored (whole rows, so a few more), fewer only at the end. A stored row may
+        hold many lines (an exec's output is stored a chunk at a time); they come back one by one,
+        with the row's id. Rows are read a page at a time, so memory stays bounded."""
         c = S.logs.c
-        q = (
-            select(S.logs)
-            .where(c.root_run_id == root_run_id, c.id > after_id)
-            .order_by(c.id)
-            .limit(limit)
-        )
+        page = 100
 
         def _tx(conn: Connection) -> Any:
-            return list((conn.execute(q)).all())
+            out: list[journal_sql.LogLine] = []
+            last = after_id
+            while len(out) < limit:
+                q = (
+                    select(S.logs)
+                    .where(c.root_run_id == root_run_id, c.id > last)
+                    .order_by(c.id)
+                    .limit(min(page, limit - len(out)))
+                )
+                rows = conn.execute(q).all()
+                if not rows:
+                    break
+                out += journal_sql.log_lines(rows)
+                last = rows[-1].id
+            return out
 
         return await self._read(_tx)
 
@@ -1001,6 +1012,14 @@ class Journal:
         self._wake.set()
         await op.future
 
+    async def flush_logs(self) -> None:
+        """Store the log lines buffered so far (they ride along with an empty op); never raises:
+        rows that could not be stored go back to the buffer for the next write."""
+        try:
+            await self.submit(Op(run_id="", owner=None, attempt=None))
+        except Exception as exc:
+            log.debug("log flush failed: %s", exc)
+
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
@@ -1011,6 +1030,11 @@ class Journal:
                 del self._pending[: len(batch)]
                 # Log lines written so far ride along: a line printed before a step completed is
                 # as durable as the step (no commit of its own on the hot path).
+                # Rows given to write_logs are older than the ones buffered now: none is left
+                # behind for the next batch, so they get the lower ids.
+                if any(op.logs for op in self._pending):
+                    batch += [op for op in self._pending if op.logs]
+                    self._pending = [op for op in self._pending if not op.logs]
                 rows = self.take_logs() if self.take_logs is not None else []
                 if rows:
                     batch.append(Op(run_id="", owner=None, attempt=None, logs=rows))
@@ -1047,7 +1071,8 @@ class Journal:
         self.batches += 1
         self.ops += len(batch)
         for op, res in zip(batch, results, strict=True):
-            if op.logs and res is not None and self.requeue_logs is not None:
+            # Rows that rode along go back to the buffer; write_logs' caller gets the error.
+            if op.logs and res is not None and op.future is None and self.requeue_logs is not None:
                 self.requeue_logs(op.logs)
             fut = op.future
             if fut is None or fut.done():
