@@ -176,8 +176,14 @@ class Runner:
                 "attempt": rec.attempt,
             }
         )
-        if self._log_file:
-            self._log_file.write(json.dumps(self._log_buf[-1], ensure_ascii=False) + "\n")
+        if self._log_file:  # JSON lines: one object per line, as `durapipe logs --json`
+            row = self._log_buf[-1]
+            self._log_file.write(
+                "".join(
+                    json.dumps({**row, "line": line}, ensure_ascii=False) + "\n"
+                    for line in rec.line.split("\n")
+                )
+            )
         if self.on_record is not None:
             self.on_record(rec)
 
@@ -258,7 +264,7 @@ class Runner:
         return rows
 
     def _requeue_logs(self, rows: list[dict[str, Any]]) -> None:
-        self._log_buf[:0] = rows[-10000:]
+        self._log_buf[:0] = _newest(rows)
 
     async def flush_logs(self) -> None:
         if not self._log_buf:
@@ -268,7 +274,7 @@ class Runner:
             await self.store.write_logs(rows)
         except Exception as exc:
             log.warning("could not store %d log lines: %s", len(rows), exc)
-            self._log_buf[:0] = rows[-10000:]
+            self._log_buf[:0] = _newest(rows)
         if self._log_file:
             self._log_file.flush()
 
@@ -707,6 +713,20 @@ def _origin_step(exc: BaseException) -> str | None:
 
 def wall() -> float:
     return time.time()
+
+
+LOG_BACKLOG_BYTES = 16 * 1024 * 1024
+
+
+def _newest(rows: list[dict[str, Any]], budget: int = LOG_BACKLOG_BYTES) -> list[dict[str, Any]]:
+    """The newest log rows worth ``budget`` bytes: what is kept for retry while the database is
+    away (a row can hold many lines of exec output, so the cap is on size, not on rows)."""
+    total = 0
+    for i in range(len(rows) - 1, -1, -1):
+        total += len(rows[i]["line"]) + 64
+        if total > budget:
+            return rows[i + 1 :]
+    return rows
 
 
 async def drive_tree(
