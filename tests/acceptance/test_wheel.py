@@ -93,7 +93,8 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
     work = tmp_path / "work"
     (work / "examples").mkdir(parents=True)
     shutil.copy(ROOT / "examples" / "hello.py", work / "examples" / "hello.py")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DURAPIPE_", "PYTHON"))}
+    # (PYTEST_*: under pytest-xdist the inner pytest would think it is a worker too.)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DURAPIPE_", "PYTHON", "PYTEST_"))}
     env["NO_COLOR"] = "1"
 
     where = _run(

@@ -376,7 +376,8 @@ def test_plugin_loads_in_a_user_project(tmp_path: Path) -> None:
     )
     (tmp_path / "test_user.py").write_text(USER_TEST)
     installed = any(ep.value == "durapipe.testing" for ep in entry_points(group="pytest11"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DURAPIPE_")}
+    # (PYTEST_*: under pytest-xdist the inner pytest would think it is a worker too.)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DURAPIPE_", "PYTEST_"))}
     env["PYTHONPATH"] = str(ROOT)
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
