@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import math
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -14,7 +15,14 @@ from ._definition import PipelineDef, load_target, registered
 from ._ids import new_id, validate_run_id
 from ._store import Store, open_store
 from ._store import schema as S
-from .errors import ConfigError, InvalidInput, InvalidRunState, RunFailed, RunNotFound
+from .errors import (
+    ConfigError,
+    InvalidInput,
+    InvalidRunState,
+    RunFailed,
+    RunNotFound,
+    SerializationError,
+)
 
 RESUMABLE = ("stopped", "failed", "blocked")
 
@@ -98,6 +106,8 @@ def parse_inputs(pairs: list[str], input_json: str | None) -> dict[str, Any]:
             raise InvalidInput(
                 f"--input-json is not valid JSON ({exc.args[0] if exc.args else exc}); example: --input-json '{{\"n\": 3}}'"
             ) from None
+        except RecursionError:
+            raise InvalidInput("--input-json is nested too deeply to be read as JSON") from None
         if not isinstance(data, dict):
             raise InvalidInput(
                 "--input-json must be a JSON object of input names to values, e.g. '{\"n\": 3}'"
@@ -112,7 +122,10 @@ def parse_inputs(pairs: list[str], input_json: str | None) -> dict[str, Any]:
             )
         if "\x00" in value:
             raise InvalidInput(f"--input {key}: values cannot contain NUL bytes")
-        inputs[key] = _serde.parse_cli_value(value)
+        try:
+            inputs[key] = _serde.parse_cli_value(value)
+        except SerializationError as exc:
+            raise InvalidInput(f"--input {key}: {exc}") from None
     return inputs
 
 
@@ -154,6 +167,11 @@ class Client:
                 raise InvalidInput(f"run id {run_id!r} is not usable: {why}")
         inputs = pdef.bind_inputs(inputs)
         text = _serde.dumps(inputs, what="the inputs")
+        if not _serde.storable_text(pdef.entrypoint):
+            raise ConfigError(
+                f"the path of pipeline {pdef.name!r} ({pdef.entrypoint!r}) is not valid UTF-8 "
+                "text, so it cannot be stored with the run; move or rename its file"
+            )
         rid = run_id or new_id("run")
         now = self.store_now()
         pinned = pdef.pin if pin is None else pin
@@ -243,6 +261,10 @@ class Client:
     # ---------------------------------------------------------------- reading
 
     async def row(self, run_id: str) -> Any:
+        if not isinstance(run_id, str):
+            raise InvalidInput(f"a run id is a string, not {type(run_id).__name__}")
+        if not _serde.storable_text(run_id):  # NUL or invalid Unicode: no run has such an id
+            raise RunNotFound(run_id)
         row = await self.store.get_run(run_id)
         if row is None:
             raise RunNotFound(run_id)
@@ -261,6 +283,11 @@ class Client:
     ) -> builtins.list[RunView]:
         if status is not None and status not in S.ACTIVE + S.RESUMABLE_EXTRA + tuple(S.TERMINAL):
             raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(S.ALL_STATUSES)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidInput(f"limit {limit!r}: give a number of runs, 0 or more")
+        limit = min(limit, 2**62)  # more than any database holds; fits SQLite and int8
+        if pipeline is not None and (not pipeline or not _serde.storable_text(pipeline)):
+            return []  # no pipeline has such a name
         rows = await self.store.list_runs(
             status=status, pipeline=pipeline, roots_only=roots_only, limit=limit
         )
@@ -272,6 +299,8 @@ class Client:
 
     async def result(self, run_id: str, *, timeout: float | None = None, poll: float = 0.2) -> Any:
         """Wait for the run to end; return its output or raise RunFailed (TimeoutError on timeout)."""
+        if timeout is not None and math.isnan(timeout):
+            raise InvalidInput("timeout nan: give a number of seconds")  # it would never come
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -291,8 +320,10 @@ class Client:
         row = await self.row(run_id)
         if row.status in ("completed", "cancelled", "aborted"):
             raise InvalidRunState(f"run {run_id} has ended ({row.status}); it takes no more input")
-        if not isinstance(name, str) or "\x00" in name or not name or len(name) > 200:
-            raise InvalidInput("an input name is 1-200 characters without NUL bytes")
+        if not _serde.storable_text(name) or not name or len(name) > 200:
+            raise InvalidInput(
+                "an input name is 1-200 characters of valid Unicode without NUL bytes"
+            )
         text = _serde.dumps(value, what=f"input {name!r}")
         await self.store.send_input(run_id, name, text, now=self.store_now())
 

@@ -33,6 +33,20 @@ def _default(obj: Any) -> Any:
     raise TypeError(type(obj).__qualname__)
 
 
+def storable_text(value: object) -> bool:
+    """Whether ``value`` is a str both databases can store and compare: valid Unicode (no lone
+    surrogate, as bytes that are not UTF-8 become in argv or stdin) and no NUL character."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def dumps(value: Any, *, what: str = "value") -> str:
     try:
         text = json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
@@ -43,9 +57,21 @@ def dumps(value: Any, *, what: str = "value") -> str:
         ) from None
     except ValueError as exc:
         raise SerializationError(f"{what} cannot be stored as JSON: {exc}") from None
-    if len(text) > MAX_VALUE_BYTES and len(text.encode()) > MAX_VALUE_BYTES:
+    except RecursionError:
+        raise SerializationError(f"{what} is nested too deeply to be stored as JSON") from None
+    if text.isascii():  # O(1) in CPython: the common case costs nothing
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError as exc:  # json leaves lone surrogates as they are
+            raise SerializationError(
+                f"{what} contains text that is not valid Unicode ({exc.object[exc.start : exc.start + 4]!r}, "
+                "as bytes that are not UTF-8 become); it cannot be stored"
+            ) from None
+    if size > MAX_VALUE_BYTES:
         raise SerializationError(
-            f"{what} is {len(text.encode()):,} bytes encoded; the limit is {MAX_VALUE_BYTES:,} bytes. "
+            f"{what} is {size:,} bytes encoded; the limit is {MAX_VALUE_BYTES:,} bytes. "
             "Store large data elsewhere and pass a reference"
         )
     return text
@@ -69,3 +95,5 @@ def parse_cli_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:  # JSON all right, but deeper than Python's parser goes
+        raise SerializationError("the value is nested too deeply to be read as JSON") from None

@@ -324,6 +324,7 @@ def resume(
     """Continue a stopped, crashed, failed or blocked run from where it left off."""
     if (run_id is None) == (pipeline is None):
         raise InvalidInput("give a RUN_ID, or --pipeline NAME to release a held pipeline")
+    _check_pipeline_name(pipeline, None)
 
     async def go() -> int:
         client = await Client.connect(database_url)
@@ -766,6 +767,17 @@ def logs(
 # ---------------------------------------------------------------------- steering
 
 
+def _stdin_text() -> str:
+    """All of stdin as UTF-8 text (the database stores text), whatever the locale says."""
+    raw = sys.stdin.buffer.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"the value on stdin is not valid UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+        ) from None
+
+
 @app.command("input")
 def input_(
     run_id: Annotated[str, typer.Argument()],
@@ -780,12 +792,23 @@ def input_(
 
     async def go() -> int:
         async with await Client.connect(database_url) as client:
-            text = sys.stdin.read() if value == "-" else value
+            text = _stdin_text() if value == "-" else value
             await client.send_input(run_id, name, _serde.parse_cli_value(text))
         _out(f"sent {name} to {run_id}")
         return 0
 
     _run(go())
+
+
+def _check_pipeline_name(pipeline: str | None, version: str | None) -> None:
+    """A --pipeline/--version as the database can hold it (names up to 200, versions up to 100)."""
+    for what, value, most in (("--pipeline", pipeline, 200), ("--version", version, 100)):
+        if value is not None and (
+            not value or len(value) > most or not _serde.storable_text(value)
+        ):
+            raise InvalidInput(
+                f"{what} {value!r}: 1-{most} characters of valid Unicode without NUL bytes"
+            )
 
 
 @app.command()
@@ -806,6 +829,7 @@ def stop(
     """Stop a run at its next journaled call; `durapipe resume` continues it."""
     if (run_id is None) == (pipeline is None):
         raise InvalidInput("give a RUN_ID, or --pipeline NAME to hold every run of a pipeline")
+    _check_pipeline_name(pipeline, version)
 
     async def go() -> int:
         async with await Client.connect(database_url) as client:
@@ -944,9 +968,12 @@ def gc(
     try:
         seconds = float(older_than[:-1]) * units[older_than[-1]]
     except (KeyError, ValueError, IndexError):
+        seconds = math.nan
+    # NaN would compare as "older" than everything on PostgreSQL and delete every finished run.
+    if not math.isfinite(seconds) or seconds < 0:
         raise InvalidInput(
-            f"--older-than {older_than!r}: use a number and a unit, e.g. 30d, 12h, 90m"
-        ) from None
+            f"--older-than {older_than!r}: use a number 0 or more and a unit, e.g. 30d, 12h, 90m"
+        )
 
     async def go() -> int:
         store = await open_store(database_url)
@@ -976,13 +1003,23 @@ def _setup_logging() -> None:
     own.setLevel(logging.WARNING)
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line: line breaks, NUL and other unprintable characters escaped."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, meaningful exit codes."""
     _setup_logging()
     try:
         rc = app(args=argv, standalone_mode=False)
     except DurapipeError as exc:
-        _err(f"error: {exc}")
+        _err(f"error: {_one_line(str(exc))}")
         rc = 1
     except KeyboardInterrupt:
         rc = 130
@@ -994,7 +1031,14 @@ def main(argv: list[str] | None = None) -> None:
         elif name == "Abort":
             rc = 130
         elif hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
+            text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            message = " ".join(part.strip() for part in str(text).splitlines())
+            if message.strip():  # one line like every other error, not click's usage block
+                ctx = getattr(exc, "ctx", None)
+                hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+                _err(f"error: {_one_line(message)}{hint}")
+            else:  # no arguments at all: the help was printed
+                exc.show()
             rc = exc.exit_code
         else:
             raise
