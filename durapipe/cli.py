@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from . import _serde
-from ._client import RESUMABLE, Client, RunView, check_resumable, event_json, parse_inputs, steer
+from ._client import RESUMABLE, Client, RunView, check_resumable, event_json, parse_inputs
 from ._console import (
     LineFormatter,
     LiveConsole,
