@@ -298,7 +298,7 @@ class Runner:
                     try:
                         await asyncio.wait_for(self._closing.wait(), 5)
                     except TimeoutError:
-                        await conn.execute("SELECT 1")
+                        await conn.execute("SELECT 1", timeout=5)
             except Exception as exc:
                 log.debug("LISTEN connection lost: %s", exc)
             finally:

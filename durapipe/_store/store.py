@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -92,6 +93,25 @@ class Op:
     wake_if_child: str | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)  # log lines carried by the batch
     future: asyncio.Future[None] | None = None
+
+
+def _pg_timeouts() -> tuple[float, dict[str, str]]:
+    """How long one statement may take on PostgreSQL, and the server setting that ends a session
+    idle inside a transaction after as long (DURAPIPE_DB_TIMEOUT, seconds, default 30).
+
+    Without them a connection the network dropped without a word (a NAT or firewall forgetting
+    it, a failover moving the address) hangs its worker forever, and a transaction cut off
+    between its UPDATE and COMMIT keeps the run's row locked so no other worker can take over
+    (tests/acceptance/test_partition.py).
+    """
+    raw = os.environ.get("DURAPIPE_DB_TIMEOUT", "")
+    try:
+        timeout = float(raw) if raw else 30.0
+    except ValueError:
+        timeout = math.nan
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigError(f"DURAPIPE_DB_TIMEOUT={raw!r}: give a number of seconds above 0")
+    return timeout, {"idle_in_transaction_session_timeout": str(int(timeout * 1000))}
 
 
 _RUN_FIELDS = tuple(c.name for c in S.runs.c)
@@ -180,12 +200,17 @@ class Store:
             # Imported here: sqlalchemy.ext.asyncio pulls in the ORM, which SQLite never needs.
             from sqlalchemy.ext.asyncio import create_async_engine
 
+            timeout, server = _pg_timeouts()
             self.writer = create_async_engine(
                 url.sqlalchemy,
                 pool_size=10,
                 max_overflow=20,
                 pool_pre_ping=True,  # survive a server restart: stale pooled connections are replaced
-                connect_args={"timeout": 10, "server_settings": {"application_name": "durapipe"}},
+                connect_args={
+                    "timeout": 10,
+                    "command_timeout": timeout,
+                    "server_settings": {"application_name": "durapipe", **server},
+                },
             )
         self._jconn: sqlite3.Connection | None = None
         self._iconn: sqlite3.Connection | None = None
@@ -907,7 +932,8 @@ class Store:
                 self._apg = await asyncpg.connect(
                     self.plain_pg_dsn(),
                     timeout=10,
-                    server_settings={"application_name": "durapipe-journal"},
+                    command_timeout=_pg_timeouts()[0],
+                    server_settings={"application_name": "durapipe-journal", **_pg_timeouts()[1]},
                 )
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 raise self._unavailable(exc) from exc

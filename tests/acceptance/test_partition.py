@@ -5,10 +5,9 @@ Worker A reaches the database through a TCP proxy on loopback (tests/tcpproxy.py
 forwarding without closing anything, as a network partition does; worker B connects directly.
 PostgreSQL only (SQLite has no network); under CI=true a missing server fails, as everywhere.
 
-Two of the tests are strict xfails: they show what happens to a worker today when the partition
-catches it inside a transaction, or when its connections never come back, and they start to
-pass (and so fail as xfails) once durapipe/_store/store.py bounds its statements and idle
-transactions (see the reasons).
+Two more cases: the partition catches the worker inside a transaction (its row locks must not
+outlive DURAPIPE_DB_TIMEOUT, or nobody could take over), and its connections never come back (its
+statements time out and it reconnects instead of hanging forever).
 """
 
 from __future__ import annotations
@@ -36,23 +35,12 @@ TTL = 3.0
 WORKER_ENV = {
     "DURAPIPE_LEASE_TTL": str(int(TTL)),
     "DURAPIPE_POLL_INTERVAL": "0.2",
-    # The statement timeout proposed for Store (see the xfail reasons); ignored until it exists.
+    # Statements and idle transactions end after 2 s (default 30): see the last two tests.
     "DURAPIPE_DB_TIMEOUT": "2",
 }
 RUNS = 3
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-
-
-class KnownBug(AssertionError):
-    """The failure an xfail below expects; any other failure of those tests is a real one."""
-
-
-def _expect(cond: Callable[[], Any], *, timeout: float, what: str) -> None:
-    try:
-        wait_until(cond, timeout=timeout, what=what)
-    except AssertionError as exc:
-        raise KnownBug(str(exc)) from None
 
 
 class Worker:
@@ -201,22 +189,9 @@ async def _pg(db_url: str, sql: str) -> list[Any]:
         await conn.close()
 
 
-def _set_idle_in_transaction_timeout(db_url: str, seconds: float) -> None:
-    """Have the server end sessions idle inside a transaction (for new sessions of this DB)."""
-    name = urlsplit(db_url).path.lstrip("/")
-    ms = int(seconds * 1000)
-    asyncio.run(
-        _pg(db_url, f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = {ms}')
-    )
-
-
 def test_worker_partitioned_past_its_lease_is_fenced_and_carries_on_after_heal(
     db_url: str, proxy: TcpProxy, spawn: Callable[[str], Worker], tmp_path: Path
 ) -> None:
-    # The partition may catch A between two statements of a transaction that locked its runs'
-    # rows (a heartbeat); the server then keeps the locks until it notices A is gone (hours) and
-    # B cannot take over. durapipe does not ask for this itself yet: the first xfail below.
-    _set_idle_in_transaction_timeout(db_url, TTL)
     ids = _start(db_url, "held", RUNS)
     a = spawn(proxy.rewrite(db_url))
     wait_until(
@@ -316,15 +291,6 @@ def _commit_of_a_transaction_that_wrote(run_id: str) -> Callable[[ProxyConn, byt
     return trigger
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="durapipe/_store/store.py opens PostgreSQL sessions without "
-    "idle_in_transaction_session_timeout: a worker cut off between the UPDATE and the COMMIT of "
-    "its heartbeat keeps the run's row locked on the server (until TCP keepalive, ~2 h), and "
-    "claim's FOR UPDATE SKIP LOCKED skips the run, so nobody takes it over. Fix: set it in "
-    "server_settings of the engine and the journal connection (with a command_timeout)",
-)
 def test_partition_inside_a_transaction_does_not_block_the_takeover(
     db_url: str, proxy: TcpProxy, spawn: Callable[[str], Worker], tmp_path: Path
 ) -> None:
@@ -345,23 +311,13 @@ def test_partition_inside_a_transaction_does_not_block_the_takeover(
     )
     assert stuck, "the partition did not catch A inside a transaction"
     spawn(db_url)
-    _expect(
+    wait_until(
         lambda: _rows(db_url, [rid])[rid].attempt > first,
-        timeout=TTL + 4,  # with the fix, ~3 s: the session ends after DURAPIPE_DB_TIMEOUT
+        timeout=TTL + 4,  # ~3 s: the server ends the session after DURAPIPE_DB_TIMEOUT
         what="B to take the run over",
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="durapipe/_store/store.py sets no command_timeout on its asyncpg connections (engine "
-    "and journal): when a network path drops a connection without a word (NAT or firewall "
-    "forgot the flow, failover moved the address), a statement waits for its answer forever, "
-    "the worker never writes, never heartbeats, never notices a lost lease, and never opens a "
-    "fresh connection. Fix: command_timeout (e.g. DURAPIPE_DB_TIMEOUT, default 30 s) on both, "
-    "and a timeout on the LISTEN connection's keep-alive query in _runner.py",
-)
 def test_connections_dropped_for_good_do_not_hang_the_worker(
     db_url: str, proxy: TcpProxy, spawn: Callable[[str], Worker], tmp_path: Path
 ) -> None:
@@ -373,7 +329,7 @@ def test_connections_dropped_for_good_do_not_hang_the_worker(
     proxy.partition()
     proxy.heal("blackhole")  # the network is back, but the connections A had never carry a byte
     (tmp_path / "go").write_text("")
-    _expect(  # with the fix, ~2 s: the statements time out and A reconnects
+    wait_until(  # ~2 s: the statements time out and A reconnects
         lambda: _rows(db_url, [rid])[rid].status == "completed",
         timeout=8,
         what=f"A to finish the run on fresh connections\n{a.stderr()}",
