@@ -319,7 +319,7 @@ class Store:
 
     async def create_run(
         self, row: dict[str, Any], first_events: list[dict[str, Any]]
-    ) -> tuple[Row[Any], bool]:
+    ) -> tuple[Any, bool]:
         """Insert a run; if its id exists already return that run instead. -> (row, created).
 
         The insert goes through the journal, so runs started at the same moment (a burst of
