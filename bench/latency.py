@@ -1,6 +1,6 @@
 """Latency from Client.start to the run's first step, with an idle worker waiting (PostgreSQL: LISTEN/NOTIFY).
 
-    python bench/latency.py [--db postgresql|sqlite] [--runs 50]
+python bench/latency.py [--db postgresql|sqlite] [--runs 50]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-PIPE = '''
+PIPE = """
 import durapipe as dp
 
 @dp.step
@@ -29,7 +29,7 @@ def first() -> float:
 @dp.pipeline(name="ping", version="1")
 async def ping() -> float:
     return await first()
-'''
+"""
 
 
 async def measure(url: str, runs: int, work: str) -> list[float]:
@@ -66,8 +66,18 @@ def main() -> None:
     else:
         url = f"sqlite:///{work}/lat.db"
     env = dict(os.environ, DURAPIPE_DATABASE_URL=url, PYTHONPATH=str(ROOT))
-    subprocess.run([sys.executable, "-m", "durapipe", "db", "upgrade"], env=env, check=True, capture_output=True)
-    worker = subprocess.Popen([sys.executable, "-m", "durapipe", "worker", "-m", f"{work}/ping.py"], env=env, stderr=subprocess.PIPE, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "durapipe", "db", "upgrade"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "durapipe", "worker", "-m", f"{work}/ping.py"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         worker.stderr.readline()  # type: ignore[union-attr]  # "worker ... carrying ..." = ready
         time.sleep(1.0)
@@ -79,8 +89,10 @@ def main() -> None:
             cluster.stop()
     lat.sort()
     poll = "LISTEN/NOTIFY" if a.db == "postgresql" else "PRAGMA data_version watched every 50 ms"
-    print(f"{a.db} ({poll}): start -> first step, {a.runs} runs: p50 {statistics.median(lat) * 1000:.1f} ms, "
-          f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms")
+    print(
+        f"{a.db} ({poll}): start -> first step, {a.runs} runs: p50 {statistics.median(lat) * 1000:.1f} ms, "
+        f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -124,7 +124,9 @@ _BRANCH: contextvars.ContextVar[Branch | None] = contextvars.ContextVar(
     "durapipe_branch", default=None
 )
 _IN_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("durapipe_step", default=None)
-_STEP_LOG: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("durapipe_step_log", default=None)
+_STEP_LOG: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "durapipe_step_log", default=None
+)
 
 logger = logging.getLogger("durapipe.pipeline")
 _log = logging.getLogger("durapipe.engine")
@@ -141,7 +143,13 @@ class RunLogHandler(logging.Handler):
         if ctx is None or not ctx._at_frontier():
             return  # not in a run, or replaying lines that were logged the first time
         key, label = _STEP_LOG.get() or (None, None)
-        stream = "info" if record.levelno < logging.WARNING else "warn" if record.levelno < logging.ERROR else "error"
+        stream = (
+            "info"
+            if record.levelno < logging.WARNING
+            else "warn"
+            if record.levelno < logging.ERROR
+            else "error"
+        )
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
@@ -320,6 +328,20 @@ class RunContext:
             "data": data,
         }
 
+    async def record(
+        self,
+        kind: str,
+        *,
+        step: str | None = None,
+        name: str | None = None,
+        label: str | None = None,
+        data: Any = None,
+        **kw: Any,
+    ) -> None:
+        """Append one event (``data`` as JSON) and apply ``kw`` (run_update...) in one write."""
+        text = None if data is None else _serde.dumps(data)
+        await self.write(self.event(kind, step=step, name=name, label=label, data=text), **kw)
+
     async def write(self, *events: dict[str, Any], **kw: Any) -> None:
         op = Op(
             run_id=self.run_id, owner=self.owner, attempt=self.attempt, events=list(events), **kw
@@ -426,7 +448,9 @@ class RunContext:
         except (RunInterrupted, asyncio.CancelledError):
             raise
         except Exception as exc:  # the database is away: look again at the next poll
-            _log.warning("run %s: could not check what it waits for (%s); retrying", self.run_id, exc)
+            _log.warning(
+                "run %s: could not check what it waits for (%s); retrying", self.run_id, exc
+            )
             return False
 
     async def _pause(self, seconds: float) -> None:
@@ -515,7 +539,9 @@ async def call_step(
                         contextvars.copy_context().run, fn, *args, **kwargs
                     )
                 text = scrub(
-                    _serde.dumps(result, what=f"the result of step {label} ({type(result).__name__})")
+                    _serde.dumps(
+                        result, what=f"the result of step {label} ({type(result).__name__})"
+                    )
                 )
             except (RunInterrupted, asyncio.CancelledError):
                 raise
@@ -531,28 +557,24 @@ async def call_step(
                         "warn",
                         f"attempt {tries} failed: {err['type']}: {err['message']}; retrying in {delay:g}s",
                     )
-                    await ctx.write(
-                        ctx.event(
-                            "step_retry",
-                            step=key,
-                            name=opts.name,
-                            label=label,
-                            data=_serde.dumps({"try": tries, "error": err}),
-                        )
+                    await ctx.record(
+                        "step_retry",
+                        step=key,
+                        name=opts.name,
+                        label=label,
+                        data={"try": tries, "error": err},
                     )
                     await ctx.clock.sleep(delay)
                     continue
                 ctx.emit(key, label, "error", f"failed: {err['type']}: {err['message']}")
                 for tb_line in err["traceback"].rstrip().splitlines():
                     ctx.emit(key, label, "error", tb_line)
-                await ctx.write(
-                    ctx.event(
-                        "step_failed",
-                        step=key,
-                        name=opts.name,
-                        label=label,
-                        data=_serde.dumps({"error": err, "tries": tries}),
-                    )
+                await ctx.record(
+                    "step_failed",
+                    step=key,
+                    name=opts.name,
+                    label=label,
+                    data={"error": err, "tries": tries},
                 )
                 failure = StepFailed(label, err["type"], err["message"])
                 failure.__durapipe_step__ = key  # type: ignore[attr-defined]
@@ -631,14 +653,12 @@ async def exec_(
     proc.prefix = f"{ctx.prefix}.{label}"
     ctx.procs.add(proc)
     try:
-        await ctx.write(
-            ctx.event(
-                "step_started",
-                step=key,
-                name="exec",
-                label=label,
-                data=_serde.dumps({"argv": args, "host": HOST, "pid": proc.pid}),
-            )
+        await ctx.record(
+            "step_started",
+            step=key,
+            name="exec",
+            label=label,
+            data={"argv": args, "host": HOST, "pid": proc.pid},
         )
         result, timed_out = await _exec.wait(
             proc,
@@ -661,14 +681,12 @@ async def exec_(
     why = f"timed out after {timeout:g}s" if timed_out else f"exit {result.exit_code}"
     ctx.emit(key, label, "error" if failed else "info", f"{why} in {_fmt_duration(elapsed)}")
     kind = "step_failed" if failed else "step_completed"
-    await ctx.write(
-        ctx.event(
-            kind,
-            step=key,
-            name="exec",
-            label=label,
-            data=_serde.dumps({"result": payload, "timed_out": timed_out}),
-        )
+    await ctx.record(
+        kind,
+        step=key,
+        name="exec",
+        label=label,
+        data={"result": payload, "timed_out": timed_out},
     )
     if failed:
         failure = ExecFailed(
@@ -737,14 +755,12 @@ async def sleep(duration: Any) -> None:
         ctx.emit(
             key, label, "info", f"Sleeping for {fmt_span(seconds)} (until {_clock_str(wake_at)})"
         )
-        await ctx.write(
-            ctx.event(
-                "timer_started",
-                step=key,
-                name="sleep",
-                label=label,
-                data=_serde.dumps({"seconds": seconds, "wake_at": wake_at}),
-            ),
+        await ctx.record(
+            "timer_started",
+            step=key,
+            name="sleep",
+            label=label,
+            data={"seconds": seconds, "wake_at": wake_at},
             run_update={
                 "status": "sleeping",
                 "wake_at": wake_at,

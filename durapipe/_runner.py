@@ -480,7 +480,9 @@ class Runner:
             try:
                 return await self.store.events(run_id)
             except DatabaseUnavailable as exc:
-                log.warning("run %s: cannot read its history (%s); retrying in %.1fs", run_id, exc, delay)
+                log.warning(
+                    "run %s: cannot read its history (%s); retrying in %.1fs", run_id, exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return await self.store.events(run_id)

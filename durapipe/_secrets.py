@@ -37,7 +37,9 @@ def secret(name: str) -> Secret:
     """Read the secret ``name`` from the environment (never journaled: it is read on every replay)."""
     value = os.environ.get(name)
     if value is None:
-        raise ConfigError(f"secret {name!r} is not set: export {name}=... in the environment of the worker or `durapipe run`")
+        raise ConfigError(
+            f"secret {name!r} is not set: export {name}=... in the environment of the worker or `durapipe run`"
+        )
     if len(value) >= 3:  # masking a one- or two-character value would garble everything else
         _KNOWN.add(value)
     return Secret(name, value)

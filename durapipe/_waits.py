@@ -53,14 +53,12 @@ async def await_input(
             + (f" ({prompt})" if prompt else "")
             + f" — answer with: {answer}",
         )
-        await ctx.write(
-            ctx.event(
-                "input_requested",
-                step=key,
-                name=name,
-                label=label,
-                data=_serde.dumps({"prompt": prompt, "timeout": timeout, "deadline": deadline}),
-            ),
+        await ctx.record(
+            "input_requested",
+            step=key,
+            name=name,
+            label=label,
+            data={"prompt": prompt, "timeout": timeout, "deadline": deadline},
             run_update={
                 "status": "waiting",
                 "updated_at": now,
@@ -104,14 +102,12 @@ async def await_input(
             f"No value for '{name}' within {timeout:g}s"
             + (": using the default" if default is not MISSING else ""),
         )
-        await ctx.write(
-            ctx.event(
-                "input_timeout",
-                step=key,
-                name=name,
-                label=label,
-                data=_serde.dumps({"timeout": timeout}),
-            ),
+        await ctx.record(
+            "input_timeout",
+            step=key,
+            name=name,
+            label=label,
+            data={"timeout": timeout},
             run_update=back,
         )
         if default is not MISSING:
@@ -231,27 +227,23 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
     status, output, error = outcome[-1]
     back = {"status": "running", "updated_at": ctx.clock.now(), "waiting_for": None}
     if status == "completed":
-        await ctx.write(
-            ctx.event(
-                "child_completed",
-                step=key,
-                name=pdef.name,
-                label=label,
-                data=_serde.dumps({"child_run_id": child_id, "output": output}),
-            ),
+        await ctx.record(
+            "child_completed",
+            step=key,
+            name=pdef.name,
+            label=label,
+            data={"child_run_id": child_id, "output": output},
             run_update=back,
         )
         ctx.emit(key, label, "info", f"Child run {child_id} completed")
         return output
     err = error or {"type": status.capitalize(), "message": f"the child run was {status}"}
-    await ctx.write(
-        ctx.event(
-            "child_failed",
-            step=key,
-            name=pdef.name,
-            label=label,
-            data=_serde.dumps({"child_run_id": child_id, "error": err, "status": status}),
-        ),
+    await ctx.record(
+        "child_failed",
+        step=key,
+        name=pdef.name,
+        label=label,
+        data={"child_run_id": child_id, "error": err, "status": status},
         run_update=back,
     )
     ctx.emit(key, label, "error", f"Child run {child_id} {status}: {err.get('message', '')}")

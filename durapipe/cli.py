@@ -253,7 +253,12 @@ def run(
             await fg.runner.start()
             try:
                 row, created = await client.create_run(
-                    pdef, inputs, run_id=run_id, pin=pin or None, owner=fg.runner.id, ttl=fg.runner.lease_ttl
+                    pdef,
+                    inputs,
+                    run_id=run_id,
+                    pin=pin or None,
+                    owner=fg.runner.id,
+                    ttl=fg.runner.lease_ttl,
                 )
             except BaseException:
                 await fg.runner.close()
@@ -316,7 +321,9 @@ def resume(
     ] = False,
     pipeline: Annotated[
         str | None,
-        typer.Option("--pipeline", help="Release every run of this pipeline held by `stop --pipeline`."),
+        typer.Option(
+            "--pipeline", help="Release every run of this pipeline held by `stop --pipeline`."
+        ),
     ] = None,
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
@@ -707,7 +714,11 @@ def show(
                 doc["note"] = note
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
-            _print_rich(render_show(row, events, children=kids, waits=_waits(view), now=time.time(), note=note))
+            _print_rich(
+                render_show(
+                    row, events, children=kids, waits=_waits(view), now=time.time(), note=note
+                )
+            )
         return 0
 
     _run(go())
@@ -819,10 +830,12 @@ def stop(
         typer.Option("--now", help="Also terminate a running command (it runs again on resume)."),
     ] = False,
     pipeline: Annotated[
-        str | None, typer.Option("--pipeline", help="Hold every run of this pipeline (for an upgrade).")
+        str | None,
+        typer.Option("--pipeline", help="Hold every run of this pipeline (for an upgrade)."),
     ] = None,
     version: Annotated[
-        str | None, typer.Option("--version", help="With --pipeline: hold only runs of this version.")
+        str | None,
+        typer.Option("--version", help="With --pipeline: hold only runs of this version."),
     ] = None,
     database_url: DbOpt = None,
 ) -> None:
@@ -897,7 +910,10 @@ def cancel(
 
 @upgrade_app.command("check")
 def upgrade_check(
-    module: Annotated[list[str], typer.Option("--module", "-m", help="Module or file with the new code. Repeatable.")],
+    module: Annotated[
+        list[str],
+        typer.Option("--module", "-m", help="Module or file with the new code. Repeatable."),
+    ],
     database_url: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -909,7 +925,9 @@ def upgrade_check(
         for spec in module:
             found = pipelines_in(load_module(spec))
             if not found:
-                raise ConfigError(f"module {spec} has no pipelines (functions decorated with @dp.pipeline)")
+                raise ConfigError(
+                    f"module {spec} has no pipelines (functions decorated with @dp.pipeline)"
+                )
             pipelines.extend(found)
         store = await open_store(database_url)
         try:
@@ -929,11 +947,18 @@ def upgrade_check(
             style = {"compatible": "green", "nondeterministic": "red", "would_abort": "yellow"}
             for v in verdicts:
                 t.add_row(
-                    v.run_id, v.pipeline, v.recorded_version, v.current_version, v.status,
-                    Text(v.verdict, style=style[v.verdict]), v.detail,
+                    v.run_id,
+                    v.pipeline,
+                    v.recorded_version,
+                    v.current_version,
+                    v.status,
+                    Text(v.verdict, style=style[v.verdict]),
+                    v.detail,
                 )
             _print_rich(t if verdicts else "no open runs of these pipelines")
-            _err(f"{len(verdicts)} open run(s): {len(verdicts) - len(bad)} compatible, {len(bad)} would break")
+            _err(
+                f"{len(verdicts)} open run(s): {len(verdicts) - len(bad)} compatible, {len(bad)} would break"
+            )
         return 1 if bad else 0
 
     _run(go())

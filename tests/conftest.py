@@ -126,7 +126,9 @@ def cli_env(db_url: str, **extra: str) -> dict[str, str]:
     )
     env.pop("FORCE_COLOR", None)
     # The CLI under test is this checkout's, whatever else is installed.
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.update(extra)
     return env
 

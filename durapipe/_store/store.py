@@ -230,7 +230,9 @@ class Store:
     async def _tx(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         try:
             if self.is_sqlite:
-                pool, engine = (self._wx, self.sync_writer) if write else (self._rx, self.sync_reader)
+                pool, engine = (
+                    (self._wx, self.sync_writer) if write else (self._rx, self.sync_reader)
+                )
                 return await asyncio.get_running_loop().run_in_executor(pool, _sync_tx, engine, fn)
             async with self.writer.begin() if write else self.writer.connect() as conn:
                 return await conn.run_sync(fn)
@@ -496,7 +498,11 @@ class Store:
                 # The claimed runs' histories in the same round of work: one query for the
                 # batch instead of one read per run when each starts.
                 ev = S.events.c
-                q = select(S.events).where(ev.run_id.in_(list(histories))).order_by(ev.run_id, ev.seq)
+                q = (
+                    select(S.events)
+                    .where(ev.run_id.in_(list(histories)))
+                    .order_by(ev.run_id, ev.seq)
+                )
                 for e in conn.execute(q):
                     histories[e.run_id].append(e)
             return Claimed(rows, histories, next_at)
@@ -854,12 +860,19 @@ class Store:
 
         return await self._read(_tx)
 
-    async def request_for_pipeline(self, pipeline: str, version: str | None, request: str, *, now: float) -> int:
+    async def request_for_pipeline(
+        self, pipeline: str, version: str | None, request: str, *, now: float
+    ) -> int:
         """Ask every leased, unfinished run of a pipeline to ``request`` (e.g. hold)."""
         r = S.runs.c
 
         def _tx(conn: Connection) -> int:
-            q = update(S.runs).where(r.pipeline == pipeline, r.status.in_(S.ACTIVE), r.lease_owner.is_not(None), r.requested.is_(None))
+            q = update(S.runs).where(
+                r.pipeline == pipeline,
+                r.status.in_(S.ACTIVE),
+                r.lease_owner.is_not(None),
+                r.requested.is_(None),
+            )
             if version:
                 q = q.where(r.version == version)
             res = conn.execute(q.values(requested=request, updated_at=now))

@@ -30,11 +30,18 @@ def test_child_output_flows_into_the_parent_and_logs_nest(dp_cli: Cli) -> None:
     assert p.returncode == 0, p.stderr
     rid = p.stdout.splitlines()[0]
     assert json.loads(p.stdout.strip().splitlines()[-1]) == {"deployed": "registry/app:f00d"}
-    assert any("[deploy.build_image_1.exec_1" in line and "building f00d" in line for line in p.stdout.splitlines())
+    assert any(
+        "[deploy.build_image_1.exec_1" in line and "building f00d" in line
+        for line in p.stdout.splitlines()
+    )
     runs = _runs(dp_cli)
     assert len(runs) == 2
     child = next(r for r in runs if r["run_id"] != rid)
-    assert child["parent_run_id"] == rid and child["root_run_id"] == rid and child["status"] == "completed"
+    assert (
+        child["parent_run_id"] == rid
+        and child["root_run_id"] == rid
+        and child["status"] == "completed"
+    )
     assert [r["run_id"] for r in _runs(dp_cli, "--roots")] == [rid]
     assert _show(dp_cli, rid)["children"] == [child["run_id"]]
     tree = dp_cli("show", rid, check=True).stdout
@@ -52,10 +59,14 @@ def test_child_failure_surfaces_in_the_parent(dp_cli: Cli) -> None:
     assert child["status"] == "failed" and child["run_id"] in out
 
 
-def test_parent_crash_after_starting_child_makes_exactly_one_child(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_parent_crash_after_starting_child_makes_exactly_one_child(
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     p = dp_spawn("run", f"{FAMILY}:parent_of_slow")
     rid = p.stdout.readline().strip()  # type: ignore[union-attr]
-    wait_until(lambda: "child-start" in side_effects(tmp_path, "effects"), what="the child to be running")
+    wait_until(
+        lambda: "child-start" in side_effects(tmp_path, "effects"), what="the child to be running"
+    )
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=10)
     (tmp_path / "go").write_text("")
@@ -68,16 +79,23 @@ def test_parent_crash_after_starting_child_makes_exactly_one_child(dp_cli: Cli, 
     assert effects.count("child after go") == 1 and effects.count("parent after child") == 1
 
 
-def test_gather_branches_in_random_order_crash_resume_no_nondeterminism(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_gather_branches_in_random_order_crash_resume_no_nondeterminism(
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     p = dp_spawn("run", f"{FAMILY}:fan", "--input", "n=8")
     rid = p.stdout.readline().strip()  # type: ignore[union-attr]
-    wait_until(lambda: "after-gather-start" in side_effects(tmp_path, "effects"), what="the first gather to finish")
+    wait_until(
+        lambda: "after-gather-start" in side_effects(tmp_path, "effects"),
+        what="the first gather to finish",
+    )
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=10)
     (tmp_path / "go").write_text("")
     r = dp_cli("resume", rid)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == [f"j{i}" for i in range(8)] + [f"k{i}" for i in range(8)]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [f"j{i}" for i in range(8)] + [
+        f"k{i}" for i in range(8)
+    ]
     effects = collections.Counter(side_effects(tmp_path, "effects"))
     assert all(effects[f"j{i}"] == 1 and effects[f"k{i}"] == 1 for i in range(8))
     steps = {e["step"] for e in _show(dp_cli, rid)["events"] if e["step"]}
@@ -92,7 +110,9 @@ def test_three_levels_of_nesting(dp_cli: Cli) -> None:
     assert len(runs) == 3 and len({r["root_run_id"] for r in runs}) == 1
 
 
-def test_cancel_of_a_parent_cancels_its_running_children(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_cancel_of_a_parent_cancels_its_running_children(
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     p = dp_spawn("run", f"{FAMILY}:parent_cancelled")
     rid = p.stdout.readline().strip()  # type: ignore[union-attr]
 
@@ -103,15 +123,23 @@ def test_cancel_of_a_parent_cancels_its_running_children(dp_cli: Cli, dp_spawn: 
     wait_until(children_sleeping, what="both children to sleep")
     dp_cli("cancel", rid, check=True)
     p.communicate(timeout=60)
-    wait_until(lambda: all(r["status"] == "cancelled" for r in _runs(dp_cli)), timeout=30, what="the whole tree to be cancelled")
+    wait_until(
+        lambda: all(r["status"] == "cancelled" for r in _runs(dp_cli)),
+        timeout=30,
+        what="the whole tree to be cancelled",
+    )
     assert side_effects(tmp_path, "effects").count("child cleanup") == 2
 
 
-def test_fan_out_of_500_children_completes_on_two_workers(db_url: str, dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_fan_out_of_500_children_completes_on_two_workers(
+    db_url: str, dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     env = {"DURAPIPE_POLL_INTERVAL": "0.2"}
     for _ in range(2):
         dp_spawn("worker", "-m", FAMILY, "--concurrency", "100", env=env)
-    rid = dp_cli("start", f"{FAMILY}:fan_out", "--input", "n=500", "--input", "limit=50", check=True).stdout.strip()
+    rid = dp_cli(
+        "start", f"{FAMILY}:fan_out", "--input", "n=500", "--input", "limit=50", check=True
+    ).stdout.strip()
     p = dp_cli("result", rid, "--wait", "--timeout", "240", timeout=260)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == str(sum(range(500)))

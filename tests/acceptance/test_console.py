@@ -14,7 +14,9 @@ from conftest import PIPELINES, wait_until
 
 CONSOLE = str(PIPELINES / "console.py")
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} \[(?P<prefix>[^\]]+?) *\](?P<mark>[ !])(?P<text>.*)$")
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} \[(?P<prefix>[^\]]+?) *\](?P<mark>[ !])(?P<text>.*)$"
+)
 
 
 def test_live_output_matches_the_line_format(dp_cli: Cli) -> None:
@@ -53,19 +55,27 @@ def test_logs_show_the_whole_tree_aligned_and_as_json(dp_cli: Cli) -> None:
     assert "alpha" in texts and "root-line" in texts
     assert any(LINE.match(line)["prefix"] == "tree.child_echo_1.exec_1" for line in lines)  # type: ignore[index]
     records = [json.loads(x) for x in dp_cli("logs", rid, "--json", check=True).stdout.splitlines()]
-    assert {"at", "time", "run_id", "root_run_id", "step", "prefix", "stream", "line"} <= set(records[0])
+    assert {"at", "time", "run_id", "root_run_id", "step", "prefix", "stream", "line"} <= set(
+        records[0]
+    )
     assert len({r["run_id"] for r in records}) == 2
 
 
-def test_logs_of_a_killed_and_resumed_run_are_complete_and_not_doubled(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_logs_of_a_killed_and_resumed_run_are_complete_and_not_doubled(
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     p = dp_spawn("run", f"{CONSOLE}:killed_midway")
     rid = p.stdout.readline().strip()  # type: ignore[union-attr]
-    wait_until(lambda: "second-start" in dp_cli("logs", rid).stdout, what="the second command to start")
+    wait_until(
+        lambda: "second-start" in dp_cli("logs", rid).stdout, what="the second command to start"
+    )
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=10)
     (tmp_path / "go").write_text("")
     assert dp_cli("resume", rid).returncode == 0
-    texts = [json.loads(x)["line"] for x in dp_cli("logs", rid, "--json", check=True).stdout.splitlines()]
+    texts = [
+        json.loads(x)["line"] for x in dp_cli("logs", rid, "--json", check=True).stdout.splitlines()
+    ]
     assert texts.count("first") == 1  # replay printed nothing again
     assert texts.count("third") == 1 and texts.count("second-end") == 1
     assert texts.count("second-start") == 2  # the command ran twice, and the log says so
@@ -91,7 +101,10 @@ def test_a_secret_never_reaches_the_database(db_url: str, dp_cli: Cli, tmp_path:
     assert token not in p.stdout and token not in p.stderr
     assert "env=*** arg=***" in p.stdout
     rid = p.stdout.splitlines()[0]
-    everything = dp_cli("show", rid, "--json", check=True).stdout + dp_cli("logs", rid, "--json", check=True).stdout
+    everything = (
+        dp_cli("show", rid, "--json", check=True).stdout
+        + dp_cli("logs", rid, "--json", check=True).stdout
+    )
     assert token not in everything and "***" in everything
     if db_url.startswith("sqlite"):
         raw = b"".join(f.read_bytes() for f in tmp_path.glob("durapipe.db*"))
@@ -105,7 +118,12 @@ def test_a_secret_never_reaches_the_database(db_url: str, dp_cli: Cli, tmp_path:
             conn = await asyncpg.connect(db_url)
             try:
                 parts = []
-                for table in ("durapipe_runs", "durapipe_events", "durapipe_logs", "durapipe_inputs"):
+                for table in (
+                    "durapipe_runs",
+                    "durapipe_events",
+                    "durapipe_logs",
+                    "durapipe_inputs",
+                ):
                     parts += [str(tuple(r)) for r in await conn.fetch(f"SELECT * FROM {table}")]
                 return "\n".join(parts)
             finally:

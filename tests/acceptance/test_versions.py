@@ -13,7 +13,7 @@ from conftest import side_effects, wait_until
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
-FLOW = '''
+FLOW = """
 import os
 from pathlib import Path
 import durapipe as dp
@@ -43,11 +43,17 @@ async def flow() -> list:
     out = [{calls}]
     await dp.exec("sh", "-c", 'echo ran >> "$SIDE_DIR/execs"')
     return out
-'''
+"""
 
 
-def write_flow(path: Path, version: str, calls: str = "await a(), await gate(), await b()", pin: bool = False) -> None:
-    path.write_text(FLOW.replace("{version}", version).replace("{calls}", calls).replace("{pin}", ", pin=True" if pin else ""))
+def write_flow(
+    path: Path, version: str, calls: str = "await a(), await gate(), await b()", pin: bool = False
+) -> None:
+    path.write_text(
+        FLOW.replace("{version}", version)
+        .replace("{calls}", calls)
+        .replace("{pin}", ", pin=True" if pin else "")
+    )
 
 
 def _show(dp_cli: Cli, run_id: str) -> dict[str, Any]:
@@ -63,7 +69,9 @@ def _failed_run(dp_cli: Cli, tmp_path: Path, *extra: str) -> str:
     return p.stdout.splitlines()[0]
 
 
-def test_pinned_run_aborts_on_a_new_version_and_keeps_its_history(dp_cli: Cli, tmp_path: Path) -> None:
+def test_pinned_run_aborts_on_a_new_version_and_keeps_its_history(
+    dp_cli: Cli, tmp_path: Path
+) -> None:
     write_flow(tmp_path / "flow.py", "1")
     rid = _failed_run(dp_cli, tmp_path, "--pin")
     before = _show(dp_cli, rid)["events"]
@@ -74,7 +82,10 @@ def test_pinned_run_aborts_on_a_new_version_and_keeps_its_history(dp_cli: Cli, t
     doc = _show(dp_cli, rid)
     assert doc["status"] == "aborted"
     assert doc["events"][: len(before)] == before  # history intact
-    assert "aborted: pinned run of flow started on version '1'" in dp_cli("show", rid, check=True).stdout
+    assert (
+        "aborted: pinned run of flow started on version '1'"
+        in dp_cli("show", rid, check=True).stdout
+    )
     assert dp_cli("resume", rid).returncode == 1  # aborted is final
 
 
@@ -103,7 +114,9 @@ def test_upgrade_check_reports_each_run_and_runs_nothing(dp_cli: Cli, tmp_path: 
     write_flow(tmp_path / "flow.py", "1")
     ok = _failed_run(dp_cli, tmp_path)
     pinned = _failed_run(dp_cli, tmp_path, "--pin")
-    write_flow(tmp_path / "flow.py", "1", calls="await a(), await b(), await gate()")  # same version word
+    write_flow(
+        tmp_path / "flow.py", "1", calls="await a(), await b(), await gate()"
+    )  # same version word
     short = _failed_run(dp_cli, tmp_path)
     write_flow(tmp_path / "flow.py", "2", calls="await a(), await gate(), await b()")
     effects_before = side_effects(tmp_path, "effects")
@@ -113,14 +126,20 @@ def test_upgrade_check_reports_each_run_and_runs_nothing(dp_cli: Cli, tmp_path: 
     assert verdicts[ok]["verdict"] == "compatible"
     assert verdicts[pinned]["verdict"] == "would_abort" and "'1'" in verdicts[pinned]["detail"]
     assert verdicts[short]["verdict"] == "nondeterministic"
-    assert "step 2" in verdicts[short]["detail"] and "'b'" in verdicts[short]["detail"] and "'gate'" in verdicts[short]["detail"]
+    assert (
+        "step 2" in verdicts[short]["detail"]
+        and "'b'" in verdicts[short]["detail"]
+        and "'gate'" in verdicts[short]["detail"]
+    )
     assert not (tmp_path / "execs").exists()  # no exec ran
     assert side_effects(tmp_path, "effects") == effects_before  # no step body ran
     human = dp_cli("upgrade", "check", "-m", "flow.py")
     assert "would break" in human.stderr and ok in human.stdout
 
 
-def test_old_and_new_workers_side_by_side_take_only_their_runs(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_old_and_new_workers_side_by_side_take_only_their_runs(
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     (tmp_path / "v1").mkdir()
     (tmp_path / "v2").mkdir()
     write_flow(tmp_path / "v1" / "flow.py", "1", calls="await a()", pin=True)
@@ -129,6 +148,7 @@ def test_old_and_new_workers_side_by_side_take_only_their_runs(dp_cli: Cli, dp_s
     new = [dp_cli("start", "v2/flow.py:flow", check=True).stdout.strip() for _ in range(2)]
     dp_spawn("worker", "-m", "v1/flow.py", env={"WORKER_TAG": "old"})
     dp_spawn("worker", "-m", "v2/flow.py", env={"WORKER_TAG": "new"})
+
     def all_done() -> bool:  # one `list` per look, not a `show` per run
         runs = json.loads(dp_cli("list", "--json", "--limit", "100", check=True).stdout)
         return {r["run_id"] for r in runs if r["status"] == "completed"} >= set(old + new)
@@ -142,21 +162,29 @@ def test_old_and_new_workers_side_by_side_take_only_their_runs(dp_cli: Cli, dp_s
 def test_hold_and_release_a_pipeline(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
     write_flow(tmp_path / "flow.py", "1", calls="await a()")
     shutil.copy(tmp_path / "flow.py", tmp_path / "other.py")
-    (tmp_path / "other.py").write_text((tmp_path / "other.py").read_text().replace('name="flow"', 'name="other"'))
+    (tmp_path / "other.py").write_text(
+        (tmp_path / "other.py").read_text().replace('name="flow"', 'name="other"')
+    )
     dp_spawn("worker", "-m", "flow.py", "-m", "other.py")
     r = dp_cli("stop", "--pipeline", "flow", check=True)
     assert "durapipe resume --pipeline flow" in r.stdout
     held = dp_cli("start", "flow.py:flow", check=True).stdout.strip()
     probe = dp_cli("start", "other.py:other", check=True).stdout.strip()
-    wait_until(lambda: _show(dp_cli, probe)["status"] == "completed", what="the worker to be taking work")
+    wait_until(
+        lambda: _show(dp_cli, probe)["status"] == "completed", what="the worker to be taking work"
+    )
     assert _show(dp_cli, held)["status"] == "pending"  # queued, not taken
     assert "held by `durapipe stop --pipeline flow`" in _show(dp_cli, held)["note"]
     dp_cli("resume", "--pipeline", "flow", check=True)
-    wait_until(lambda: _show(dp_cli, held)["status"] == "completed", what="the released run to complete")
+    wait_until(
+        lambda: _show(dp_cli, held)["status"] == "completed", what="the released run to complete"
+    )
     assert dp_cli("resume", "--pipeline", "flow").returncode == 1  # not held any more
 
 
-def test_hold_pauses_a_running_run_at_its_next_call(dp_cli: Cli, dp_spawn: Any, tmp_path: Path) -> None:
+def test_hold_pauses_a_running_run_at_its_next_call(
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+) -> None:
     (tmp_path / "gate.py").write_text(
         "import os, asyncio\nfrom pathlib import Path\nimport durapipe as dp\n"
         "@dp.step\nasync def wait_go() -> str:\n"
@@ -170,9 +198,16 @@ def test_hold_pauses_a_running_run_at_its_next_call(dp_cli: Cli, dp_spawn: Any, 
     r = dp_cli("stop", "--pipeline", "gated", check=True)
     assert "1 running run(s)" in r.stdout
     (tmp_path / "go").write_text("")
-    wait_until(lambda: _show(dp_cli, rid)["status"] == "pending" and _show(dp_cli, rid)["waiting_for"] is None, what="the run to pause")
+    wait_until(
+        lambda: (
+            _show(dp_cli, rid)["status"] == "pending" and _show(dp_cli, rid)["waiting_for"] is None
+        ),
+        what="the run to pause",
+    )
     doc = _show(dp_cli, rid)
-    assert [e["kind"] for e in doc["events"]][-1] == "step_completed"  # paused after wait_go, before after()
+    assert [e["kind"] for e in doc["events"]][
+        -1
+    ] == "step_completed"  # paused after wait_go, before after()
     dp_cli("resume", "--pipeline", "gated", check=True)
     wait_until(lambda: _show(dp_cli, rid)["status"] == "completed", what="the run to complete")
     assert _show(dp_cli, rid)["output"] == ["go", "after"]

@@ -94,7 +94,9 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
     (work / "examples").mkdir(parents=True)
     shutil.copy(ROOT / "examples" / "hello.py", work / "examples" / "hello.py")
     # (PYTEST_*: under pytest-xdist the inner pytest would think it is a worker too.)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DURAPIPE_", "PYTHON", "PYTEST_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DURAPIPE_", "PYTHON", "PYTEST_"))
+    }
     env["NO_COLOR"] = "1"
 
     where = _run(

@@ -274,7 +274,9 @@ def test_worker_module_without_pipelines(dp_cli: Any, tmp_path: Path) -> None:
     assert p.returncode == 1 and "has no pipelines" in p.stderr
 
 
-def test_worker_on_an_unmigrated_postgres_says_how_to_migrate(pg_server: Any, tmp_path: Path) -> None:
+def test_worker_on_an_unmigrated_postgres_says_how_to_migrate(
+    pg_server: Any, tmp_path: Path
+) -> None:
     import uuid
 
     from conftest import _pg_admin, _with_db, cli_env
@@ -286,8 +288,12 @@ def test_worker_on_an_unmigrated_postgres_says_how_to_migrate(pg_server: Any, tm
     try:
         url = _with_db(pg_server, name)
         p = subprocess.run(
-            [sys.executable, "-m", "durapipe", "worker", "-m", WORK], capture_output=True, text=True, timeout=60,
-            cwd=tmp_path, env=cli_env(url),
+            [sys.executable, "-m", "durapipe", "worker", "-m", WORK],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=cli_env(url),
         )
         assert p.returncode == 1 and "run `durapipe db upgrade` first" in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
@@ -295,7 +301,9 @@ def test_worker_on_an_unmigrated_postgres_says_how_to_migrate(pg_server: Any, tm
         asyncio.run(_pg_admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def test_worker_log_file_gets_one_json_record_per_line(db_url: str, dp_cli: Any, dp_spawn: Any, tmp_path: Path) -> None:
+def test_worker_log_file_gets_one_json_record_per_line(
+    db_url: str, dp_cli: Any, dp_spawn: Any, tmp_path: Path
+) -> None:
     log_file = tmp_path / "worker.jsonl"
     w = _worker(dp_spawn, "--log-file", str(log_file))
     rid = dp_cli("start", f"{WORK}:nap", "--input", "seconds=0.1", check=True).stdout.strip()

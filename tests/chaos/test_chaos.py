@@ -25,10 +25,26 @@ PIPES = str(HERE / "chaos_pipelines.py")
 
 
 def _spawn_worker(db_url: str, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = cli_env(db_url, SIDE_DIR=str(tmp_path), DURAPIPE_LEASE_TTL="1.5", DURAPIPE_POLL_INTERVAL="0.1")
+    env = cli_env(
+        db_url, SIDE_DIR=str(tmp_path), DURAPIPE_LEASE_TTL="1.5", DURAPIPE_POLL_INTERVAL="0.1"
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "durapipe", "worker", "-m", PIPES, "--concurrency", "40", "--suspend-after", "5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path, env=env,
+        [
+            sys.executable,
+            "-m",
+            "durapipe",
+            "worker",
+            "-m",
+            PIPES,
+            "--concurrency",
+            "40",
+            "--suspend-after",
+            "5",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=env,
     )
 
 
@@ -62,7 +78,9 @@ async def _count_done(db_url: str) -> int:
         return (await c.store.count_by_status()).get("completed", 0)
 
 
-def chaos(db_url: str, tmp_path: Path, *, runs: int, seconds: float, workers: int = 3) -> dict[str, Any]:
+def chaos(
+    db_url: str, tmp_path: Path, *, runs: int, seconds: float, workers: int = 3
+) -> dict[str, Any]:
     rng = random.Random(int(os.environ.get("CHAOS_SEED", "7")))
     ids = asyncio.run(_queue(db_url, runs))
     expected_total = runs + sum(1 for i in range(runs) if i % 4 == 0)
@@ -77,7 +95,12 @@ def chaos(db_url: str, tmp_path: Path, *, runs: int, seconds: float, workers: in
             pool[victim].wait(timeout=10)
             kills += 1
             pool[victim] = _spawn_worker(db_url, tmp_path)
-        wait_until(lambda: asyncio.run(_count_done(db_url)) == expected_total, timeout=180, interval=0.5, what="every run to complete")
+        wait_until(
+            lambda: asyncio.run(_count_done(db_url)) == expected_total,
+            timeout=180,
+            interval=0.5,
+            what="every run to complete",
+        )
     finally:
         for p in pool:
             p.send_signal(signal.SIGKILL)
@@ -89,8 +112,22 @@ def chaos(db_url: str, tmp_path: Path, *, runs: int, seconds: float, workers: in
     reexecuted = 0
     for r in all_runs:
         evs = events[r.id]
-        assert [e.seq for e in evs] == list(range(1, len(evs) + 1)), f"{r.id}: seq has a gap or duplicate"
-        done = collections.Counter(e.step for e in evs if e.step and e.kind in ("step_completed", "timer_fired", "input_received", "child_completed", "value_recorded"))
+        assert [e.seq for e in evs] == list(range(1, len(evs) + 1)), (
+            f"{r.id}: seq has a gap or duplicate"
+        )
+        done = collections.Counter(
+            e.step
+            for e in evs
+            if e.step
+            and e.kind
+            in (
+                "step_completed",
+                "timer_fired",
+                "input_received",
+                "child_completed",
+                "value_recorded",
+            )
+        )
         assert all(n == 1 for n in done.values()), f"{r.id}: a step recorded twice: {done}"
         assert sum(1 for e in evs if e.kind == "run_completed") == 1
     effects = collections.Counter(side_effects(tmp_path, "effects"))
@@ -110,16 +147,32 @@ def chaos(db_url: str, tmp_path: Path, *, runs: int, seconds: float, workers: in
             assert output["child"] == i * 2
     assert all(inp.consumed_seq is not None for inp in inputs)  # none lost
     assert len({(inp.run_id, inp.consumed_seq) for inp in inputs}) == len(inputs)  # none used twice
-    figures = {"runs": expected_total, "kills": kills, "re-executions": reexecuted, "seconds": round(elapsed, 1)}
+    figures = {
+        "runs": expected_total,
+        "kills": kills,
+        "re-executions": reexecuted,
+        "seconds": round(elapsed, 1),
+    }
     print(f"\nchaos on {db_url.split(':')[0]}: {figures}")
     return figures
 
 
 def test_chaos_short(db_url: str, tmp_path: Path) -> None:
-    figures = chaos(db_url, tmp_path, runs=int(os.environ.get("CHAOS_RUNS", "120")), seconds=float(os.environ.get("CHAOS_SECONDS", "8")))
+    figures = chaos(
+        db_url,
+        tmp_path,
+        runs=int(os.environ.get("CHAOS_RUNS", "120")),
+        seconds=float(os.environ.get("CHAOS_SECONDS", "8")),
+    )
     assert figures["kills"] >= 3
 
 
 @pytest.mark.slow
 def test_chaos_long(db_url: str, tmp_path: Path) -> None:
-    chaos(db_url, tmp_path, runs=int(os.environ.get("CHAOS_RUNS", "400")), seconds=float(os.environ.get("CHAOS_SECONDS", "120")), workers=4)
+    chaos(
+        db_url,
+        tmp_path,
+        runs=int(os.environ.get("CHAOS_RUNS", "400")),
+        seconds=float(os.environ.get("CHAOS_SECONDS", "120")),
+        workers=4,
+    )

@@ -14,12 +14,16 @@ from durapipe._client import parse_inputs
 from durapipe._serde import MAX_VALUE_BYTES
 from durapipe.errors import DurapipeError
 
-SWEEP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SWEEP = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 WIDE = settings(SWEEP, max_examples=20)  # the sweeps added for issue #9, below
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -49,7 +53,9 @@ def test_cli_inputs_parse_or_say_why(pairs: list[str], blob: str | None) -> None
 
 @SWEEP
 @given(run_id=st.text(min_size=0, max_size=200), value=json_values)
-def test_run_ids_and_values_are_taken_or_refused_cleanly(db_url: str, run_id: str, value: Any) -> None:
+def test_run_ids_and_values_are_taken_or_refused_cleanly(
+    db_url: str, run_id: str, value: Any
+) -> None:
     async def go() -> None:
         async with await dp.Client.connect(db_url) as c:
             existing = {r.id: r for r in await c.store.list_runs(limit=100000)}
@@ -57,7 +63,9 @@ def test_run_ids_and_values_are_taken_or_refused_cleanly(db_url: str, run_id: st
                 rid = await c.start(sweep, run_id=run_id, value=value)
             except DurapipeError as exc:
                 _one_line(exc)
-                assert len(await c.store.list_runs(limit=100000)) == len(existing)  # nothing written
+                assert len(await c.store.list_runs(limit=100000)) == len(
+                    existing
+                )  # nothing written
                 return
             view = await c.get(rid)
             assert view.run_id == run_id

@@ -40,7 +40,11 @@ async def tree() -> list:
 @dp.pipeline(version="1")
 async def killed_midway() -> str:
     await dp.exec("echo", "first")
-    await dp.exec("sh", "-c", 'echo second-start; while [ ! -e "$SIDE_DIR/go" ]; do sleep 0.05; done; echo second-end')
+    await dp.exec(
+        "sh",
+        "-c",
+        'echo second-start; while [ ! -e "$SIDE_DIR/go" ]; do sleep 0.05; done; echo second-end',
+    )
     await dp.exec("echo", "third")
     return "done"
 

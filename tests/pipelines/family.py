@@ -11,7 +11,9 @@ import durapipe as dp
 
 
 def _effect(line: str) -> None:
-    fd = os.open(Path(os.environ["SIDE_DIR"]) / "effects", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(
+        Path(os.environ["SIDE_DIR"]) / "effects", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+    )
     try:
         os.write(fd, (line + "\n").encode())
     finally:
