@@ -200,7 +200,7 @@ class Store:
             # Imported here: sqlalchemy.ext.asyncio pulls in the ORM, which SQLite never needs.
             from sqlalchemy.ext.asyncio import create_async_engine
 
-            timeout, server = _pg_timeouts()
+            self._pg_limits = timeout, server = _pg_timeouts()
             self.writer = create_async_engine(
                 url.sqlalchemy,
                 pool_size=10,
@@ -945,8 +945,8 @@ class Store:
                 self._apg = await asyncpg.connect(
                     self.plain_pg_dsn(),
                     timeout=10,
-                    command_timeout=_pg_timeouts()[0],
-                    server_settings={"application_name": "durapipe-journal", **_pg_timeouts()[1]},
+                    command_timeout=self._pg_limits[0],
+                    server_settings={"application_name": "durapipe-journal", **self._pg_limits[1]},
                 )
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 raise self._unavailable(exc) from exc
