@@ -133,10 +133,15 @@ class PgCluster:
     """
 
     def __init__(
-        self, bin_dir: str | os.PathLike[str] | None = None, *, durable: bool = False
+        self,
+        bin_dir: str | os.PathLike[str] | None = None,
+        *,
+        durable: bool = False,
+        max_connections: int = 200,
     ) -> None:
         self.bin_dir: Path | None = Path(bin_dir) if bin_dir else None
         self.durable = durable  # benchmarks run with the server's default fsync=on
+        self.max_connections = max_connections
         self.host = HOST
         self.user = SUPERUSER
         self.dbname = DBNAME
@@ -281,7 +286,7 @@ class PgCluster:
         fsync = "on" if self.durable else "off"
         return (
             f"-p {self.port} -k {shlex.quote(str(self.socket_dir))} "
-            f"-c listen_addresses={self.host} -c fsync={fsync} -c max_connections=200"
+            f"-c listen_addresses={self.host} -c fsync={fsync} -c max_connections={self.max_connections}"
         )
 
     def _pg_ctl(self, args: list[str], wait_opts: bool = True) -> subprocess.CompletedProcess[str]:
@@ -351,7 +356,12 @@ class PgCluster:
 
 
 def _main() -> int:
-    cluster = PgCluster()
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run a throwaway PostgreSQL until SIGTERM.")
+    parser.add_argument("--max-connections", type=int, default=200)
+    args = parser.parse_args()
+    cluster = PgCluster(max_connections=args.max_connections)
 
     def _terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

@@ -891,15 +891,28 @@ class Store:
 
     # ------------------------------------------------------------------ journal batch
 
+    def commit_now(self, ops: list[Op]) -> list[BaseException | None] | None:
+        """SQLite only: apply ``ops`` on the loop's thread without waiting for a lock.
+
+        None when that cannot be done at once (PostgreSQL, or another process holds the write
+        lock): nothing was written, use :meth:`commit_ops`.
+        """
+        if self._wx is None:
+            return None
+        try:
+            return journal_sql.run_sqlite(self._inline_conn(), ops)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            return None
+
     async def commit_ops(self, ops: list[Op]) -> list[BaseException | None]:
         """Apply many runs' ops in one transaction. Each op is checked against its lease."""
         if self._wx is not None:
-            try:
-                # On the loop's thread, without waiting for a lock: saves a thread hop per batch.
-                return journal_sql.run_sqlite(self._inline_conn(), ops)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
+            # On the loop's thread, without waiting for a lock: saves a thread hop per batch.
+            done = self.commit_now(ops)
+            if done is not None:
+                return done
             # Another process holds the write lock: wait for it in the writer thread instead.
             return await asyncio.get_running_loop().run_in_executor(
                 self._wx, self._commit_sqlite, ops
@@ -1021,6 +1034,9 @@ def _sqlite_events(engine: Engine, begin: str, synchronous: str) -> None:
         conn.exec_driver_sql(begin)
 
 
+_FAST = os.environ.get("DURAPIPE_NO_INLINE_COMMIT") is None  # for A/B timing (bench/README.md)
+
+
 class Journal:
     """Group commit: the pending ops of every run in this process share one transaction.
 
@@ -1037,12 +1053,33 @@ class Journal:
         self.retry_for = float(os.environ.get("DURAPIPE_DB_RETRY_SECONDS", "60"))
         self.batches = 0
         self.ops = 0
+        self._committing = False
         self.take_logs: Callable[[], list[dict[str, Any]]] | None = None
         self.requeue_logs: Callable[[list[dict[str, Any]]], None] | None = None
 
     async def submit(self, op: Op) -> None:
         loop = asyncio.get_running_loop()
         op.future = loop.create_future()
+        if (
+            _FAST
+            and not self._pending
+            and not self._committing
+            and not getattr(loop, "_ready", True)
+        ):
+            # Nothing else is ready to run on this loop, so nobody could join this op's batch
+            # before it commits: on SQLite, commit it here, skipping the two loop iterations a
+            # hand-off to the journal task costs (a run stepping alone: `durapipe run`).
+            batch = self._batch([op])
+            try:
+                results = self._store.commit_now(batch)
+            except Exception:
+                results = None  # the journal task's path retries, isolates and reports it
+            if results is not None:
+                self._settle(batch, results)
+                await op.future  # done: returns (or raises) without yielding to the loop
+                return
+            if len(batch) > 1 and self.requeue_logs is not None:
+                self.requeue_logs(batch[-1].logs)
         self._pending.append(op)
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
@@ -1067,17 +1104,24 @@ class Journal:
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: len(batch)]
-                # Log lines written so far ride along: a line printed before a step completed is
-                # as durable as the step (no commit of its own on the hot path).
                 # Rows given to write_logs are older than the ones buffered now: none is left
                 # behind for the next batch, so they get the lower ids.
                 if any(op.logs for op in self._pending):
                     batch += [op for op in self._pending if op.logs]
                     self._pending = [op for op in self._pending if not op.logs]
-                rows = self.take_logs() if self.take_logs is not None else []
-                if rows:
-                    batch.append(Op(run_id="", owner=None, attempt=None, logs=rows))
-                await self._commit(batch)
+                self._committing = True
+                try:
+                    await self._commit(self._batch(batch))
+                finally:
+                    self._committing = False
+
+    def _batch(self, ops: list[Op]) -> list[Op]:
+        """``ops`` and the log lines written so far, which ride along: a line printed before a
+        step completed is as durable as the step (no commit of its own on the hot path)."""
+        rows = self.take_logs() if self.take_logs is not None else []
+        if rows:
+            ops.append(Op(run_id="", owner=None, attempt=None, logs=rows))
+        return ops
 
     async def _commit(self, batch: list[Op]) -> None:
         delay = 0.05
@@ -1107,6 +1151,9 @@ class Journal:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        self._settle(batch, results)
+
+    def _settle(self, batch: list[Op], results: list[BaseException | None]) -> None:
         self.batches += 1
         self.ops += len(batch)
         for op, res in zip(batch, results, strict=True):

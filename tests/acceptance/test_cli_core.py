@@ -93,8 +93,13 @@ def test_failed_step_then_resume_retries_it(dp_cli: Cli, tmp_path: Path) -> None
 def test_sleep_interrupted_by_a_kill_waits_only_the_remainder(
     dp_cli: Cli, dp_spawn: Any, tmp_path: Path
 ) -> None:
-    proc = dp_spawn("run", f"{COUNTING}:sleeper", "--input", "seconds=3")
+    proc = dp_spawn("run", f"{COUNTING}:sleeper", "--input", "seconds=5")
     run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    # Wait for the console's "Sleeping for 5s" before polling `show` (each look is a process
+    # start, slow on a loaded machine), then kill as soon as the timer is recorded.
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if "Sleeping for" in line:
+            break
 
     def timer() -> dict[str, Any] | None:
         evs = _show(dp_cli, run_id)["events"]
@@ -103,6 +108,8 @@ def test_sleep_interrupted_by_a_kill_waits_only_the_remainder(
     started = wait_until(timer, what="the timer to be recorded")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
+    evs = _show(dp_cli, run_id)["events"]
+    assert not any(e["kind"] == "timer_fired" for e in evs), "killed too late to prove anything"
     wake_at = started["data"]["wake_at"]
     wait_until(
         lambda: time.time() > wake_at + 0.1, timeout=10, what="the original wake time to pass"
