@@ -133,6 +133,11 @@ class Client:
     """Start, inspect and steer runs. ``async with await Client.connect(url) as c: ...``"""
 
     def __init__(self, store: Store) -> None:
+        if not isinstance(store, Store):
+            raise TypeError(
+                f"Client(store) takes an open store, not {type(store).__name__}; "
+                "to open a database by URL: client = await dp.Client.connect(url)"
+            )
         self.store = store
 
     @classmethod

@@ -172,7 +172,12 @@ def step(
         raise ConfigError("retries must be 0 or more")
 
     def wrap(f: Any) -> Any:
-        from ._engine import call_step
+        from ._engine import call_step, in_run_on_loop
+
+        if not callable(f) or isinstance(f, type):
+            raise ConfigError(
+                f"@dp.step decorates a function (sync or async), not {type(f).__name__} {f!r}"
+            )
 
         opts = StepOptions(
             name=name or f.__name__,
@@ -182,12 +187,24 @@ def step(
             max_delay=max_delay,
         )
         is_async = inspect.iscoroutinefunction(f)
+        journaled: Any
+        if is_async:
 
-        @functools.wraps(f)
-        async def journaled(*args: Any, **kwargs: Any) -> Any:
-            return await call_step(f, opts, is_async, args, kwargs)
+            @functools.wraps(f)
+            async def journaled(*args: Any, **kwargs: Any) -> Any:
+                return await call_step(f, opts, True, args, kwargs)
 
-        journaled.__durapipe_step__ = opts  # type: ignore[attr-defined]
+        else:
+
+            @functools.wraps(f)
+            def journaled(*args: Any, **kwargs: Any) -> Any:
+                # In a run: an awaitable journaled call. Elsewhere (a script, a test, a sync
+                # step's body): a plain call that returns the result.
+                if in_run_on_loop():
+                    return call_step(f, opts, False, args, kwargs)
+                return f(*args, **kwargs)
+
+        journaled.__durapipe_step__ = opts
         return journaled
 
     if fn is not None:

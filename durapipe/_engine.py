@@ -170,6 +170,17 @@ def install_log_handler() -> None:
         root.addHandler(RunLogHandler())
 
 
+def in_run_on_loop() -> bool:
+    """Inside a run, on the event loop's thread (where a step call must be awaited)."""
+    if _CTX.get() is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False  # in a sync step's thread: a nested step is a plain call
+    return True
+
+
 def current(what: str, *, step: bool = False) -> tuple[RunContext, Branch]:
     call = f"step {what}()" if step else f"dp.{what}()"
     ctx = _CTX.get()
@@ -254,7 +265,9 @@ class RunContext:
                     else:
                         del self.records[origin]
         self.dry = dry  # upgrade check: replay only, stop at the first call with no recorded result
-        self.patches = {ev.name for ev in history if ev.kind == "patch_marker"}
+        self.patches: dict[str, bool] = {
+            ev.name: True for ev in history if ev.kind == "patch_marker" and ev.name
+        }
         self.visited: set[str] = set()
         self.labels: dict[str, int] = {}
         self.gathers = 0
@@ -854,12 +867,15 @@ async def patched(patch_id: str) -> bool:
     """
     ctx, _branch = current("patched")
     if patch_id in ctx.patches:
-        return True
+        return ctx.patches[patch_id]
     if not ctx._at_frontier():
-        return False  # replaying history recorded before this code existed
+        # Replaying history recorded before this code existed. The answer holds for the rest
+        # of the run, so the old path is taken everywhere, also past the end of the history.
+        ctx.patches[patch_id] = False
+        return False
+    ctx.patches[patch_id] = True
     if ctx.dry:
         return True
-    ctx.patches.add(patch_id)
     await ctx.write(ctx.event("patch_marker", name=patch_id))
     return True
 
@@ -876,14 +892,20 @@ async def gather(
         return_exceptions: return exceptions in the result list instead of raising the first.
         limit: at most this many branches run at once.
     """
-    ctx, branch = current("gather")
-    if limit is not None and limit < 1:
-        raise ValueError("dp.gather(limit=...) must be 1 or more")
-    for aw in aws:
-        if not asyncio.iscoroutine(aw):
-            raise TypeError(
-                "dp.gather takes coroutines (calls like my_step(x) or dp.exec(...)), not tasks or futures"
-            )
+    try:
+        ctx, branch = current("gather")
+        if limit is not None and limit < 1:
+            raise ValueError("dp.gather(limit=...) must be 1 or more")
+        for aw in aws:
+            if not asyncio.iscoroutine(aw):
+                raise TypeError(
+                    "dp.gather takes coroutines (calls like my_step(x) or dp.exec(...)), not tasks or futures"
+                )
+    except BaseException:
+        for aw in aws:  # refused: they will never run, so no "never awaited" warnings
+            if asyncio.iscoroutine(aw):
+                aw.close()
+        raise
     key = branch.next_key()
     ctx.check(key)
     sem = asyncio.Semaphore(limit) if limit else None

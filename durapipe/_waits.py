@@ -135,6 +135,11 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
     """Start a child run, wait for it, and return its output (``dp.SubpipelineFailed`` if it fails)."""
     ctx, branch = current("run_subpipeline")
     pdef = registered(pipeline) if isinstance(pipeline, str) else pipeline
+    if pdef is None:
+        raise ConfigError(
+            f"dp.run_subpipeline: no pipeline named {pipeline!r} is loaded in this process; "
+            "import the module that defines it, or pass the decorated function itself"
+        )
     if not isinstance(pdef, PipelineDef):
         raise ConfigError(
             f"dp.run_subpipeline needs a pipeline (a function decorated with @dp.pipeline or its name), got {pipeline!r}"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import re
+import warnings
+from typing import Any
 
 import pytest
 
@@ -91,7 +94,85 @@ async def test_primitives_outside_a_run_raise_a_clear_error() -> None:
     def add(a: int, b: int) -> int:
         return a + b
 
-    assert await add(1, 2) == 3  # a plain call outside a run
+    @dp.step
+    async def add_async(a: int, b: int) -> int:
+        return a + b
+
+    assert add(1, 2) == 3  # outside a run, a sync step is a plain call
+    assert await add_async(1, 2) == 3  # and an async one a plain await
+
+
+def test_step_decorates_functions_only() -> None:
+    with pytest.raises(ConfigError, match="decorates a function"):
+        dp.step(5)  # type: ignore[call-overload]
+
+
+@pytest.mark.asyncio
+async def test_a_refused_gather_leaves_no_unawaited_coroutines(tmp_path: Any) -> None:
+    from durapipe._store import open_store
+    from durapipe.testing import run_pipeline
+
+    @dp.step
+    async def mark() -> int:
+        return 1
+
+    @dp.pipeline(name="refused_gather")
+    async def refused() -> str:
+        try:
+            await dp.gather(mark(), mark(), limit=0)
+        except ValueError as exc:
+            return str(exc)
+        return "not refused"
+
+    store = await open_store(f"sqlite:///{tmp_path / 'g.db'}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "coroutine ... was never awaited" would fail here
+            view = await run_pipeline(store, refused)
+            gc.collect()
+    finally:
+        await store.close()
+    assert view.output == "dp.gather(limit=...) must be 1 or more"
+
+
+@pytest.mark.asyncio
+async def test_patched_keeps_its_answer_for_the_whole_run(tmp_path: Any) -> None:
+    from durapipe._store import open_store
+    from durapipe.testing import resume_run, run_pipeline
+
+    flag = {"fail": True}
+
+    @dp.step
+    async def work(i: int) -> int:
+        if i == 2 and flag["fail"]:
+            raise RuntimeError("fail once")
+        return i
+
+    @dp.pipeline(name="patch_answer", version="1")
+    async def old() -> list[Any]:
+        await work(1)
+        await work(2)
+        return []
+
+    store = await open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        view = await run_pipeline(store, old)
+        assert view.status == "failed"
+
+        @dp.pipeline(name="patch_answer", version="1")
+        async def new() -> list[Any]:
+            answers = [await dp.patched("v2")]  # replayed: history from before the change
+            await work(1)
+            await work(2)  # the failed step, now live
+            answers.append(await dp.patched("v2"))  # live, but the run took the old path
+            return answers
+
+        flag["fail"] = False
+        view = await resume_run(store, new, view.run_id)
+    finally:
+        await store.close()
+    assert view.status == "completed", view.error
+    assert view.output == [False, False]
 
 
 def test_line_format_has_milliseconds_and_aligned_prefixes() -> None:
