@@ -1,6 +1,6 @@
 """Hello, durapipe: a command, a step, a durable sleep.
 
-    durapipe run examples/hello.py:hello --input name=world
+durapipe run examples/hello.py:hello --input name=world
 """
 
 import durapipe as dp
@@ -13,8 +13,9 @@ def greeting(name: str) -> str:
 
 @dp.pipeline(version="1")
 async def hello(name: str = "world", nap: float = 1.0) -> dict:
-    listing = await dp.exec("ls", "-1", "examples")
+    today = await dp.exec("date", "+%A")  # journaled: a resumed run keeps the day it started on
+    day = today.stdout.strip()
     text = await greeting(name)
     await dp.sleep(nap)
-    await dp.exec("echo", text)
-    return {"greeting": text, "files": len(listing.stdout.splitlines())}
+    await dp.exec("echo", text, f"Happy {day}!")
+    return {"greeting": text, "day": day}

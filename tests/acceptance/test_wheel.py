@@ -1,23 +1,29 @@
 """The built wheel works on its own: it migrates a database, runs a pipeline, and plugs into pytest.
 
-The wheel is installed (not editable) into a fresh virtualenv that sees the system's packages,
-so its dependencies need no download; everything runs from a temporary directory without
-PYTHONPATH, and the test checks that the durapipe imported there is the wheel's.
+The wheel is installed (not editable) into a fresh virtualenv whose dependencies are this
+interpreter's: a .pth file lists this environment's site-packages, so nothing is downloaded, and
+it works the same whether pytest runs from a virtualenv or from a global Python. A directory a .pth
+names is not a site directory, so the .pth files there (this checkout's editable install) are not
+processed. Everything runs from a temporary directory without PYTHONPATH, and the test checks that
+the durapipe imported there is the wheel's.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
 from conftest import ROOT
 
 USER_TEST = """
+from pathlib import Path
+
 import pytest
 import durapipe as dp
 from durapipe.testing import run_pipeline
@@ -31,7 +37,7 @@ async def nap() -> str:
 
 @pytest.mark.asyncio
 async def test_nap(durapipe_store, durapipe_clock):
-    assert dp.__file__.startswith(VENV)
+    assert Path(dp.__file__).resolve().is_relative_to(VENV)
     view = await run_pipeline(durapipe_store, nap, clock=durapipe_clock)
     assert view.output == "a week later"
 """
@@ -45,19 +51,11 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 
 def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
+    # hatchling (the build backend) comes with the dev extra; without it pip fetches it into an
+    # isolated build environment, which needs the package index.
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("hatchling") else []
     _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(dist),
-            ".",
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(dist), "."],
         cwd=ROOT,
     )
     [wheel] = dist.glob("durapipe-*.whl")
@@ -69,12 +67,17 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
     assert "[pytest11]" in entry_points and "durapipe = durapipe.testing" in entry_points
 
     venv = tmp_path / "venv"
-    _run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-        cwd=tmp_path,
-    )
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
     py = str(venv / "bin" / "python")
-    # The system's pip, run by the venv's interpreter, installs into the venv.
+    inner = Path(
+        _run(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path
+        ).strip()
+    )
+    # This environment's packages (the dependencies, pip, pytest) after the venv's own.
+    outer = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    (inner / "_outer_env.pth").write_text("".join(f"{p}\n" for p in outer))
+    # This environment's pip, run by the venv's interpreter, installs into the venv.
     _run(
         [
             py,
@@ -90,9 +93,9 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
 
+    # A directory of the user's, nothing to do with this checkout.
     work = tmp_path / "work"
-    (work / "examples").mkdir(parents=True)
-    shutil.copy(ROOT / "examples" / "hello.py", work / "examples" / "hello.py")
+    work.mkdir()
     # (PYTEST_*: under pytest-xdist the inner pytest would think it is a worker too.)
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("DURAPIPE_", "PYTHON", "PYTEST_"))
@@ -108,8 +111,7 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
         cwd=work,
         env=env,
     ).split()
-    site = venv / "lib"
-    assert all(Path(p).resolve().is_relative_to(site.resolve()) for p in where), where
+    assert all(Path(p).resolve().is_relative_to(inner.resolve()) for p in where), where
     assert where[1].endswith(os.path.join("durapipe", "_migrations"))
 
     durapipe = str(venv / "bin" / "durapipe")
@@ -119,7 +121,7 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
         [
             durapipe,
             "run",
-            "examples/hello.py:hello",
+            f"{ROOT / 'examples' / 'hello.py'}:hello",
             "--input",
             "nap=0",
             "--database-url",
@@ -135,7 +137,7 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
         "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
         "filterwarnings = error\n"
     )
-    (work / "test_user.py").write_text(f"VENV = {str(venv.resolve())!r}\n" + USER_TEST)
+    (work / "test_user.py").write_text(f"VENV = {str(inner.resolve())!r}\n" + USER_TEST)
     out = _run(
         [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"], cwd=work, env=env
     )
