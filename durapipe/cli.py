@@ -32,7 +32,8 @@ from ._ids import validate_run_id
 from ._runner import Runner, drive_tree
 from ._store import open_store
 from ._store import schema as S
-from .errors import ConfigError, DurapipeError, InvalidInput, InvalidRunState
+from ._store.url import resolve_url
+from .errors import ConfigError, DurapipeError, InvalidInput, InvalidRunState, RunNotFound
 
 app = typer.Typer(
     name="durapipe",
@@ -73,6 +74,15 @@ def _err(text: str) -> None:
 def _run(coro: Awaitable[int]) -> None:
     code: int = asyncio.run(coro)  # type: ignore[arg-type]
     raise typer.Exit(code)
+
+
+async def _connect_for_run(database_url: str | None, run_id: str) -> Client:
+    """Open the database a run id refers to; an embedded SQLite file that does not exist yet
+    holds no runs, so say so without creating it."""
+    url = resolve_url(database_url)
+    if url.dialect == "sqlite" and url.path and not os.path.exists(url.path):  # noqa: ASYNC240 (one stat)
+        raise RunNotFound(run_id)
+    return await Client.connect(database_url)
 
 
 def _print_rich(renderable: Any) -> None:
@@ -249,6 +259,7 @@ def run(
             if run_id is not None and (why := validate_run_id(run_id)):
                 raise InvalidInput(f"run id {run_id!r} is not usable: {why}")
             _serde.dumps(inputs, what="the inputs")
+            held = await _held(client, pdef.name, pdef.version)
             fg = _Foreground(client.store, [pdef], not no_timestamps)
             await fg.runner.start()
             try:
@@ -257,7 +268,7 @@ def run(
                     inputs,
                     run_id=run_id,
                     pin=pin or None,
-                    owner=fg.runner.id,
+                    owner=None if held else fg.runner.id,
                     ttl=fg.runner.lease_ttl,
                 )
             except BaseException:
@@ -265,17 +276,35 @@ def run(
                 raise
             if not created:
                 await fg.runner.close()
+                _out(row.id)
+                if row.status in S.TERMINAL:
+                    _err(f"run {row.id} exists already and has ended; it is not run again")
+                    return await fg.report(client, row.id, row.status)
                 _err(
-                    f"run {row.id} exists already ({row.status}); `durapipe show {row.id}` or `durapipe resume {row.id}`"
+                    f"run {row.id} exists already ({row.status}); `durapipe show {row.id}`, or `durapipe resume {row.id}` to continue it here"
                 )
-                return 0 if row.status == "completed" else 1
+                return 1
             _out(row.id)
+            if held:  # queued as pending; no worker takes it until the hold is released
+                await fg.runner.close()
+                _err(
+                    f"pipeline {pdef.name} is held (`durapipe stop --pipeline {pdef.name}`): run {row.id} is queued as pending; "
+                    f"the workers take it once released with `durapipe resume --pipeline {pdef.name}`"
+                )
+                return 1
             status = await fg.drive(row)
             return await fg.report(client, row.id, status)
         finally:
             await client.close()
 
     _run(go())
+
+
+async def _held(client: Client, pipeline: str, version: str) -> bool:
+    """Whether `durapipe stop --pipeline` holds this pipeline (all versions, or this one)."""
+    return any(
+        h.pipeline == pipeline and h.version in ("", version) for h in await client.store.holds()
+    )
 
 
 def _dead_local_owners(workers: list[Any]) -> list[str]:
@@ -334,7 +363,9 @@ def resume(
     _check_pipeline_name(pipeline, None)
 
     async def go() -> int:
-        client = await Client.connect(database_url)
+        client = await (
+            _connect_for_run(database_url, run_id) if run_id else Client.connect(database_url)
+        )
         try:
             if pipeline is not None:
                 if not await client.store.unhold(pipeline):
@@ -346,6 +377,11 @@ def resume(
             assert run_id is not None
             row = await client.row(run_id)
             check_resumable(row)
+            if await _held(client, row.pipeline, row.version):
+                raise InvalidRunState(
+                    f"pipeline {row.pipeline} is held (`durapipe stop --pipeline {row.pipeline}`), so run {run_id} waits; "
+                    f"release it with `durapipe resume --pipeline {row.pipeline}`"
+                )
             if detach:
                 await client.resume(run_id)
                 _out(f"run {run_id} handed to the workers")
@@ -418,7 +454,7 @@ def result(
     """Print a run's output as JSON (exit 1 if it did not complete)."""
 
     async def go() -> int:
-        async with await Client.connect(database_url) as client:
+        async with await _connect_for_run(database_url, run_id) as client:
             if wait:
                 try:
                     out = await client.result(run_id, timeout=timeout)
@@ -701,7 +737,7 @@ def show(
     """Show a run: its steps, children, output or error, and what it waits for."""
 
     async def go() -> int:
-        async with await Client.connect(database_url) as client:
+        async with await _connect_for_run(database_url, run_id) as client:
             view = await client.get(run_id)
             events = await client.store.events(run_id)
             kids = await client.store.children(run_id)
@@ -737,7 +773,7 @@ def logs(
     """Print a run's log — the whole run tree as one ordered log."""
 
     async def go() -> int:
-        async with await Client.connect(database_url) as client:
+        async with await _connect_for_run(database_url, run_id) as client:
             row = await client.row(run_id)
             fmt = LineFormatter(timestamps=not no_timestamps, color=use_color(sys.stdout))
             last = 0
@@ -802,7 +838,7 @@ def input_(
     """Send a value to a run that waits (or will wait) for input NAME."""
 
     async def go() -> int:
-        async with await Client.connect(database_url) as client:
+        async with await _connect_for_run(database_url, run_id) as client:
             text = _stdin_text() if value == "-" else value
             await client.send_input(run_id, name, _serde.parse_cli_value(text))
         _out(f"sent {name} to {run_id}")
@@ -845,7 +881,9 @@ def stop(
     _check_pipeline_name(pipeline, version)
 
     async def go() -> int:
-        async with await Client.connect(database_url) as client:
+        async with await (
+            _connect_for_run(database_url, run_id) if run_id else Client.connect(database_url)
+        ) as client:
             if pipeline is not None:
                 t = time.time()
                 await client.store.hold(pipeline, version, now=t)
@@ -880,7 +918,7 @@ def cancel(
     """Cancel a run: its `finally` blocks run, its children are cancelled, it ends `cancelled`."""
 
     async def go() -> int:
-        async with await Client.connect(database_url) as client:
+        async with await _connect_for_run(database_url, run_id) as client:
             what = await client.cancel(run_id)
             if what == "requested":
                 _out(f"run {run_id}: cancel requested")

@@ -209,6 +209,46 @@ def test_resume_of_a_completed_run_says_so(dp_cli: Cli) -> None:
     )
 
 
+def test_run_with_the_id_of_an_ended_run_reports_it_and_runs_nothing(
+    dp_cli: Cli, tmp_path: Path
+) -> None:
+    first = dp_cli("run", f"{COUNTING}:counting", "--input", "n=2", "--run-id", "nightly-1")
+    assert first.returncode == 0, first.stderr
+    again = dp_cli("run", f"{COUNTING}:counting", "--input", "n=2", "--run-id", "nightly-1")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[0] == "nightly-1"  # the id first, the output last
+    assert again.stdout.splitlines()[-1] == first.stdout.splitlines()[-1]
+    assert "exists already" in again.stderr
+    assert side_effects(tmp_path, "steps") == ["1", "2"]  # not run twice
+
+
+def test_commands_on_a_run_id_create_no_database(tmp_path: Path) -> None:
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DURAPIPE_DATABASE_URL"}
+    for args in (
+        ["show", "run_nope"],
+        ["resume", "run_nope"],
+        ["stop", "run_nope"],
+        ["cancel", "run_nope"],
+        ["input", "run_nope", "approve", "true"],
+        ["logs", "run_nope"],
+        ["result", "run_nope"],
+    ):
+        p = subprocess.run(
+            [sys.executable, "-m", "durapipe", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert p.returncode == 1, (args, p.stderr)
+        assert p.stderr.startswith("error: no run with id 'run_nope'"), (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
+    assert list(tmp_path.iterdir()) == []  # the default ./durapipe.db was not created
+
+
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     import sys
 

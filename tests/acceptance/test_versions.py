@@ -182,6 +182,25 @@ def test_hold_and_release_a_pipeline(dp_cli: Cli, dp_spawn: Any, tmp_path: Path)
     assert dp_cli("resume", "--pipeline", "flow").returncode == 1  # not held any more
 
 
+def test_run_and_resume_in_the_foreground_respect_a_hold(dp_cli: Cli, tmp_path: Path) -> None:
+    write_flow(tmp_path / "flow.py", "1", calls="await a()")
+    dp_cli("stop", "--pipeline", "flow", check=True)
+    p = dp_cli("run", "flow.py:flow")
+    assert p.returncode == 1, p.stderr
+    rid = p.stdout.splitlines()[0]
+    assert "is held" in p.stderr and "durapipe resume --pipeline flow" in p.stderr
+    assert _show(dp_cli, rid)["status"] == "pending"
+    assert side_effects(tmp_path, "effects") == []  # queued: nothing ran
+    r = dp_cli("resume", rid)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "is held" in r.stderr
+    assert _show(dp_cli, rid)["status"] == "pending"
+    dp_cli("resume", "--pipeline", "flow", check=True)
+    r = dp_cli("resume", rid)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1]) == ["a"]
+    assert side_effects(tmp_path, "effects") == ["a -"]
+
+
 def test_hold_pauses_a_running_run_at_its_next_call(
     dp_cli: Cli, dp_spawn: Any, tmp_path: Path
 ) -> None:
