@@ -39,7 +39,7 @@ from sqlalchemy.pool import QueuePool
 from ..errors import ConfigError, DatabaseUnavailable
 from . import journal_sql
 from . import schema as S
-from .url import DatabaseURL, redact, resolve_url
+from .url import DatabaseURL, pg_database_name, redact, resolve_url
 
 log = logging.getLogger("durapipe.store")
 T = TypeVar("T")
@@ -125,6 +125,8 @@ def _is_integrity(exc: BaseException) -> bool:
 
 
 def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ConfigError) or _bad_database(exc) is not None:
+        return False
     if isinstance(exc, DatabaseUnavailable | sqlite3.OperationalError | OSError | ConnectionError):
         return True
     if isinstance(exc, SQLAlchemyError):
@@ -140,6 +142,8 @@ _TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 def _is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or anything it was raised from) says the database is unreachable."""
+    if _bad_database(exc) is not None:  # no such database, bad login: waiting will not help
+        return False
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -155,6 +159,50 @@ def _is_transient(exc: BaseException) -> bool:
         if isinstance(state, str) and state.startswith(_TRANSIENT_SQLSTATES):
             return True
         e = getattr(e, "orig", None) or e.__cause__
+    return False
+
+
+# SQLSTATEs that mean "this URL names nothing this user can use", which no retry will change:
+# 3D000 the database does not exist, 28000/28P01 the role is unknown or the password wrong (or
+# pg_hba.conf turns the connection away), 42501 the role may not connect (no CONNECT privilege).
+_BAD_DATABASE_SQLSTATES = ("3D000", "28000", "28P01", "42501")
+# What SQLite says of a file that is not a SQLite database (or one it cannot decrypt).
+_NOT_SQLITE = ("file is not a database", "file is encrypted")
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    """``exc`` and what it was raised from (DBAPI ``orig``, then ``__cause__``)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = getattr(e, "orig", None) or e.__cause__
+
+
+def _sqlstate(e: BaseException) -> str | None:
+    state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
+def _bad_database(exc: BaseException) -> BaseException | None:
+    """The error in ``exc``'s chain saying the URL names no database this user can use (missing
+    database, unknown role, wrong password, no privilege, a file that is not SQLite), or None."""
+    for e in _chain(exc):
+        if _sqlstate(e) in _BAD_DATABASE_SQLSTATES:
+            return e
+        if isinstance(e, sqlite3.DatabaseError) and any(m in str(e) for m in _NOT_SQLITE):
+            return e
+    return None
+
+
+def _is_undefined_table(exc: BaseException) -> bool:
+    """Whether ``exc`` says a table does not exist (PostgreSQL 42P01, SQLite "no such table")."""
+    for e in _chain(exc):
+        if _sqlstate(e) == "42P01":
+            return True
+        if isinstance(e, sqlite3.OperationalError) and "no such table" in str(e):
+            return True
     return False
 
 
@@ -239,6 +287,8 @@ class Store:
         except (OSError, ConnectionError) as exc:
             raise self._unavailable(exc) from exc
         except DBAPIError as exc:
+            if (bad := self._bad_database(exc)) is not None:
+                raise bad from exc
             if exc.connection_invalidated or _is_transient(exc.orig or exc) and not _is_busy(exc):
                 raise self._unavailable(exc) from exc
             raise
@@ -246,6 +296,43 @@ class Store:
     async def run_read(self, fn: Callable[[Connection], T]) -> T:
         """Run a caller's function on a read connection (tests, tools)."""
         return await self._read(fn)
+
+    def _bad_database(self, exc: BaseException) -> ConfigError | None:
+        """A one-line error for a URL naming no database this user can use, or None.
+
+        Not a :class:`DatabaseUnavailable`: waiting does not fix a missing database or a wrong
+        password, so workers must not retry it.
+        """
+        cause = _bad_database(exc)
+        if cause is None:
+            return None
+        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        where = "--database-url / DURAPIPE_DATABASE_URL"
+        if self.is_sqlite:
+            return ConfigError(
+                f"{self.url.path} is not a SQLite database ({detail}); point {where} at a "
+                "durapipe database, or at a file that does not exist yet to create one"
+            )
+        url = redact(self.url.raw)
+        state = _sqlstate(cause)
+        if state == "3D000":
+            name = pg_database_name(self.url.raw)
+            quoted = name.replace('"', '""')
+            create = f'create it (CREATE DATABASE "{quoted}")' if name else "create it"
+            return ConfigError(
+                f"the database {url} does not exist ({detail}); {create} and run "
+                f"`durapipe db upgrade`, or point {where} at an existing database"
+            )
+        if state == "42501":
+            grant = "GRANT CONNECT" if "for database" in detail else "GRANT the privileges"
+            return ConfigError(
+                f"the database {url} refused this user ({detail}); {grant} to it, or give "
+                f"another user in {where}"
+            )
+        return ConfigError(
+            f"cannot log in to the database {url} ({detail}); check the user and password "
+            f"in {where}"
+        )
 
     def _unavailable(self, exc: BaseException) -> DatabaseUnavailable:
         detail = (
@@ -291,10 +378,13 @@ class Store:
                 return str(row[0]) if row else None
 
             return await self._read(_tx)
-        except DatabaseUnavailable:
+        except SQLAlchemyError as exc:
+            # Only a missing table means "not migrated yet"; anything else (a connection, login
+            # or missing-database error was already turned into a one-line error by _tx) is
+            # what it is, not a reason to tell the user to run `durapipe db upgrade`.
+            if _is_undefined_table(exc):
+                return None
             raise
-        except SQLAlchemyError:
-            return None
 
     async def migrate(self) -> None:
         from .migrate import upgrade_head
@@ -934,9 +1024,15 @@ class Store:
         conn = sqlite3.connect(
             self.url.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={_sqlite_synchronous()}")
-        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={_sqlite_synchronous()}")
+            conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if (bad := self._bad_database(exc)) is not None:
+                raise bad from exc
+            raise
         return conn
 
     def _inline_conn(self) -> sqlite3.Connection:
@@ -962,6 +1058,8 @@ class Store:
                     server_settings={"application_name": "durapipe-journal", **self._pg_limits[1]},
                 )
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                if (bad := self._bad_database(exc)) is not None:
+                    raise bad from exc
                 raise self._unavailable(exc) from exc
         return self._apg
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
 
@@ -54,3 +55,11 @@ def redact(url: str) -> str:
         user = rest.split("@", 1)[0].split(":", 1)[0]
         rest = f"{user}:***@{rest.split('@', 1)[1]}"
     return f"{scheme}{sep}{rest}"
+
+
+def pg_database_name(url: str) -> str:
+    """The database a postgresql:// URL names (its path), or "" when it names none."""
+    try:
+        return unquote(urlsplit(url).path.lstrip("/"))
+    except ValueError:
+        return ""
