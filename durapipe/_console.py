@@ -223,6 +223,41 @@ def render_list(rows: list[Any], counts: dict[str, int], *, now: float) -> Any:
     return Group(table, summary)
 
 
+SHOWN_CHILDREN = 50  # per parent; `durapipe list --json` has them all
+
+
+def _add_children(node: Any, parent_id: str, runs: list[Any]) -> None:
+    """The run tree under ``parent_id``: ``runs`` are descendants at any depth."""
+    from rich.text import Text
+
+    by_parent: dict[str, list[Any]] = {}
+    for r in sorted(runs, key=lambda r: (r.created_at, r.id)):
+        by_parent.setdefault(r.parent_run_id, []).append(r)
+
+    def add(node: Any, pid: str) -> None:
+        kids = by_parent.get(pid, [])
+        for kid in kids[:SHOWN_CHILDREN]:
+            sub = node.add(
+                Text.assemble(
+                    "child  ",
+                    (kid.id, "bold"),
+                    f"  {kid.pipeline}  ",
+                    (kid.status, STATUS_STYLE.get(kid.status, "")),
+                )
+            )
+            add(sub, kid.id)
+        if len(kids) > SHOWN_CHILDREN:
+            node.add(
+                Text(
+                    f"… and {len(kids) - SHOWN_CHILDREN} more children "
+                    f"(durapipe show {pid} --json lists them)",
+                    style="dim",
+                )
+            )
+
+    add(node, parent_id)
+
+
 def render_show(
     run: Any,
     events: list[Any],
@@ -320,15 +355,7 @@ def render_show(
                 (extra, "dim"),
             )
         )
-    for kid in children:
-        tree.add(
-            Text.assemble(
-                "child  ",
-                (kid.id, "bold"),
-                f"  {kid.pipeline}  ",
-                (kid.status, STATUS_STYLE.get(kid.status, "")),
-            )
-        )
+    _add_children(tree, run.id, children)
     parts: list[Any] = [tree]
     if run.output:
         parts.append(Text(f"output: {_short(json.loads(run.output), 400)}"))

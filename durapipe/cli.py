@@ -359,7 +359,11 @@ def resume(
 ) -> None:
     """Continue a stopped, crashed, failed or blocked run from where it left off."""
     if (run_id is None) == (pipeline is None):
-        raise InvalidInput("give a RUN_ID, or --pipeline NAME to release a held pipeline")
+        raise InvalidInput(
+            "give a RUN_ID or --pipeline NAME, not both"
+            if run_id is not None
+            else "give a RUN_ID, or --pipeline NAME to release a held pipeline"
+        )
     _check_pipeline_name(pipeline, None)
 
     async def go() -> int:
@@ -750,9 +754,12 @@ def show(
                 doc["note"] = note
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
+            tree = kids
+            if kids:  # the whole tree below this run: every run of its root, one query
+                tree = await client.store.list_runs(root_run_id=row.root_run_id, limit=100_000)
             _print_rich(
                 render_show(
-                    row, events, children=kids, waits=_waits(view), now=time.time(), note=note
+                    row, events, children=tree, waits=_waits(view), now=time.time(), note=note
                 )
             )
         return 0
@@ -877,7 +884,11 @@ def stop(
 ) -> None:
     """Stop a run at its next journaled call; `durapipe resume` continues it."""
     if (run_id is None) == (pipeline is None):
-        raise InvalidInput("give a RUN_ID, or --pipeline NAME to hold every run of a pipeline")
+        raise InvalidInput(
+            "give a RUN_ID or --pipeline NAME, not both"
+            if run_id is not None
+            else "give a RUN_ID, or --pipeline NAME to hold every run of a pipeline"
+        )
     _check_pipeline_name(pipeline, version)
 
     async def go() -> int:
