@@ -354,6 +354,10 @@ def resume(
             "--pipeline", help="Release every run of this pipeline held by `stop --pipeline`."
         ),
     ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="With --pipeline: release only the hold of this version."),
+    ] = None,
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
 ) -> None:
@@ -364,7 +368,9 @@ def resume(
             if run_id is not None
             else "give a RUN_ID, or --pipeline NAME to release a held pipeline"
         )
-    _check_pipeline_name(pipeline, None)
+    if version is not None and pipeline is None:
+        raise InvalidInput("--version goes with --pipeline NAME")
+    _check_pipeline_name(pipeline, version)
 
     async def go() -> int:
         client = await (
@@ -372,11 +378,20 @@ def resume(
         )
         try:
             if pipeline is not None:
-                if not await client.store.unhold(pipeline):
+                which = f"{pipeline} version {version}" if version else pipeline
+                if not await client.store.unhold(pipeline, version):
+                    holds = [h for h in await client.store.holds() if h.pipeline == pipeline]
+                    if holds:  # held, but not by a hold of this version
+                        names = ", ".join(
+                            f"--version {h.version}" if h.version else "all versions" for h in holds
+                        )
+                        raise InvalidRunState(
+                            f"{which} is not held on its own; the holds of {pipeline} are: {names}"
+                        )
                     raise InvalidRunState(
-                        f"pipeline {pipeline!r} is not held; `durapipe stop --pipeline {pipeline}` holds it"
+                        f"pipeline {which} is not held; `durapipe stop --pipeline {pipeline}` holds it"
                     )
-                _out(f"pipeline {pipeline} released: the workers take its runs again")
+                _out(f"pipeline {which} released: the workers take its runs again")
                 return 0
             assert run_id is not None
             row = await client.row(run_id)
@@ -663,7 +678,7 @@ def list_(
             rows = await client.store.list_runs(
                 status=status, pipeline=pipeline, roots_only=roots, limit=limit
             )
-            counts = await client.store.count_by_status()
+            counts = await client.store.count_by_status(pipeline=pipeline, roots_only=roots)
             _print_rich(render_list(rows, counts, now=time.time()))
         return 0
 
@@ -889,6 +904,8 @@ def stop(
             if run_id is not None
             else "give a RUN_ID, or --pipeline NAME to hold every run of a pipeline"
         )
+    if version is not None and pipeline is None:
+        raise InvalidInput("--version goes with --pipeline NAME")
     _check_pipeline_name(pipeline, version)
 
     async def go() -> int:

@@ -479,8 +479,14 @@ class Store:
 
         return await self._read(_tx)
 
-    async def count_by_status(self) -> dict[str, int]:
+    async def count_by_status(
+        self, *, pipeline: str | None = None, roots_only: bool = False
+    ) -> dict[str, int]:
         q = select(S.runs.c.status, func.count()).group_by(S.runs.c.status)
+        if pipeline:
+            q = q.where(S.runs.c.pipeline == pipeline)
+        if roots_only:
+            q = q.where(S.runs.c.parent_run_id.is_(None))
 
         def _tx(conn: Connection) -> Any:
             return {str(s): int(n) for s, n in (conn.execute(q)).all()}
@@ -971,9 +977,14 @@ class Store:
 
         return await self._write(_tx)
 
-    async def unhold(self, pipeline: str) -> int:
+    async def unhold(self, pipeline: str, version: str | None = None) -> int:
+        """Release the holds of ``pipeline`` (only the hold of ``version`` when given)."""
+        q = delete(S.holds).where(S.holds.c.pipeline == pipeline)
+        if version is not None:
+            q = q.where(S.holds.c.version == version)
+
         def _tx(conn: Connection) -> Any:
-            res = conn.execute(delete(S.holds).where(S.holds.c.pipeline == pipeline))
+            res = conn.execute(q)
             self._notify(conn, "run")
             return int(res.rowcount)
 

@@ -182,6 +182,22 @@ def test_hold_and_release_a_pipeline(dp_cli: Cli, dp_spawn: Any, tmp_path: Path)
     assert dp_cli("resume", "--pipeline", "flow").returncode == 1  # not held any more
 
 
+def test_hold_and_release_one_version(dp_cli: Cli, tmp_path: Path) -> None:
+    write_flow(tmp_path / "flow.py", "1", calls="await a()")
+    dp_cli("stop", "--pipeline", "flow", "--version", "1", check=True)
+    p = dp_cli("run", "flow.py:flow")
+    assert p.returncode == 1 and "is held" in p.stderr
+    held = p.stdout.splitlines()[0]
+    write_flow(tmp_path / "flow.py", "2", calls="await a()")
+    assert dp_cli("run", "flow.py:flow").returncode == 0  # version 2 is not held
+    r = dp_cli("resume", "--pipeline", "flow", "--version", "2")
+    assert r.returncode == 1 and "--version 1" in r.stderr  # says which hold there is
+    dp_cli("resume", "--pipeline", "flow", "--version", "1", check=True)
+    assert _show(dp_cli, held)["note"] is None or "held" not in _show(dp_cli, held)["note"]
+    r = dp_cli("list", "--pipeline", "flow")
+    assert "completed: 1" in r.stdout and "pending: 1" in r.stdout
+
+
 def test_run_and_resume_in_the_foreground_respect_a_hold(dp_cli: Cli, tmp_path: Path) -> None:
     write_flow(tmp_path / "flow.py", "1", calls="await a()")
     dp_cli("stop", "--pipeline", "flow", check=True)
