@@ -223,6 +223,35 @@ def run_sqlite(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | 
         raise
 
 
+_SQLITE_FENCED_EVENT = (
+    f"INSERT INTO durapipe_events ({', '.join(EVENT_COLS)}) "
+    f"SELECT {', '.join('?' * len(EVENT_COLS))} WHERE EXISTS ("
+    "SELECT 1 FROM durapipe_runs WHERE id = ? AND lease_owner = ? AND attempt = ?)"
+)
+
+
+def run_sqlite_simple(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | None]:
+    """Ops that only append events under a lease (see :func:`simple`): each event is inserted
+    only if its run's lease is still the op's, in one statement per op (the hot path)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results: list[BaseException | None] = []
+        for op in ops:
+            fence = (op.run_id, op.owner, op.attempt)
+            cur = conn.executemany(
+                _SQLITE_FENCED_EVENT, [tuple(ev[c] for c in EVENT_COLS) + fence for ev in op.events]
+            )
+            # All or none: the lease cannot change inside this write transaction.
+            ok = cur.rowcount == len(op.events)
+            results.append(None if ok else LeaseLost(f"run {op.run_id}: lease lost"))
+        conn.execute("COMMIT")
+        return results
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 async def run_pg(conn: Any, ops: list[Op]) -> list[BaseException | None]:
     gen = plan(ops, pg=True)
     async with conn.transaction():

@@ -1001,6 +1001,8 @@ class Store:
         if self._wx is None:
             return None
         try:
+            if journal_sql.simple(ops):
+                return journal_sql.run_sqlite_simple(self._inline_conn(), ops)
             return journal_sql.run_sqlite(self._inline_conn(), ops)
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
