@@ -17,6 +17,7 @@ from ._store import Store, open_store
 from ._store import schema as S
 from .errors import (
     ConfigError,
+    DurapipeError,
     InvalidInput,
     InvalidRunState,
     RunFailed,
@@ -336,9 +337,40 @@ class Client:
         """Stop a run at its next journaled call (``now``: kill a running command too)."""
         return await steer(self, run_id, "stop_now" if now else "stop")
 
-    async def cancel(self, run_id: str) -> str:
-        """Cancel a run: cancellation is raised at its current await, so its finally blocks run."""
-        return await steer(self, run_id, "cancel")
+    async def cancel(self, run_id: str, *, here: bool = True) -> str:
+        """Cancel a run: cancellation is raised at its current await, so its finally blocks run.
+
+        -> ``"requested"`` (the process holding it cancels it at its current await),
+        ``"cancelled"`` (it was suspended, sleeping or waiting: its cancellation ran here, now), or
+        ``"queued"`` (its code cannot be loaded here, or ``here=False``: a worker that carries
+        its pipeline runs the cancellation).
+        """
+        what = await steer(self, run_id, "cancel")
+        if what != "queued" or not here:
+            return what
+        from ._runner import Runner, drive_tree
+
+        row = await self.row(run_id)
+        try:
+            pdef = load_target(row.entrypoint)
+        except DurapipeError:
+            return "queued"
+        runner = Runner(self.store, kind="run", pipelines=[pdef], suspend_after=math.inf)
+        await runner.start()
+        try:
+            taken = await self.store.claim_run(
+                run_id,
+                owner=runner.id,
+                ttl=runner.lease_ttl,
+                now=self.store_now(),
+                statuses=S.ACTIVE + RESUMABLE,
+                dead_owners=[],
+            )
+            if taken is None:  # a worker took it meanwhile: it carries out the cancel
+                return "requested"
+            return await drive_tree(runner, taken, cancel=True)
+        finally:
+            await runner.close()
 
     async def resume(self, run_id: str) -> None:
         """Make a stopped, failed or blocked run runnable again for the workers."""
@@ -363,6 +395,17 @@ async def steer(client: Client, run_id: str, what: str) -> str:
     """Stop (``stop``/``stop_now``) or cancel a run wherever it is. -> what happened."""
     row = await client.row(run_id)
     verb = "cancel" if what == "cancel" else "stop"
+    if verb == "cancel" and row.status in ("failed", "blocked"):
+        # Its code already unwound (failed) or cannot run (blocked): nothing is left to clean up.
+        if await client.store.finish_unleased(
+            run_id,
+            status="cancelled",
+            event={"kind": "run_cancelled", "attempt": row.attempt, "data": None},
+            now=client.store_now(),
+            expect=("failed", "blocked"),
+        ):
+            return "cancelled"
+        row = await client.row(run_id)  # resumed meanwhile: cancel it where it runs
     if row.status in S.TERMINAL:
         raise InvalidRunState(
             f"run {run_id} has already ended ({row.status}); there is nothing to {verb}"
@@ -371,6 +414,8 @@ async def steer(client: Client, run_id: str, what: str) -> str:
         raise InvalidRunState(
             f"run {run_id} is already stopped; `durapipe resume {run_id}` continues it"
         )
+    if verb == "stop" and row.requested == "cancel":
+        raise InvalidRunState(f"run {run_id} is being cancelled; it cannot be stopped now")
     now = client.store_now()
     held = row.lease_owner is not None and (row.lease_expires_at or 0) >= now
     if held:

@@ -271,6 +271,9 @@ class RunContext:
         self.visited: set[str] = set()
         self.labels: dict[str, int] = {}
         self.gathers = 0
+        # What each wait in flight says about the run (status, waiting_for, wake_at), by step
+        # key: when one of several dp.gather branches stops waiting, the run still waits.
+        self.open_waits: dict[str, dict[str, Any]] = {}
         self.request: str | None = None  # stop | stop_now | cancel | shutdown | lost
         self.interrupted = asyncio.Event()
         self.nudge = asyncio.Event()
@@ -405,6 +408,14 @@ class RunContext:
             self.cancel_delivered = True
             raise asyncio.CancelledError("durapipe: run cancelled")
         return done, evs
+
+    def after_wait(self) -> dict[str, Any]:
+        """The run update once a wait ended: running, or what another branch still waits for."""
+        now = self.clock.now()
+        if self.open_waits:
+            latest = list(self.open_waits.values())[-1]
+            return {"wake_at": None, **latest, "updated_at": now}
+        return {"status": "running", "waiting_for": None, "wake_at": None, "updated_at": now}
 
     def unvisited(self) -> list[str]:
         return sorted((k for k in self.records if k not in self.visited), key=_key_order)
@@ -768,33 +779,33 @@ async def sleep(duration: Any) -> None:
         ctx.emit(
             key, label, "info", f"Sleeping for {fmt_span(seconds)} (until {_clock_str(wake_at)})"
         )
+    waiting = {
+        "status": "sleeping",
+        "wake_at": wake_at,
+        "waiting_for": _serde.dumps({"timer": label, "wake_at": wake_at}),
+    }
+    if started is None:
         await ctx.record(
             "timer_started",
             step=key,
             name="sleep",
             label=label,
             data={"seconds": seconds, "wake_at": wake_at},
-            run_update={
-                "status": "sleeping",
-                "wake_at": wake_at,
-                "updated_at": now,
-                "waiting_for": _serde.dumps({"timer": label, "wake_at": wake_at}),
-            },
+            run_update={**waiting, "updated_at": now},
         )
-    await ctx.wait(
-        deadline=wake_at,
-        ready=None,
-        status="sleeping",
-        waiting_for={"timer": label, "wake_at": wake_at},
-    )
+    ctx.open_waits[key] = waiting
+    try:
+        await ctx.wait(
+            deadline=wake_at,
+            ready=None,
+            status="sleeping",
+            waiting_for={"timer": label, "wake_at": wake_at},
+        )
+    finally:
+        ctx.open_waits.pop(key, None)
     await ctx.write(
         ctx.event("timer_fired", step=key, name="sleep", label=label),
-        run_update={
-            "status": "running",
-            "wake_at": None,
-            "waiting_for": None,
-            "updated_at": ctx.clock.now(),
-        },
+        run_update=ctx.after_wait(),
     )
 
 

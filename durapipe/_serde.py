@@ -47,12 +47,12 @@ def storable_text(value: object) -> bool:
     return True
 
 
-def dumps(value: Any, *, what: str = "value") -> str:
+def dumps(value: Any, *, what: str = "value", limit: int | None = None) -> str:
     try:
         text = json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
     except TypeError as exc:
         raise SerializationError(
-            f"{what} is not JSON-serialisable: it contains a {exc.args[0] if exc.args else type(value).__name__}; "
+            f"{what} is not JSON-serialisable: it contains a value of type {exc.args[0] if exc.args else type(value).__name__}; "
             "return JSON types, dataclasses or pydantic models"
         ) from None
     except ValueError as exc:
@@ -69,9 +69,9 @@ def dumps(value: Any, *, what: str = "value") -> str:
                 f"{what} contains text that is not valid Unicode ({exc.object[exc.start : exc.start + 4]!r}, "
                 "as bytes that are not UTF-8 become); it cannot be stored"
             ) from None
-    if size > MAX_VALUE_BYTES:
+    if size > (limit or MAX_VALUE_BYTES):
         raise SerializationError(
-            f"{what} is {size:,} bytes encoded; the limit is {MAX_VALUE_BYTES:,} bytes. "
+            f"{what} is {size:,} bytes encoded; the limit is {limit or MAX_VALUE_BYTES:,} bytes. "
             "Store large data elsewhere and pass a reference"
         )
     return text

@@ -42,6 +42,10 @@ async def await_input(
     now = ctx.clock.now()
     if requested is not None:
         deadline = (_serde.loads(requested.data) or {}).get("deadline")
+        waiting = {
+            "status": "waiting",
+            "waiting_for": _serde.dumps({"input": name, "prompt": prompt, "deadline": deadline}),
+        }
     else:
         deadline = now + timeout if timeout is not None else None
         answer = f"durapipe input {ctx.run_id} {name} VALUE"
@@ -53,19 +57,17 @@ async def await_input(
             + (f" ({prompt})" if prompt else "")
             + f" — answer with: {answer}",
         )
+        waiting = {
+            "status": "waiting",
+            "waiting_for": _serde.dumps({"input": name, "prompt": prompt, "deadline": deadline}),
+        }
         await ctx.record(
             "input_requested",
             step=key,
             name=name,
             label=label,
             data={"prompt": prompt, "timeout": timeout, "deadline": deadline},
-            run_update={
-                "status": "waiting",
-                "updated_at": now,
-                "waiting_for": _serde.dumps(
-                    {"input": name, "prompt": prompt, "deadline": deadline}
-                ),
-            },
+            run_update={**waiting, "updated_at": now},
         )
     got: list[tuple[int, Any]] = []
 
@@ -78,6 +80,7 @@ async def await_input(
 
     waiting_for = {"input": name, "prompt": prompt, "deadline": deadline}
     ctx.host.input_waiting(ctx, name, prompt, True)
+    ctx.open_waits[key] = waiting
     try:
         arrived = await ctx.wait(
             deadline=deadline,
@@ -87,13 +90,9 @@ async def await_input(
             wake_if_input=name,
         )
     finally:
+        ctx.open_waits.pop(key, None)
         ctx.host.input_waiting(ctx, name, prompt, False)
-    back = {
-        "status": "running",
-        "updated_at": ctx.clock.now(),
-        "waiting_for": None,
-        "wake_at": None,
-    }
+    back = ctx.after_wait()
     if not arrived:
         ctx.emit(
             key,
@@ -119,7 +118,10 @@ async def await_input(
         step=key,
         name=name,
         label=label,
-        data=_serde.dumps({"value": value, "input_id": input_id}),
+        # The value was within the limit when it was sent; the wrapper must not push it over.
+        data=_serde.dumps(
+            {"value": value, "input_id": input_id}, limit=_serde.MAX_VALUE_BYTES + 100
+        ),
     )
     await ctx.write(ev, run_update=back, consume_input=input_id, consume_seq=ev["seq"])
     ctx.emit(key, label, "info", f"Received '{name}': {_short(value)}")
@@ -161,6 +163,7 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
     started = next((e for e in evs if e.kind == "child_started"), None)
     if started is not None:
         child_id = (_serde.loads(started.data) or {})["child_run_id"]
+        waiting = {"status": "waiting", "waiting_for": _serde.dumps({"child": child_id})}
     else:
         child_id = new_id("run")
         now = ctx.clock.now()
@@ -195,6 +198,7 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
                 {"inputs": inputs, "version": pdef.version, "parent_run_id": ctx.run_id}
             ),
         }
+        waiting = {"status": "waiting", "waiting_for": _serde.dumps({"child": child_id})}
         await ctx.write(
             ctx.event(
                 "child_started",
@@ -205,11 +209,7 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
             ),
             child_start,
             new_runs=[child],
-            run_update={
-                "status": "waiting",
-                "updated_at": now,
-                "waiting_for": _serde.dumps({"child": child_id}),
-            },
+            run_update={**waiting, "updated_at": now},
         )
         ctx.emit(key, label, "info", f"Started child run {child_id} ({pdef.name})")
         ctx.host.child_created(ctx, child_id)
@@ -222,15 +222,19 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
             return True
         return False
 
-    await ctx.wait(
-        deadline=None,
-        ready=ready,
-        status="waiting",
-        waiting_for={"child": child_id},
-        wake_if_child=child_id,
-    )
+    ctx.open_waits[key] = waiting
+    try:
+        await ctx.wait(
+            deadline=None,
+            ready=ready,
+            status="waiting",
+            waiting_for={"child": child_id},
+            wake_if_child=child_id,
+        )
+    finally:
+        ctx.open_waits.pop(key, None)
     status, output, error = outcome[-1]
-    back = {"status": "running", "updated_at": ctx.clock.now(), "waiting_for": None}
+    back = ctx.after_wait()
     if status == "completed":
         await ctx.record(
             "child_completed",

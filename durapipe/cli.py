@@ -706,22 +706,36 @@ def _run_json(v: RunView) -> dict[str, Any]:
     }
 
 
-def _waits(v: RunView) -> list[str]:
-    wf = v.waiting_for if isinstance(v.waiting_for, dict) else None
-    if not wf or v.status not in ("waiting", "sleeping"):
+_OPENS = {"input_requested", "timer_started", "child_started"}
+_CLOSES = {"input_received", "input_timeout", "timer_fired", "child_completed", "child_failed"}
+
+
+def _waits(v: RunView, events: list[Any]) -> list[str]:
+    """Every wait the run is in (several under dp.gather), each with what ends it."""
+    if v.status in S.TERMINAL:
         return []
-    if "input" in wf:
-        prompt = f" ({wf['prompt']})" if wf.get("prompt") else ""
-        return [
-            f"Waiting for input '{wf['input']}'{prompt} — answer with: durapipe input {v.run_id} {wf['input']} VALUE"
-        ]
-    if "child" in wf:
-        return [f"Waiting for child run {wf['child']}"]
-    if "wake_at" in wf:
-        return [
-            f"Sleeping until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(wf['wake_at']))}"
-        ]
-    return []
+    open_: dict[str, Any] = {}
+    for e in events:
+        if e.step is None:
+            continue
+        if e.kind in _OPENS:
+            open_[e.step] = e
+        elif e.kind in _CLOSES:
+            open_.pop(e.step, None)
+    out = []
+    for e in open_.values():
+        data = json.loads(e.data) if e.data else {}
+        if e.kind == "input_requested":
+            prompt = f" ({data['prompt']})" if data.get("prompt") else ""
+            out.append(
+                f"Waiting for input '{e.name}'{prompt} — answer with: durapipe input {v.run_id} {e.name} VALUE"
+            )
+        elif e.kind == "child_started":
+            out.append(f"Waiting for child run {data.get('child_run_id')}")
+        elif data.get("wake_at"):
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["wake_at"]))
+            out.append(f"Sleeping until {at}")
+    return out
 
 
 async def _who_can_take(client: Client, row: Any) -> str | None:
@@ -774,7 +788,12 @@ def show(
                 tree = await client.store.list_runs(root_run_id=row.root_run_id, limit=100_000)
             _print_rich(
                 render_show(
-                    row, events, children=tree, waits=_waits(view), now=time.time(), note=note
+                    row,
+                    events,
+                    children=tree,
+                    waits=_waits(view, events),
+                    now=time.time(),
+                    note=note,
                 )
             )
         return 0
@@ -924,14 +943,15 @@ def stop(
                 return 0
             assert run_id is not None
             what = await client.stop(run_id, now=now)
-        _out(
-            f"run {run_id}: "
-            + (
-                "stopped"
-                if what == "stopped"
-                else "stop requested; it stops at its next journaled call"
+        if what == "stopped":
+            _out(f"run {run_id}: stopped")
+        elif now:
+            _out(
+                f"run {run_id}: stop requested; a running command is terminated (SIGTERM, then "
+                "SIGKILL after a grace period) and runs again on resume"
             )
-        )
+        else:
+            _out(f"run {run_id}: stop requested; it stops at its next journaled call")
         return 0
 
     _run(go())
@@ -947,9 +967,12 @@ def cancel(
 
     async def go() -> int:
         async with await _connect_for_run(database_url, run_id) as client:
-            what = await client.cancel(run_id)
+            what = await client.cancel(run_id, here=False)
             if what == "requested":
                 _out(f"run {run_id}: cancel requested")
+                return 0
+            if what == "cancelled":
+                _out(f"run {run_id}: cancelled")
                 return 0
             # Nobody holds it: run the cancellation here, so its cleanup code runs now.
             row = await client.row(run_id)

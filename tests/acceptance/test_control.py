@@ -236,8 +236,9 @@ def test_cancel_runs_the_finally_which_records_a_step(
     assert kinds[-1] == "run_cancelled" and kinds.count("step_completed") == 2
 
 
+@pytest.mark.parametrize("via", ["cli", "client"])
 def test_cancel_of_a_suspended_run_runs_its_finally_at_once(
-    dp_cli: Cli, dp_spawn: Any, tmp_path: Path, db_url: str
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path, db_url: str, via: str
 ) -> None:
     w = dp_spawn("worker", "-m", COUNTING, "--suspend-after", "0.2")
     r = dp_cli("start", f"{COUNTING}:guarded", "--input", "wait=input", check=True)
@@ -248,10 +249,56 @@ def test_cancel_of_a_suspended_run_runs_its_finally_at_once(
     )
     w.send_signal(signal.SIGTERM)
     w.wait(timeout=30)
-    r = dp_cli("cancel", rid)
-    assert r.returncode == 0, r.stderr
+    if via == "cli":
+        r = dp_cli("cancel", rid)
+        assert r.returncode == 0, r.stderr
+    else:
+        assert _client(db_url, tmp_path, f"await c.cancel({rid!r})") == "cancelled"
     assert _status(dp_cli, rid) == "cancelled"
     assert side_effects(tmp_path, "steps") == ["1", "cleanup"]
+
+
+def _client(db_url: str, tmp_path: Path, expr: str) -> Any:
+    """Evaluate ``expr`` with ``c`` a dp.Client, in a process of its own; its value as JSON."""
+    code = (
+        "import asyncio, json, durapipe as dp\n"
+        "async def main():\n"
+        f"    async with await dp.Client.connect({db_url!r}) as c:\n"
+        f"        print(json.dumps({expr}))\n"
+        "asyncio.run(main())\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(tmp_path),
+        env=cli_env(db_url, SIDE_DIR=str(tmp_path)),
+    )
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_cancel_of_a_failed_run_and_a_stop_after_a_queued_cancel(
+    dp_cli: Cli, tmp_path: Path, db_url: str
+) -> None:
+    (tmp_path / "flow.py").write_text(
+        "import durapipe as dp\n"
+        "@dp.step\ndef boom() -> None:\n    raise RuntimeError('boom')\n"
+        "@dp.pipeline(name='boomer', version='1')\nasync def boomer() -> None:\n    await boom()\n"
+    )
+    p = dp_cli("run", "flow.py:boomer")
+    assert p.returncode == 1
+    rid = p.stdout.splitlines()[0]
+    assert _status(dp_cli, rid) == "failed"
+    assert _client(db_url, tmp_path, f"await c.cancel({rid!r})") == "cancelled"
+    assert _status(dp_cli, rid) == "cancelled"
+    assert dp_cli("resume", rid).returncode == 1  # cancelled is final
+    # A cancel queued for a worker is not undone by a stop.
+    queued = dp_cli("start", "flow.py:boomer", check=True).stdout.strip()
+    assert _client(db_url, tmp_path, f"await c.cancel({queued!r}, here=False)") == "queued"
+    r = dp_cli("stop", queued)
+    assert r.returncode == 1 and "being cancelled" in r.stderr
 
 
 @pytest.mark.parametrize(
@@ -294,3 +341,34 @@ def test_value_over_the_size_limit_is_refused(dp_cli: Cli, dp_spawn: Any) -> Non
     p.communicate(timeout=30)
     r = dp_cli("resume", rid)
     assert r.returncode == 1 and "was cancelled" in r.stderr
+
+
+def test_show_lists_every_input_a_run_waits_for(dp_cli: Cli, dp_spawn: Any) -> None:
+    p = dp_spawn("run", f"{COUNTING}:two_at_once")
+    rid = _first_line(p)
+    wait_until(
+        lambda: _kinds(dp_cli, rid).count("input_requested") == 2, what="both inputs asked for"
+    )
+    shown = dp_cli("show", rid, check=True).stdout
+    assert f"durapipe input {rid} a VALUE" in shown and f"durapipe input {rid} b VALUE" in shown
+    dp_cli("input", rid, "b", "2", check=True)
+    wait_until(lambda: "input_received" in _kinds(dp_cli, rid), what="b to be taken")
+    assert _status(dp_cli, rid) == "waiting"  # still waiting, for a
+    shown = dp_cli("show", rid, check=True).stdout
+    assert f"durapipe input {rid} a VALUE" in shown and f"{rid} b VALUE" not in shown
+    dp_cli("input", rid, "a", "1", check=True)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == [1, 2]
+
+
+def test_value_just_under_the_size_limit_is_taken(dp_cli: Cli, dp_spawn: Any) -> None:
+    p = dp_spawn("run", f"{COUNTING}:approval")
+    rid = _first_line(p)
+    wait_until(lambda: _status(dp_cli, rid) == "waiting", what="the run to wait")
+    # 999,985 bytes encoded: within the limit, and over it once wrapped in the event (it was)
+    value = json.dumps("y" * 999_983)
+    dp_cli("input", rid, "approve", "-", stdin=value, check=True)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == {"approve": "y" * 999_983}

@@ -135,3 +135,10 @@ async def approval_then_block() -> dict:
     ok = await dp.await_input("approve")
     await block_until_go(9)
     return {"approve": ok}
+
+
+@dp.pipeline(version="1")
+async def two_at_once() -> list:
+    return await dp.gather(
+        dp.await_input("a", prompt="first?"), dp.await_input("b", prompt="second?")
+    )
