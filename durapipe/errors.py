@@ -107,6 +107,7 @@ class ExecFailed(StepFailed):
         tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         message = f"`{cmd}` {why}" + (f": {tail}" if tail else "")
         super().__init__(step, "ExecFailed", message)
+        self.args = (f"step {step}: {message}",)  # the type is in the name already
         self.argv = argv
         self.exit_code = exit_code
         self.stderr = stderr
