@@ -425,6 +425,7 @@ class RunContext:
 
     async def wait(
         self,
+        key: str,
         *,
         deadline: float | None,
         ready: Callable[[], Awaitable[bool]] | None,
@@ -436,8 +437,30 @@ class RunContext:
         """Wait until ``ready()`` or the deadline. -> True when ready, False at the deadline.
 
         Short waits stay in memory; a long one suspends the run (raises RunSuspending) when
-        nothing else in the run is in flight.
+        nothing else in the run is in flight. While it waits, step ``key`` is one of the run's
+        open waits (see :meth:`after_wait`).
         """
+        self.open_waits[key] = {
+            "status": status,
+            "waiting_for": _serde.dumps(waiting_for),
+            "wake_at": deadline if status == "sleeping" else None,
+        }
+        try:
+            return await self._wait(
+                deadline, ready, status, waiting_for, wake_if_input, wake_if_child
+            )
+        finally:
+            self.open_waits.pop(key, None)
+
+    async def _wait(
+        self,
+        deadline: float | None,
+        ready: Callable[[], Awaitable[bool]] | None,
+        status: str,
+        waiting_for: dict[str, Any],
+        wake_if_input: str | None,
+        wake_if_child: str | None,
+    ) -> bool:
         while True:
             self.check("")
             if ready is not None and await self._ready(ready):
@@ -779,30 +802,26 @@ async def sleep(duration: Any) -> None:
         ctx.emit(
             key, label, "info", f"Sleeping for {fmt_span(seconds)} (until {_clock_str(wake_at)})"
         )
-    waiting = {
-        "status": "sleeping",
-        "wake_at": wake_at,
-        "waiting_for": _serde.dumps({"timer": label, "wake_at": wake_at}),
-    }
-    if started is None:
         await ctx.record(
             "timer_started",
             step=key,
             name="sleep",
             label=label,
             data={"seconds": seconds, "wake_at": wake_at},
-            run_update={**waiting, "updated_at": now},
+            run_update={
+                "status": "sleeping",
+                "wake_at": wake_at,
+                "updated_at": now,
+                "waiting_for": _serde.dumps({"timer": label, "wake_at": wake_at}),
+            },
         )
-    ctx.open_waits[key] = waiting
-    try:
-        await ctx.wait(
-            deadline=wake_at,
-            ready=None,
-            status="sleeping",
-            waiting_for={"timer": label, "wake_at": wake_at},
-        )
-    finally:
-        ctx.open_waits.pop(key, None)
+    await ctx.wait(
+        key,
+        deadline=wake_at,
+        ready=None,
+        status="sleeping",
+        waiting_for={"timer": label, "wake_at": wake_at},
+    )
     await ctx.write(
         ctx.event("timer_fired", step=key, name="sleep", label=label),
         run_update=ctx.after_wait(),

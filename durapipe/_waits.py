@@ -42,10 +42,6 @@ async def await_input(
     now = ctx.clock.now()
     if requested is not None:
         deadline = (_serde.loads(requested.data) or {}).get("deadline")
-        waiting = {
-            "status": "waiting",
-            "waiting_for": _serde.dumps({"input": name, "prompt": prompt, "deadline": deadline}),
-        }
     else:
         deadline = now + timeout if timeout is not None else None
         answer = f"durapipe input {ctx.run_id} {name} VALUE"
@@ -57,17 +53,19 @@ async def await_input(
             + (f" ({prompt})" if prompt else "")
             + f" — answer with: {answer}",
         )
-        waiting = {
-            "status": "waiting",
-            "waiting_for": _serde.dumps({"input": name, "prompt": prompt, "deadline": deadline}),
-        }
         await ctx.record(
             "input_requested",
             step=key,
             name=name,
             label=label,
             data={"prompt": prompt, "timeout": timeout, "deadline": deadline},
-            run_update={**waiting, "updated_at": now},
+            run_update={
+                "status": "waiting",
+                "updated_at": now,
+                "waiting_for": _serde.dumps(
+                    {"input": name, "prompt": prompt, "deadline": deadline}
+                ),
+            },
         )
     got: list[tuple[int, Any]] = []
 
@@ -80,9 +78,9 @@ async def await_input(
 
     waiting_for = {"input": name, "prompt": prompt, "deadline": deadline}
     ctx.host.input_waiting(ctx, name, prompt, True)
-    ctx.open_waits[key] = waiting
     try:
         arrived = await ctx.wait(
+            key,
             deadline=deadline,
             ready=ready,
             status="waiting",
@@ -90,7 +88,6 @@ async def await_input(
             wake_if_input=name,
         )
     finally:
-        ctx.open_waits.pop(key, None)
         ctx.host.input_waiting(ctx, name, prompt, False)
     back = ctx.after_wait()
     if not arrived:
@@ -163,7 +160,6 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
     started = next((e for e in evs if e.kind == "child_started"), None)
     if started is not None:
         child_id = (_serde.loads(started.data) or {})["child_run_id"]
-        waiting = {"status": "waiting", "waiting_for": _serde.dumps({"child": child_id})}
     else:
         child_id = new_id("run")
         now = ctx.clock.now()
@@ -198,7 +194,6 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
                 {"inputs": inputs, "version": pdef.version, "parent_run_id": ctx.run_id}
             ),
         }
-        waiting = {"status": "waiting", "waiting_for": _serde.dumps({"child": child_id})}
         await ctx.write(
             ctx.event(
                 "child_started",
@@ -209,7 +204,11 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
             ),
             child_start,
             new_runs=[child],
-            run_update={**waiting, "updated_at": now},
+            run_update={
+                "status": "waiting",
+                "updated_at": now,
+                "waiting_for": _serde.dumps({"child": child_id}),
+            },
         )
         ctx.emit(key, label, "info", f"Started child run {child_id} ({pdef.name})")
         ctx.host.child_created(ctx, child_id)
@@ -222,17 +221,14 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
             return True
         return False
 
-    ctx.open_waits[key] = waiting
-    try:
-        await ctx.wait(
-            deadline=None,
-            ready=ready,
-            status="waiting",
-            waiting_for={"child": child_id},
-            wake_if_child=child_id,
-        )
-    finally:
-        ctx.open_waits.pop(key, None)
+    await ctx.wait(
+        key,
+        deadline=None,
+        ready=ready,
+        status="waiting",
+        waiting_for={"child": child_id},
+        wake_if_child=child_id,
+    )
     status, output, error = outcome[-1]
     back = ctx.after_wait()
     if status == "completed":

@@ -362,15 +362,7 @@ def resume(
     no_timestamps: NoTsOpt = False,
 ) -> None:
     """Continue a stopped, crashed, failed or blocked run from where it left off."""
-    if (run_id is None) == (pipeline is None):
-        raise InvalidInput(
-            "give a RUN_ID or --pipeline NAME, not both"
-            if run_id is not None
-            else "give a RUN_ID, or --pipeline NAME to release a held pipeline"
-        )
-    if version is not None and pipeline is None:
-        raise InvalidInput("--version goes with --pipeline NAME")
-    _check_pipeline_name(pipeline, version)
+    _run_or_pipeline(run_id, pipeline, version, "to release a held pipeline")
 
     async def go() -> int:
         client = await (
@@ -888,6 +880,19 @@ def input_(
     _run(go())
 
 
+def _run_or_pipeline(
+    run_id: str | None, pipeline: str | None, version: str | None, purpose: str
+) -> None:
+    """stop/resume take a RUN_ID, or --pipeline NAME [--version V] (a hold)."""
+    if run_id is not None and pipeline is not None:
+        raise InvalidInput("give a RUN_ID or --pipeline NAME, not both")
+    if run_id is None and pipeline is None:
+        raise InvalidInput(f"give a RUN_ID, or --pipeline NAME {purpose}")
+    if version is not None and pipeline is None:
+        raise InvalidInput("--version goes with --pipeline NAME")
+    _check_pipeline_name(pipeline, version)
+
+
 def _check_pipeline_name(pipeline: str | None, version: str | None) -> None:
     """A --pipeline/--version as the database can hold it (names up to 200, versions up to 100)."""
     for what, value, most in (("--pipeline", pipeline, 200), ("--version", version, 100)):
@@ -917,15 +922,7 @@ def stop(
     database_url: DbOpt = None,
 ) -> None:
     """Stop a run at its next journaled call; `durapipe resume` continues it."""
-    if (run_id is None) == (pipeline is None):
-        raise InvalidInput(
-            "give a RUN_ID or --pipeline NAME, not both"
-            if run_id is not None
-            else "give a RUN_ID, or --pipeline NAME to hold every run of a pipeline"
-        )
-    if version is not None and pipeline is None:
-        raise InvalidInput("--version goes with --pipeline NAME")
-    _check_pipeline_name(pipeline, version)
+    _run_or_pipeline(run_id, pipeline, version, "to hold every run of a pipeline")
 
     async def go() -> int:
         async with await (
