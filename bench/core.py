@@ -75,6 +75,41 @@ async def resume_time(url: str, n: int, reps: int) -> list[float]:
     return out
 
 
+async def floor(url: str, n: int) -> float:
+    """µs per bare one-row INSERT + COMMIT on the same database and settings: the disk's price
+    of one durable transaction, which a journaled step cannot go below."""
+    import sqlite3
+
+    if url.startswith("sqlite"):
+        path = url.split("sqlite:///", 1)[1] + ".floor"
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={os.environ.get('DURAPIPE_SQLITE_SYNCHRONOUS', 'FULL')}")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, data TEXT)")
+        t0 = time.perf_counter()
+        for i in range(n):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (data) VALUES (?)", (f'{{"result": {i}}}',))
+            conn.execute("COMMIT")
+        dt = time.perf_counter() - t0
+        conn.close()
+        return dt / n * 1e6
+    import asyncpg
+
+    pg = await asyncpg.connect(url)
+    try:
+        await pg.execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (id serial PRIMARY KEY, data text)"
+        )
+        t0 = time.perf_counter()
+        for i in range(n):
+            await pg.execute("INSERT INTO bench_floor (data) VALUES ($1)", f'{{"result": {i}}}')
+        dt = time.perf_counter() - t0
+    finally:
+        await pg.close()
+    return dt / n * 1e6
+
+
 def pg_url() -> tuple[str, Any]:
     url = os.environ.get("DURAPIPE_BENCH_PG_URL")
     if url:
@@ -102,9 +137,17 @@ def main() -> None:
         else:
             url, cluster = pg_url()
             note = "server defaults"
-        us = asyncio.run(per_step(url, a.steps, a.reps))
+        us, fl = [], []
+        for _ in range(a.reps):  # interleaved, so both see the same disk
+            fl.append(asyncio.run(floor(url, a.steps)))
+            us += asyncio.run(per_step(url, a.steps, 1))
         print(
             f"{db:10} per step ({a.steps}-step run, {note}): median {statistics.median(us):.0f} µs  (min {min(us):.0f}, max {max(us):.0f})"
+        )
+        print(
+            f"{db:10} floor: bare INSERT+COMMIT, same database: median {statistics.median(fl):.0f} µs"
+            f"  (min {min(fl):.0f}, max {max(fl):.0f}); step above floor: "
+            f"{statistics.median(us) - statistics.median(fl):.0f} µs"
         )
         for n in [int(x) for x in a.resume.split(",") if x]:
             ts = asyncio.run(resume_time(url, n, a.reps))
