@@ -223,6 +223,8 @@ def render_list(rows: list[Any], counts: dict[str, int], *, now: float) -> Any:
     return Group(table, summary)
 
 
+IN_FLIGHT = frozenset({"running", "waiting", "sleeping", "retrying"})
+ACTIVE = frozenset({"pending", "running", "sleeping", "waiting"})
 SHOWN_CHILDREN = 50  # per parent; `durapipe list --json` has them all
 
 
@@ -329,6 +331,8 @@ def render_show(
             "step_started": ("running", "cyan"),
             "step_retry": ("retrying", "yellow"),
         }.get(last, (last, ""))
+        if state[0] in IN_FLIGHT and run.status not in ACTIVE:
+            state = ("interrupted", "yellow")  # the run stopped or ended while this was in flight
         dur = f"{(s['end'] or now) - s['start']:.3f}s" if s["end"] else ""
         extra = ""
         if s["data"]:

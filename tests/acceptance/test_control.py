@@ -198,6 +198,8 @@ def test_stop_now_kills_the_exec_which_runs_again_on_resume(
         kinds.count("step_started") == 1
         and "step_completed" not in kinds[kinds.index("step_started") :]
     )
+    shown = dp_cli("show", rid, check=True).stdout
+    assert "exec_1  interrupted" in shown  # not "running": nothing runs it now
     r = dp_cli("resume", rid, "--detach", check=True)
     assert "handed to the workers" in r.stdout
     assert _status(dp_cli, rid) == "pending"
