@@ -118,7 +118,10 @@ class SubpipelineFailed(DurapipeError):
     def __init__(self, child_run_id: str, error: dict[str, Any] | None) -> None:
         err = error or {}
         msg = err.get("message", "failed")
-        super().__init__(f"child run {child_run_id} failed: {err.get('type', 'Error')}: {msg}")
+        kind = err.get("type", "Error")
+        # A grandchild's failure already says what it was: don't repeat the type at every level.
+        why = msg if kind == "SubpipelineFailed" else f"{kind}: {msg}"
+        super().__init__(f"child run {child_run_id} failed: {why}")
         self.child_run_id = child_run_id
         self.error = err
 
