@@ -992,6 +992,11 @@ class Store:
 
     # ------------------------------------------------------------------ journal batch
 
+    @property
+    def commits_in_place(self) -> bool:
+        """Whether :meth:`commit_now` can commit on the loop's thread (SQLite)."""
+        return self._wx is not None
+
     def commit_now(self, ops: list[Op]) -> list[BaseException | None] | None:
         """SQLite only: apply ``ops`` on the loop's thread without waiting for a lock.
 
@@ -1173,6 +1178,7 @@ class Journal:
         op.future = loop.create_future()
         if (
             _FAST
+            and self._store.commits_in_place
             and not self._pending
             and not self._committing
             and not getattr(loop, "_ready", True)
