@@ -144,10 +144,7 @@ def _is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or anything it was raised from) says the database is unreachable."""
     if _bad_database(exc) is not None:  # no such database, bad login: waiting will not help
         return False
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    for e in _chain(exc):
         if isinstance(e, DBAPIError) and e.connection_invalidated:
             return True
         if isinstance(e, OperationalError | OSError | ConnectionError):
@@ -155,10 +152,9 @@ def _is_transient(exc: BaseException) -> bool:
         name = type(e).__name__
         if "Connection" in name or "CannotConnect" in name:
             return True
-        state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
-        if isinstance(state, str) and state.startswith(_TRANSIENT_SQLSTATES):
+        state = _sqlstate(e)
+        if state is not None and state.startswith(_TRANSIENT_SQLSTATES):
             return True
-        e = getattr(e, "orig", None) or e.__cause__
     return False
 
 
