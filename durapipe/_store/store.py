@@ -721,21 +721,29 @@ class Store:
     async def finish_unleased(
         self, run_id: str, *, status: str, event: dict[str, Any], now: float, expect: Iterable[str]
     ) -> bool:
-        """End or stop a run nobody holds (a client acting on a suspended run)."""
+        """End or stop a run nobody holds (a client acting on a suspended run).
+
+        -> False (nothing written) when the run is not in a state of ``expect`` or a live lease
+        holds it: a worker claimed it meanwhile. Like every write to a run's history, it first
+        locks the run's row (FOR UPDATE; SQLite's write transaction is BEGIN IMMEDIATE), so no
+        claim or leased append can slip between the check and the append of the next seq.
+        Taking over an expired lease bumps the attempt, fencing off its holder's writes and
+        log lines.
+        """
         r = S.runs.c
+        read = select(
+            r.status, r.lease_owner, r.lease_expires_at, r.parent_run_id, r.attempt
+        ).where(r.id == run_id)
+        if not self.is_sqlite:
+            read = read.with_for_update()
 
         def _tx(conn: Connection) -> Any:
-            row = (
-                conn.execute(
-                    select(r.status, r.lease_owner, r.lease_expires_at, r.parent_run_id).where(
-                        r.id == run_id
-                    )
-                )
-            ).first()
+            row = (conn.execute(read)).first()
             if row is None or row.status not in set(expect):
                 return False
             if row.lease_owner is not None and (row.lease_expires_at or 0) >= now:
                 return False
+            attempt = int(row.attempt) + (1 if row.lease_owner is not None else 0)
             seq = (
                 conn.execute(
                     select(func.coalesce(func.max(S.events.c.seq), 0)).where(
@@ -743,8 +751,13 @@ class Store:
                     )
                 )
             ).scalar_one()
-            conn.execute(insert(S.events).values(run_id=run_id, seq=int(seq) + 1, at=now, **event))
+            conn.execute(
+                insert(S.events).values(
+                    {**event, "run_id": run_id, "seq": int(seq) + 1, "at": now, "attempt": attempt}
+                )
+            )
             values: dict[str, Any] = {
+                "attempt": attempt,
                 "status": status,
                 "updated_at": now,
                 "requested": None,
