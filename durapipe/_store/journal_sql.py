@@ -184,13 +184,29 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
         yield ("many", _WAKE_PARENT[pg], woken)
     logs = [row for op in ops for row in op.logs]
     if logs:
-        ph.reset()
-        sql = f"INSERT INTO durapipe_logs ({', '.join(LOG_COLS)}) VALUES ({', '.join(ph() for _ in LOG_COLS)})"
-        yield ("many", sql, [tuple(r[c] for c in LOG_COLS) for r in logs])
+        yield ("many", _FENCED_LOGS[pg], [tuple(r[c] for c in LOG_COLS) for r in logs])
     if notify and pg:
         yield ("exec", "SELECT pg_notify('durapipe', 'run')", [])
     return results
 
+
+# Log lines are fenced like events, in the same statement that stores them: a line is kept only
+# while its run is still at the attempt that printed it. A worker paused past its lease and woken
+# after another took the run over (a new attempt) cannot add its output to the run's logs.
+_LOG_CASTS = {"at": "::float8", "line": "::text", "attempt": "::int"}  # the rest: ::varchar
+
+
+def _fenced_logs(pg: bool) -> str:
+    mark = "$" if pg else "?"  # numbered: the run's id and attempt are used twice
+    arg = {c: f"{mark}{i}" for i, c in enumerate(LOG_COLS, 1)}
+    values = ", ".join(arg[c] + (_LOG_CASTS.get(c, "::varchar") if pg else "") for c in LOG_COLS)
+    return (
+        f"INSERT INTO durapipe_logs ({', '.join(LOG_COLS)}) SELECT {values} WHERE EXISTS ("
+        f"SELECT 1 FROM durapipe_runs WHERE id = {arg['run_id']} AND attempt = {arg['attempt']})"
+    )
+
+
+_FENCED_LOGS = {pg: _fenced_logs(pg) for pg in (False, True)}
 
 _WAKE_PARENT = {
     pg: f"UPDATE durapipe_runs SET wake_at = {a} WHERE id = {b} AND status = 'waiting'"

@@ -13,6 +13,7 @@ from conftest import PIPELINES
 
 import durapipe as dp
 from durapipe._definition import load_target
+from durapipe._store.store import Op
 
 pytestmark = pytest.mark.asyncio
 
@@ -100,3 +101,51 @@ async def test_stops_racing_a_claim_that_holds_the_rows_wait_and_are_requested(
         row = await store.get_run(rid)
         assert (row.lease_owner, row.status, row.requested) == ("wkr_race", "running", "stop")
         assert [e.seq for e in await store.events(rid)] == [1, 2]
+
+
+def _log(run_id: str, attempt: int, line: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "root_run_id": run_id,
+        "step": "1",
+        "prefix": "five.exec_1",
+        "stream": "out",
+        "at": time.time(),
+        "line": line,
+        "attempt": attempt,
+    }
+
+
+async def test_log_lines_of_a_superseded_attempt_are_not_stored(store: Any) -> None:
+    """Log rows ride the journal's batches fenced by their run's attempt: once another worker
+    took the run over (attempt 2), lines the first attempt still sends are dropped, alone or
+    riding along with the new holder's own history write."""
+    pdef = load_target(f"{WORK}:five")
+    client = dp.Client(store)
+    row, _ = await client.create_run(pdef, {}, owner="wkr_a", ttl=0.01)
+    rid = row.id
+    await store.write_logs([_log(rid, 1, "a: before")])
+    taken = await store.claim_run(
+        rid, owner="wkr_b", ttl=30, now=time.time() + 1, statuses=("running",)
+    )
+    assert taken is not None and taken.attempt == 2
+    await store.write_logs([_log(rid, 1, "a: late"), _log(rid, 2, "b: own")])
+    # The same, riding along with an op of the new holder (the batch path of a step's write).
+    store.journal.take_logs = lambda: [_log(rid, 1, "a: later"), _log(rid, 2, "b: step")]
+    try:
+        event = {
+            "run_id": rid,
+            "seq": 2,
+            "kind": "run_resumed",
+            "step": None,
+            "name": None,
+            "label": None,
+            "at": time.time(),
+            "attempt": 2,
+            "data": None,
+        }
+        await store.journal.submit(Op(run_id=rid, owner="wkr_b", attempt=2, events=[event]))
+    finally:
+        store.journal.take_logs = None
+    lines = [(x.attempt, x.line) for x in await store.read_logs(rid)]
+    assert lines == [(1, "a: before"), (2, "b: own"), (2, "b: step")]

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import PIPELINES
+
+import durapipe as dp
+from durapipe._definition import load_target
 
 pytestmark = pytest.mark.asyncio
 
@@ -23,6 +27,9 @@ def _row(line: str) -> dict[str, Any]:
 
 
 async def test_rows_of_many_lines_page_back_as_lines_in_order(store: Any) -> None:
+    # Log rows are fenced by their run's attempt: the run they belong to must exist, at attempt 1.
+    pdef = load_target(f"{PIPELINES / 'work.py'}:five")
+    await dp.Client(store).create_run(pdef, {}, run_id="run_x", owner="wkr_x")
     expected: list[str] = []
     rows = []
     for i in range(300):
