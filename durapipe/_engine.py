@@ -275,6 +275,7 @@ class RunContext:
         # key: when one of several dp.gather branches stops waiting, the run still waits.
         self.open_waits: dict[str, dict[str, Any]] = {}
         self.request: str | None = None  # stop | stop_now | cancel | shutdown | lost
+        self.write_error: BaseException | None = None  # why a history write failed, if one did
         self.interrupted = asyncio.Event()
         self.nudge = asyncio.Event()
         self.procs: set[_exec.Process] = set()
@@ -370,6 +371,7 @@ class RunContext:
         except (DurapipeError, Exception) as exc:
             # The journal already retried; this run can no longer trust its seq counter.
             self.request = "lost"
+            self.write_error = exc
             raise LeaseLost(f"run {self.run_id}: history write failed: {exc}") from exc
 
     def check(self, key: str) -> None:

@@ -106,6 +106,7 @@ class Runner:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.tasks_bg: set[asyncio.Future[Any]] = set()
         self.outcomes: dict[str, asyncio.Future[str]] = {}
+        self._dropped_leases: dict[str, int] = {}  # run -> attempt: dropped after a failed write
         self._log_buf: list[dict[str, Any]] = []
         self._log_file = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115
         self._wake = asyncio.Event()
@@ -156,6 +157,14 @@ class Runner:
                 await asyncio.wait_for(t, 15)
         self._bg = []
         await self.flush_logs()
+        # An exiting process gives back what it still holds, so nobody waits for its leases.
+        held = {c.run_id: c.attempt for c in self.held.values() if c.request != "lost"}
+        leases = {**self._dropped_leases, **held}
+        for run_id, attempt in leases.items():
+            with contextlib.suppress(Exception):
+                await self.store.release(
+                    run_id, owner=self.id, attempt=attempt, now=self.clock.now()
+                )
         with contextlib.suppress(Exception):
             await self.store.stop_worker(self.id, now=self.clock.now())
         if self._log_file:
@@ -462,14 +471,50 @@ class Runner:
         try:
             outcome = await self._execute(ctx, pdef, row, resumed)
             if outcome == "lost":
-                log.warning(
-                    "run %s: lease lost to another worker; dropped it without writing more", row.id
-                )
+                await self._dropped(ctx)
             return outcome
         finally:
             self.held.pop(row.id, None)
             if row.parent_run_id and row.parent_run_id in self.held:
                 self.held[row.parent_run_id].nudge.set()
+
+    async def _dropped(self, ctx: RunContext) -> None:
+        """Say why this runner dropped a run: another holder took its lease, or a history write
+        failed (the database refused it: disk full, a lost connection...). A lease that is still
+        this runner's is given back, so `durapipe resume` or a worker takes the run at once."""
+        try:
+            now = await self.store.get_run(ctx.run_id)
+        except Exception:
+            now = None
+        if now is not None and (now.lease_owner != ctx.owner or now.attempt != ctx.attempt):
+            by = f"worker {now.lease_owner}" if now.lease_owner else "a client"
+            log.warning(
+                "run %s: lease lost to %s (attempt %s, now %s); dropped it without writing more",
+                ctx.run_id,
+                by,
+                now.attempt,
+                now.status,
+            )
+            return
+        err = ctx.write_error
+        if err is None:  # dropped without a failed write (durapipe.testing's crash): keep it
+            log.debug("run %s: dropped; its lease is left to lapse", ctx.run_id)
+            return
+        if isinstance(err, DatabaseUnavailable):
+            why = str(err)
+        else:
+            detail = (str(err).strip().splitlines() or [""])[0]
+            why = f"the database refused the write: {type(err).__name__}: {detail}"
+        # Kept, not given back now: this runner would only claim it again and repeat the step
+        # against a database that refuses it. Its lease lapses, or is released when this exits.
+        self._dropped_leases[ctx.run_id] = ctx.attempt
+        log.warning(
+            "run %s: could not write its history (%s); dropped it: it is released when this "
+            "process exits (or its lease expires), and `durapipe resume %s` continues it",
+            ctx.run_id,
+            why,
+            ctx.run_id,
+        )
 
     async def _load_history(self, run_id: str) -> list[Any]:
         prefetched = self._prefetched.pop(run_id, None)
@@ -699,6 +744,31 @@ class Runner:
                 await asyncio.wait(pending, timeout=5)
         for ctx in list(self.held.values()):
             await self._release(ctx)
+
+
+async def dead_lease_holders(store: Store, root_run_id: str) -> list[str]:
+    """The holders of leases in a run tree that are known gone, whose runs may be taken at once
+    instead of after their leases expire: processes of this host that have exited (whether they
+    said so, or were killed and could not)."""
+    dead = []
+    for w in await store.lease_holders(root_run_id):
+        if w.host != HOST:
+            continue  # another machine: only its lease expiring tells
+        if w.stopped_at is not None or not _alive(int(w.pid)):
+            dead.append(str(w.id))
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _origin_step(exc: BaseException) -> str | None:

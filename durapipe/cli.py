@@ -29,7 +29,7 @@ from ._console import (
 from ._definition import load_module, load_target, pipelines_in
 from ._engine import HOST
 from ._ids import validate_run_id
-from ._runner import Runner, drive_tree
+from ._runner import Runner, dead_lease_holders, drive_tree
 from ._store import open_store
 from ._store import schema as S
 from ._store.url import resolve_url
@@ -307,23 +307,11 @@ async def _held(client: Client, pipeline: str, version: str) -> bool:
     )
 
 
-def _dead_local_owners(workers: list[Any]) -> list[str]:
-    dead = []
-    for w in workers:
-        try:
-            os.kill(int(w.pid), 0)
-        except ProcessLookupError:
-            dead.append(w.id)
-        except PermissionError:
-            pass
-    return dead
-
-
 async def _take(client: Client, row: Any, runner: Runner, statuses: tuple[str, ...]) -> Any:
     """Take a run's lease for this process, or say who holds it."""
     store = client.store
     now = time.time()
-    dead = _dead_local_owners(await store.workers_on_host(HOST))
+    dead = await dead_lease_holders(store, row.root_run_id)
     runner.dead_owners = dead  # its children held by a dead process are taken at once too
     taken = await store.claim_run(
         row.id, owner=runner.id, ttl=runner.lease_ttl, now=now, statuses=statuses, dead_owners=dead

@@ -922,6 +922,19 @@ class Store:
 
         return await self._read(_tx)
 
+    async def lease_holders(self, root_run_id: str) -> list[Row[Any]]:
+        """The workers holding leases in the run tree ``root_run_id`` (by their worker rows)."""
+        r, w = S.runs.c, S.workers.c
+        held = select(r.lease_owner).where(
+            r.root_run_id == root_run_id, r.lease_owner.is_not(None)
+        )
+        q = select(S.workers).where(w.id.in_(held))
+
+        def _tx(conn: Connection) -> list[Row[Any]]:
+            return list(conn.execute(q).all())
+
+        return await self._read(_tx)
+
     async def get_worker(self, worker_id: str) -> Row[Any] | None:
         def _tx(conn: Connection) -> Any:
             return (conn.execute(select(S.workers).where(S.workers.c.id == worker_id))).first()

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import PIPELINES, wait_until
+from conftest import PIPELINES, side_effects, wait_until
 
 FENCING = str(PIPELINES / "fencing.py")
+COUNTING = str(PIPELINES / "counting.py")
 FAST = {"DURAPIPE_LEASE_TTL": "2", "DURAPIPE_POLL_INTERVAL": "0.1"}
 
 
@@ -76,3 +78,73 @@ def test_a_worker_woken_after_a_takeover_adds_no_lines_to_the_runs_logs(
     late = [(x.attempt, x.line) for x in logs[takeover:] if x.attempt != 2]
     assert not late, late
     assert "finished" in [x.line for x in logs if x.attempt == 2]
+
+
+_FULL = {  # the database refuses every new event, as a full disk would
+    "sqlite": [
+        "CREATE TRIGGER h14_full BEFORE INSERT ON durapipe_events "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION h14_full() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION "
+        "'could not extend file: No space left on device' USING ERRCODE = '53100'; END $$ "
+        "LANGUAGE plpgsql",
+        "CREATE TRIGGER h14_full BEFORE INSERT ON durapipe_events "
+        "FOR EACH ROW EXECUTE FUNCTION h14_full()",
+    ],
+}
+_ROOM = {"sqlite": ["DROP TRIGGER h14_full"], "postgresql": ["DROP FUNCTION h14_full CASCADE"]}
+
+
+def _sql(db_url: str, statements: list[str]) -> None:
+    from durapipe._store.url import resolve_url
+
+    url = resolve_url(db_url)
+    if url.dialect == "sqlite":
+        assert url.path is not None
+        with sqlite3.connect(url.path, isolation_level=None) as conn:
+            for stmt in statements:
+                conn.execute(stmt)
+        return
+
+    async def go() -> None:
+        import asyncpg
+
+        from durapipe._store import Store
+
+        conn = await asyncpg.connect(Store(url).plain_pg_dsn())
+        try:
+            for stmt in statements:
+                await conn.execute(stmt)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def test_a_run_whose_history_write_fails_is_released_and_resumed_at_once(
+    db_url: str, dp_spawn: Any, dp_cli: Any, tmp_path: Path
+) -> None:
+    """`durapipe run` whose next history write the database refuses (disk full) says so — not
+    "lease lost to another worker" — and exits without leaving the run leased by a process that
+    is gone: `resume` takes it at once, though its lease was for 300 s."""
+    kind = "sqlite" if db_url.startswith("sqlite") else "postgresql"
+    long = {"DURAPIPE_LEASE_TTL": "300"}
+    p = dp_spawn("run", f"{COUNTING}:counting", "--input", "n=3", "--input", "block_at=1", env=long)
+    rid = p.stdout.readline().strip()  # type: ignore[union-attr]
+    wait_until(lambda: "block-1" in side_effects(tmp_path, "steps"), what="the blocking step")
+    _sql(db_url, _FULL[kind])
+    (tmp_path / "go").write_text("")
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 1, err
+    assert "lease lost" not in err, err
+    assert "could not write its history (the database refused the write" in err, err
+    assert "released when this process exits" in err, err
+    assert ("disk is full" if kind == "sqlite" else "No space left on device") in err, err
+    row = _call(db_url, lambda c: c.get(rid))
+    assert row.lease_owner is None and row.status == "pending", row
+    _sql(db_url, _ROOM[kind])
+    r = dp_cli("resume", rid, env=long, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert _call(db_url, lambda c: c.get(rid)).status == "completed"
+    assert side_effects(tmp_path, "steps") == ["1", "block-1", "block-1", "2", "3"]
