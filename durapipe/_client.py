@@ -7,8 +7,9 @@ import builtins
 import math
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _serde
 from ._definition import PipelineDef, load_target, registered
@@ -24,6 +25,9 @@ from .errors import (
     RunNotFound,
     SerializationError,
 )
+
+if TYPE_CHECKING:
+    from ._runner import Runner
 
 RESUMABLE = ("stopped", "failed", "blocked")
 
@@ -337,37 +341,49 @@ class Client:
         """Stop a run at its next journaled call (``now``: kill a running command too)."""
         return await steer(self, run_id, "stop_now" if now else "stop")
 
-    async def cancel(self, run_id: str, *, here: bool = True) -> str:
+    async def cancel(
+        self,
+        run_id: str,
+        *,
+        here: bool = True,
+        runner_for: Callable[[PipelineDef], Runner] | None = None,
+    ) -> str:
         """Cancel a run: cancellation is raised at its current await, so its finally blocks run.
 
-        -> ``"requested"`` (the process holding it cancels it at its current await),
-        ``"cancelled"`` (it was suspended, sleeping or waiting: its cancellation ran here, now), or
-        ``"queued"`` (its code cannot be loaded here, or ``here=False``: a worker that carries
-        its pipeline runs the cancellation).
+        -> ``"requested"`` (a process holding it cancels it at its current await),
+        ``"cancelled"`` (it was suspended, sleeping or waiting: its cancellation ran, here or by
+        a worker that took it first), or ``"queued"`` (its code cannot be loaded here, or
+        ``here=False``: a worker that carries its pipeline runs the cancellation).
+        ``runner_for`` builds the runner that carries it out here (the CLI's prints its output).
         """
         what = await steer(self, run_id, "cancel")
         if what != "queued" or not here:
             return what
-        from ._runner import Runner, drive_tree
+        from ._runner import Runner, dead_lease_holders, drive_tree
 
         row = await self.row(run_id)
         try:
             pdef = load_target(row.entrypoint)
         except DurapipeError:
             return "queued"
-        runner = Runner(self.store, kind="run", pipelines=[pdef], suspend_after=math.inf)
+        if runner_for is not None:
+            runner = runner_for(pdef)
+        else:
+            runner = Runner(self.store, kind="run", pipelines=[pdef], suspend_after=math.inf)
         await runner.start()
         try:
+            runner.dead_owners = await dead_lease_holders(self.store, row.root_run_id)
             taken = await self.store.claim_run(
                 run_id,
                 owner=runner.id,
                 ttl=runner.lease_ttl,
                 now=self.store_now(),
                 statuses=S.ACTIVE + RESUMABLE,
-                dead_owners=[],
+                dead_owners=runner.dead_owners,
             )
             if taken is None:  # a worker took it meanwhile: it carries out the cancel
-                return "requested"
+                after = await self.row(run_id)
+                return str(after.status) if after.status in S.TERMINAL else "requested"
             return await drive_tree(runner, taken, cancel=True)
         finally:
             await runner.close()

@@ -952,32 +952,27 @@ def cancel(
 
     async def go() -> int:
         async with await _connect_for_run(database_url, run_id) as client:
-            what = await client.cancel(run_id, here=False)
+            shown: list[_Foreground] = []
+
+            def runner_for(pdef: Any) -> Runner:
+                shown.append(_Foreground(client.store, [pdef], not no_timestamps))
+                return shown[-1].runner
+
+            try:
+                # Nobody holds it: the cancellation runs here, so its cleanup code runs now.
+                what = await client.cancel(run_id, runner_for=runner_for)
+            finally:
+                for fg in shown:
+                    fg.console.close()
             if what == "requested":
                 _out(f"run {run_id}: cancel requested")
                 return 0
-            if what == "cancelled":
-                _out(f"run {run_id}: cancelled")
-                return 0
-            # Nobody holds it: run the cancellation here, so its cleanup code runs now.
-            row = await client.row(run_id)
-            try:
-                pdef = load_target(row.entrypoint)
-            except DurapipeError:
-                pdef = None
-            if pdef is None:
+            if what == "queued":
+                row = await client.row(run_id)
                 _out(f"run {run_id}: cancel queued for a worker that carries {row.pipeline}")
                 return 0
-            fg = _Foreground(client.store, [pdef], not no_timestamps)
-            await fg.runner.start()
-            try:
-                taken = await _take(client, row, fg.runner, S.ACTIVE + RESUMABLE)
-            except BaseException:
-                await fg.runner.close()
-                raise
-            status = await fg.drive(taken, cancel=True)
-            _out(f"run {run_id}: {status}")
-            return 0 if status == "cancelled" else 1
+            _out(f"run {run_id}: {what}")
+            return 0 if what == "cancelled" else 1
 
     _run(go())
 

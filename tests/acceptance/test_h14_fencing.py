@@ -148,3 +148,30 @@ def test_a_run_whose_history_write_fails_is_released_and_resumed_at_once(
     assert r.returncode == 0, r.stderr
     assert _call(db_url, lambda c: c.get(rid)).status == "completed"
     assert side_effects(tmp_path, "steps") == ["1", "block-1", "block-1", "2", "3"]
+
+
+def test_cancel_of_a_suspended_run_with_a_worker_up_reports_the_cancel_it_caused(
+    db_url: str, dp_spawn: Any, dp_cli: Any, tmp_path: Path
+) -> None:
+    """The worker may take the queued cancel before the CLI can: either way the run ends
+    cancelled, its finally runs once, and `durapipe cancel` says so and exits 0 (it used to exit 1
+    with "run X is cancelled; it cannot be taken now" or "held by worker ...")."""
+    dp_spawn("worker", "-m", COUNTING, "--suspend-after", "0.1", env=FAST)
+    ids = []
+    for _ in range(3):
+        r = dp_cli("start", f"{COUNTING}:guarded", "--input", "wait=input", check=True)
+        ids.append(r.stdout.strip())
+    wait_until(
+        lambda: all(_call(db_url, lambda c, i=i: c.get(i)).status == "waiting" for i in ids),
+        what="the runs to suspend",
+    )
+    for rid in ids:
+        r = dp_cli("cancel", rid)
+        assert r.returncode == 0, r.stdout + r.stderr
+        last = r.stdout.strip().splitlines()[-1]  # after the live output of a cancel run here
+        assert last in (f"run {rid}: cancelled", f"run {rid}: cancel requested"), r
+        wait_until(
+            lambda rid=rid: _call(db_url, lambda c: c.get(rid)).status == "cancelled",
+            what="the run to end cancelled",
+        )
+    assert side_effects(tmp_path, "steps").count("cleanup") == 3
