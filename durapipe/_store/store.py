@@ -925,9 +925,7 @@ class Store:
     async def lease_holders(self, root_run_id: str) -> list[Row[Any]]:
         """The workers holding leases in the run tree ``root_run_id`` (by their worker rows)."""
         r, w = S.runs.c, S.workers.c
-        held = select(r.lease_owner).where(
-            r.root_run_id == root_run_id, r.lease_owner.is_not(None)
-        )
+        held = select(r.lease_owner).where(r.root_run_id == root_run_id, r.lease_owner.is_not(None))
         q = select(S.workers).where(w.id.in_(held))
 
         def _tx(conn: Connection) -> list[Row[Any]]:
