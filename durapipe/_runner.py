@@ -30,7 +30,6 @@ from ._engine import (
     install_log_handler,
 )
 from ._ids import new_id
-from ._secrets import scrub
 from ._store import Store
 from ._store import schema as S
 from ._store.store import ClaimFilter, Op
@@ -601,9 +600,9 @@ class Runner:
             "requested": None,
         }
         if output is not None:
-            update["output"] = scrub(output)
+            update["output"] = _serde.mask_json(output)
         if error is not None:
-            update["error"] = scrub(_serde.dumps(error))
+            update["error"] = _serde.dumps(error)  # secrets masked
         if status in S.TERMINAL:
             update["finished_at"] = now
         try:

@@ -9,6 +9,7 @@ import json
 import uuid
 from typing import Any
 
+from . import _secrets
 from .errors import SerializationError
 
 MAX_VALUE_BYTES = 1_000_000  # a step result or an input value, encoded
@@ -47,9 +48,26 @@ def storable_text(value: object) -> bool:
     return True
 
 
+def _encode(value: Any) -> str:
+    return json.dumps(
+        value, default=_default, ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def mask_json(text: str) -> str:
+    """JSON text with every known secret masked inside its strings (raw or escaped), still
+    valid JSON: masking the encoded text itself would miss a value held in escaped form (a PEM
+    key's newlines, a JSON blob's quotes) and could cut an escape in two."""
+    if not _secrets.present(text):  # the common case: one scan, nothing decoded
+        return text
+    return _encode(_secrets.mask_value(json.loads(text)))
+
+
 def dumps(value: Any, *, what: str = "value", limit: int | None = None) -> str:
+    """``value`` as JSON, with secrets masked; refuses what JSON cannot hold with a
+    SerializationError naming ``what``."""
     try:
-        text = json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+        text = mask_json(_encode(value))
     except TypeError as exc:
         raise SerializationError(
             f"{what} is not JSON-serialisable: it contains a value of type {exc.args[0] if exc.args else type(value).__name__}; "
