@@ -50,7 +50,7 @@ def storable_text(value: object) -> bool:
 
 def _encode(value: Any) -> str:
     return json.dumps(
-        value, default=_default, ensure_ascii=False, separators=(",", ":")
+        value, default=_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False
     )
 
 
@@ -64,8 +64,8 @@ def mask_json(text: str) -> str:
 
 
 def dumps(value: Any, *, what: str = "value", limit: int | None = None) -> str:
-    """``value`` as JSON, with secrets masked; refuses what JSON cannot hold with a
-    SerializationError naming ``what``."""
+    """``value`` as JSON, with secrets masked; refuses what JSON cannot hold (NaN, ±inf, other
+    types) with a SerializationError naming ``what``."""
     try:
         text = mask_json(_encode(value))
     except TypeError as exc:
@@ -74,6 +74,11 @@ def dumps(value: Any, *, what: str = "value", limit: int | None = None) -> str:
             "return JSON types, dataclasses or pydantic models"
         ) from None
     except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise SerializationError(
+                f"{what} contains a float that is not finite (nan, inf or -inf), which JSON "
+                "cannot hold; return None or a string such as 'nan' instead"
+            ) from None
         raise SerializationError(f"{what} cannot be stored as JSON: {exc}") from None
     except RecursionError:
         raise SerializationError(f"{what} is nested too deeply to be stored as JSON") from None
@@ -107,10 +112,15 @@ def roundtrip(value: Any, *, what: str = "value") -> tuple[str, Any]:
     return text, json.loads(text)
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_cli_value(text: str) -> Any:
-    """A CLI value: JSON when it parses, the plain string otherwise."""
+    """A CLI value: JSON when it parses, the plain string otherwise (``NaN``, ``Infinity``
+    are not JSON: they stay strings)."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except ValueError:
         return text
     except RecursionError:  # JSON all right, but deeper than Python's parser goes
