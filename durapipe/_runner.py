@@ -58,6 +58,14 @@ def _env_float(name: str, default: float) -> float:
         raise DurapipeError(f"{name}={raw!r} is not a number of seconds") from None
 
 
+def _open_private(path: str) -> Any:
+    """Open ``path`` to append, created readable by its owner only (0600, like the SQLite
+    database): the log holds every line the runs print."""
+    return open(  # noqa: SIM115 - closed in Runner.close
+        path, "a", encoding="utf-8", opener=lambda p, flags: os.open(p, flags, 0o600)
+    )
+
+
 class Runner:
     """Claims runs, runs them, keeps their leases alive, and writes their logs."""
 
@@ -106,7 +114,7 @@ class Runner:
         self.tasks_bg: set[asyncio.Future[Any]] = set()
         self.outcomes: dict[str, asyncio.Future[str]] = {}
         self._log_buf: list[dict[str, Any]] = []
-        self._log_file = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115
+        self._log_file = _open_private(log_file) if log_file else None
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._stopping = False
