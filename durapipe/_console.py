@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import zlib
@@ -28,6 +29,21 @@ def use_color(stream: IO[str]) -> bool:
     if os.environ.get("FORCE_COLOR"):
         return True
     return bool(getattr(stream, "isatty", lambda: False)()) and os.environ.get("TERM") != "dumb"
+
+
+# C0 controls but tab and newline, DEL, C1 controls: a command's output holding them could move
+# the cursor, retitle or rewrite the operator's terminal. Stored data keeps them as they were.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _hex(m: re.Match[str]) -> str:
+    return f"\\x{ord(m.group()):02x}"
+
+
+def visible(text: str) -> str:
+    """``text`` safe to write to a terminal: control characters shown as ``\\x1b`` (tabs and
+    newlines stay as they are)."""
+    return _CONTROL.sub(_hex, text)
 
 
 _TS_CACHE: dict[int, str] = {}
@@ -69,6 +85,7 @@ class LineFormatter:
             self.width = len(prefix)
         padded = prefix.ljust(self.width)
         ts = timestamp(at) + " " if self.timestamps else ""
+        line = visible(line)
         if not self.color:
             head = f"{ts}[{padded}]{'!' if stream == 'err' else ' '}"
             return head, line.replace("\n", "\n" + head), ""

@@ -157,7 +157,8 @@ class RunLogHandler(logging.Handler):
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        for line in text.splitlines() or [""]:
+        # Masked whole before it is split: a secret holding a newline spans lines.
+        for line in scrub(text).splitlines() or [""]:
             if running is ctx.loop:
                 ctx.emit(key, label, stream, line)
             else:  # a sync step in a worker thread
@@ -213,7 +214,8 @@ def error_data(exc: BaseException, *, step: str | None = None) -> dict[str, Any]
     data: dict[str, Any] = {
         "type": type(exc).__name__,
         "message": str(exc),
-        "traceback": "".join(kept)[-8000:],
+        # Masked before it is cut: a cut through a secret would leave a piece no mask matches.
+        "traceback": scrub("".join(kept))[-8000:],
     }
     if step is not None:
         data["step"] = step
@@ -331,7 +333,7 @@ class RunContext:
         data: str | None = None,
     ) -> dict[str, Any]:
         if data is not None:
-            data = scrub(data)
+            data = _serde.mask_json(data)
         self.next_seq += 1
         return {
             "run_id": self.run_id,
@@ -587,10 +589,8 @@ async def call_step(
                     result = await asyncio.to_thread(
                         contextvars.copy_context().run, fn, *args, **kwargs
                     )
-                text = scrub(
-                    _serde.dumps(
-                        result, what=f"the result of step {label} ({type(result).__name__})"
-                    )
+                text = _serde.dumps(  # secrets masked
+                    result, what=f"the result of step {label} ({type(result).__name__})"
                 )
             except (RunInterrupted, asyncio.CancelledError):
                 raise
@@ -744,7 +744,7 @@ async def exec_(
         failure.__durapipe_step__ = key  # type: ignore[attr-defined]
         raise failure
     # What the pipeline sees is what replay will see: secrets masked in both.
-    clean = _serde.loads(scrub(_serde.dumps(payload)))
+    clean = _serde.loads(_serde.dumps(payload))
     return _exec.ExecResult(**clean)
 
 

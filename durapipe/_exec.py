@@ -11,6 +11,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from ._secrets import StreamMask
+
 KEEP_BYTES = 64 * 1024  # of each stream, kept in the history; the full output goes to the logs
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 READ_SIZE = 256 * 1024  # bytes asked of a pipe at a time
@@ -159,9 +161,20 @@ async def _pump(
     plus an unfinished line of at most MAX_LINE bytes (a longer one is handed on in pieces), and
     what was handed on since the last ``drain()`` (awaited every DRAIN_BYTES: the lines handed on
     are stored meanwhile, and the command waits on its pipe, as it would writing to a slow disk).
+
+    Secrets are masked here, before the text reaches the logs or the tail kept in the history,
+    across piece boundaries (``StreamMask``), so neither a split nor the tail's cut leaves a piece.
     """
     if stream is None:
         return
+    mask = StreamMask()
+
+    def hand_on(text: str) -> None:
+        """``text``: the stream's next text; ending in a newline when it is whole lines."""
+        if text:
+            tail.add(text)
+            on_line(name, _lines(text[:-1] if text.endswith("\n") else text))
+
     pending = b""
     since_drain = 0
     while True:
@@ -179,19 +192,15 @@ async def _pump(
             pending = chunk
         else:
             pending = chunk[end + 1 :]
-            text = chunk[:end].decode("utf-8", "replace")
-            tail.add(text + "\n")
-            on_line(name, _lines(text))
+            hand_on(mask.feed(chunk[: end + 1].decode("utf-8", "replace")))
         while len(pending) > MAX_LINE:
             cut = _cut(pending[:MAX_LINE])
             text = pending[:cut].decode("utf-8", "replace")
             pending = pending[cut:]
-            tail.add(text)
-            on_line(name, _lines(text))
+            hand_on(mask.feed(text))
     if pending:
-        text = pending.decode("utf-8", "replace")
-        tail.add(text)
-        on_line(name, text.rstrip("\r"))
+        hand_on(mask.feed(pending.decode("utf-8", "replace")))
+    hand_on(mask.end())
 
 
 async def wait(

@@ -30,7 +30,6 @@ from ._engine import (
     install_log_handler,
 )
 from ._ids import new_id
-from ._secrets import scrub
 from ._store import Store
 from ._store import schema as S
 from ._store.store import ClaimFilter, Op
@@ -57,6 +56,14 @@ def _env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise DurapipeError(f"{name}={raw!r} is not a number of seconds") from None
+
+
+def _open_private(path: str) -> Any:
+    """Open ``path`` to append, created readable by its owner only (0600, like the SQLite
+    database): the log holds every line the runs print."""
+    return open(  # noqa: SIM115 - closed in Runner.close
+        path, "a", encoding="utf-8", opener=lambda p, flags: os.open(p, flags, 0o600)
+    )
 
 
 class Runner:
@@ -108,7 +115,7 @@ class Runner:
         self.outcomes: dict[str, asyncio.Future[str]] = {}
         self._dropped_leases: dict[str, int] = {}  # run -> attempt: dropped after a failed write
         self._log_buf: list[dict[str, Any]] = []
-        self._log_file = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115
+        self._log_file = _open_private(log_file) if log_file else None
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._stopping = False
@@ -646,9 +653,9 @@ class Runner:
             "requested": None,
         }
         if output is not None:
-            update["output"] = scrub(output)
+            update["output"] = _serde.mask_json(output)
         if error is not None:
-            update["error"] = scrub(_serde.dumps(error))
+            update["error"] = _serde.dumps(error)  # secrets masked
         if status in S.TERMINAL:
             update["finished_at"] = now
         try:

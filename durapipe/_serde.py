@@ -9,6 +9,7 @@ import json
 import uuid
 from typing import Any
 
+from . import _secrets
 from .errors import SerializationError
 
 MAX_VALUE_BYTES = 1_000_000  # a step result or an input value, encoded
@@ -47,15 +48,37 @@ def storable_text(value: object) -> bool:
     return True
 
 
+def _encode(value: Any) -> str:
+    return json.dumps(
+        value, default=_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    )
+
+
+def mask_json(text: str) -> str:
+    """JSON text with every known secret masked inside its strings (raw or escaped), still
+    valid JSON: masking the encoded text itself would miss a value held in escaped form (a PEM
+    key's newlines, a JSON blob's quotes) and could cut an escape in two."""
+    if not _secrets.present(text):  # the common case: one scan, nothing decoded
+        return text
+    return _encode(_secrets.mask_value(json.loads(text)))
+
+
 def dumps(value: Any, *, what: str = "value", limit: int | None = None) -> str:
+    """``value`` as JSON, with secrets masked; refuses what JSON cannot hold (NaN, ±inf, other
+    types) with a SerializationError naming ``what``."""
     try:
-        text = json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
+        text = mask_json(_encode(value))
     except TypeError as exc:
         raise SerializationError(
             f"{what} is not JSON-serialisable: it contains a value of type {exc.args[0] if exc.args else type(value).__name__}; "
             "return JSON types, dataclasses or pydantic models"
         ) from None
     except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise SerializationError(
+                f"{what} contains a float that is not finite (nan, inf or -inf), which JSON "
+                "cannot hold; return None or a string such as 'nan' instead"
+            ) from None
         raise SerializationError(f"{what} cannot be stored as JSON: {exc}") from None
     except RecursionError:
         raise SerializationError(f"{what} is nested too deeply to be stored as JSON") from None
@@ -89,10 +112,15 @@ def roundtrip(value: Any, *, what: str = "value") -> tuple[str, Any]:
     return text, json.loads(text)
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_cli_value(text: str) -> Any:
-    """A CLI value: JSON when it parses, the plain string otherwise."""
+    """A CLI value: JSON when it parses, the plain string otherwise (``NaN``, ``Infinity``
+    are not JSON: they stay strings)."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except ValueError:
         return text
     except RecursionError:  # JSON all right, but deeper than Python's parser goes

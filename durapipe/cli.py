@@ -25,6 +25,7 @@ from ._console import (
     render_show,
     running_status,
     use_color,
+    visible,
 )
 from ._definition import load_module, load_target, pipelines_in
 from ._engine import HOST
@@ -215,7 +216,7 @@ class _Foreground:
             "blocked": f"restore code that makes the recorded calls, then `durapipe resume {run_id}`",
         }.get(view.status, f"`durapipe show {run_id}` has the details")
         _err(
-            f"run {run_id} {view.status}: {err.get('type', 'Error')}: {err.get('message', '')} — {hint}"
+            f"run {run_id} {view.status}: {err.get('type', 'Error')}: {visible(str(err.get('message', '')))} — {hint}"
         )
         return 1
 
@@ -468,7 +469,9 @@ def result(
                 return 0
             if view.status in S.TERMINAL or view.status == "blocked":
                 err = view.error or {}
-                _err(f"run {run_id} {view.status}: {err.get('type', '')}: {err.get('message', '')}")
+                _err(
+                    f"run {run_id} {view.status}: {err.get('type', '')}: {visible(str(err.get('message', '')))}"
+                )
                 return 1
             _err(f"run {run_id} is {view.status}; use --wait to wait for it")
             return 3

@@ -227,6 +227,10 @@ input_json = (
 HUGE = [f"k{j}=" + "x" * ARG_MAX_ONE for j in range(9)]  # ~1.08 MB of inputs in 9 arguments
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(name)
+
+
 def expected_inputs(pairs: Sequence[Arg], blob: Arg | None) -> dict[str, Any] | None:
     """What ``start --input ... --input-json ...`` should store, per the docs; None: refused."""
     out: dict[str, Any] = {}
@@ -244,13 +248,13 @@ def expected_inputs(pairs: Sequence[Arg], blob: Arg | None) -> dict[str, Any] | 
         if not sep or not key.isidentifier() or "\x00" in value:
             return None
         try:
-            out[key] = json.loads(value)
+            out[key] = json.loads(value, parse_constant=_not_json)  # NaN is not JSON: a string
         except ValueError:
             out[key] = value
         except RecursionError:
             return None
-    try:
-        text = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+    try:  # a float that is not finite (1e999, or NaN in --input-json) is refused
+        text = json.dumps(out, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (ValueError, RecursionError):
         return None
     if not storable(text) or len(text.encode()) > MAX_VALUE_BYTES:
@@ -587,13 +591,13 @@ def expected_value(raw: bytes) -> tuple[bool, Any]:
     except UnicodeDecodeError:
         return False, None
     try:
-        value: Any = json.loads(text)
+        value: Any = json.loads(text, parse_constant=_not_json)
     except ValueError:
         value = text
     except RecursionError:
         return False, None
     try:
-        enc = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        enc = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (ValueError, RecursionError):
         return False, None
     return storable(enc) and len(enc.encode()) <= MAX_VALUE_BYTES, value
