@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from ._engine import LogRecord, fmt_span
+from ._store import schema as S
 
 _PALETTE = [36, 32, 35, 34, 33, 96, 92, 95, 94, 93]  # ANSI foreground colours
 _STREAM_STYLE = {"err": "31", "warn": "33", "error": "1;31", "info": "2"}
@@ -102,7 +103,9 @@ class LineFormatter:
 class LiveConsole:
     """Prints log records as they happen (``durapipe run``, ``resume``, ``worker --console``).
 
-    On a terminal a status line at the bottom shows how long running commands have taken.
+    On a terminal a status line at the bottom shows how long running commands have taken; a
+    question for the person (``prompt``) takes that bottom line until it is answered, and log
+    lines printed meanwhile go above it.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class LiveConsole:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.fmt = LineFormatter(timestamps=timestamps, color=use_color(self.stream))
         self._status = ""
+        self._prompt = ""
         self._pending: list[str] = []
         self._size = 0  # characters in _pending
         self._last_flush = 0.0
@@ -120,7 +124,8 @@ class LiveConsole:
     def record(self, rec: LogRecord) -> None:
         """Print one record: a line, or many lines of an exec's output joined by ``\n``."""
         pending = self._pending
-        if self._status:
+        bottom = self._bottom()
+        if bottom:
             pending.append("\r\x1b[2K")
         if self.json_lines:
             doc = record_json(rec.__dict__)
@@ -133,8 +138,8 @@ class LiveConsole:
             )
             pending += (head, body, end + "\n")
             self._size += len(body)
-        if self._status:
-            pending.append(self._status)
+        if bottom:
+            pending.append(bottom)
         # A terminal sees every record at once; otherwise records go out in batches (at most
         # 0.1 s late: the runner ticks flush() too, and never more than FLUSH_SIZE held).
         now = time.monotonic()
@@ -145,8 +150,36 @@ class LiveConsole:
         """Replace the status line (terminals only)."""
         if not self.tty or self.json_lines or text == self._status:
             return
-        self._pending.append("\r\x1b[2K" + text)
         self._status = text
+        if self._prompt:  # the question keeps the bottom line; the status shows again after it
+            return
+        self._pending.append("\r\x1b[2K" + text)
+        self.flush()
+
+    def _bottom(self) -> str:
+        """What the bottom line of a terminal shows: the question, else the status."""
+        return (self._prompt or self._status) if self.tty else ""
+
+    def prompt(self, text: str) -> None:
+        """Ask the person at the terminal: ``text`` stays on the bottom line until ``answered``."""
+        if self._bottom():
+            self._pending.append("\r\x1b[2K")
+        self._pending.append(text)
+        self._prompt = text
+        self.flush()
+
+    def answered(self, *, typed: bool) -> None:
+        """The question is done. ``typed``: the person's Enter ended its line, so the question
+        and answer stay on screen; else (answered elsewhere) the question is taken away."""
+        if not self._prompt:
+            return
+        self._prompt = ""
+        if not self.tty:
+            self._pending.append("" if typed else "\n")
+        elif typed:
+            self._pending.append(self._status)
+        else:
+            self._pending.append("\r\x1b[2K" + self._status)
         self.flush()
 
     def flush(self, now: float | None = None) -> None:
@@ -158,6 +191,9 @@ class LiveConsole:
         self._last_flush = time.monotonic() if now is None else now
 
     def close(self) -> None:
+        if self._prompt:  # never answered: leave the question on screen, end its line
+            self._prompt = ""
+            self._pending.append("\n")
         self.status("")
         self.flush()
 
@@ -204,11 +240,63 @@ STATUS_STYLE = {
 
 
 def _dur(row: Any, now: float) -> str:
-    end = row.finished_at or now
-    secs = max(0.0, end - row.created_at)
+    return _span(max(0.0, (row.finished_at or now) - row.created_at))
+
+
+def _span(secs: float) -> str:
     if secs < 1:
         return f"{secs * 1000:.0f}ms"
     return fmt_span(secs)
+
+
+IDLE = frozenset({"stopped", "blocked", "failed"})  # nothing runs until someone resumes it
+
+
+def run_times(events: list[Any], *, status: str, now: float) -> tuple[float, float]:
+    """-> (working, waited) seconds of a run, from its events in order (``kind, step, at``).
+
+    Working time is the sum of its executions' spans: from a stop, failure or block until it
+    runs again nothing counts, and while everything in flight is a wait (sleep, input, child)
+    the time counts as waited. So a stopped, sleeping or waiting run's working time stays put.
+    """
+    working = waited = 0.0
+    waits: set[Any] = set()  # steps waiting
+    commands: set[Any] = set()  # commands running: the run works while they do
+    ended = False  # after an execution ended, until the next event
+    prev: float | None = None
+    for ev in events:
+        if prev is not None and not ended:
+            span = max(0.0, ev.at - prev)
+            if waits and not commands:
+                waited += span
+            else:
+                working += span
+        prev = ev.at
+        kind = ev.kind
+        ended = kind in S.RUN_ENDS
+        if ended:
+            commands.clear()  # an in-flight command died with its execution; waits go on
+        elif kind == "step_started":
+            commands.add(ev.step)
+        elif kind in ("step_completed", "step_failed"):
+            commands.discard(ev.step)
+        elif kind in S.WAIT_STARTS:
+            waits.add(ev.step)
+        elif kind in S.WAIT_ENDS:
+            waits.discard(ev.step)
+    if prev is not None and not ended and status not in S.TERMINAL and status not in IDLE:
+        span = max(0.0, now - prev)
+        if status in ("sleeping", "waiting") or (waits and not commands):
+            waited += span
+        else:
+            working += span
+    return working, waited
+
+
+def _run_dur(row: Any, events: list[Any] | None, now: float) -> str:
+    if not events:
+        return _dur(row, now)
+    return _span(run_times(events, status=row.status, now=now)[0])
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -216,7 +304,14 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render_list(rows: list[Any], counts: dict[str, int], *, now: float) -> Any:
+def render_list(
+    rows: list[Any],
+    counts: dict[str, int],
+    *,
+    now: float,
+    timelines: dict[str, list[Any]] | None = None,
+) -> Any:
+    """The runs table; DURATION is working time when ``timelines`` (Store.timelines) is given."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -232,7 +327,7 @@ def render_list(rows: list[Any], counts: dict[str, int], *, now: float) -> Any:
             r.version,
             Text(r.status, style=STATUS_STYLE.get(r.status, "")),
             started,
-            _dur(r, now),
+            _run_dur(r, (timelines or {}).get(r.id), now),
         )
     summary = Text(
         "  ".join(f"{s}: {n}" for s, n in sorted(counts.items())) or "no runs", style="dim"
@@ -240,6 +335,7 @@ def render_list(rows: list[Any], counts: dict[str, int], *, now: float) -> Any:
     return Group(table, summary)
 
 
+ERRORED = frozenset({"failed", "blocked", "aborted", "cancelled"})  # statuses an error explains
 IN_FLIGHT = frozenset({"running", "waiting", "sleeping", "retrying"})
 ACTIVE = frozenset({"pending", "running", "sleeping", "waiting"})
 SHOWN_CHILDREN = 50  # per parent; `durapipe list --json` has them all
@@ -290,6 +386,16 @@ def render_show(
     from rich.text import Text
     from rich.tree import Tree
 
+    working, waited = run_times(
+        [e for e in events if e.kind in S.TIMELINE_KINDS], status=run.status, now=now
+    )
+    when = ""
+    if waited >= 1:
+        when += f"  (waited {fmt_span(waited)})"
+    if run.status == "stopped":
+        since = time.localtime(run.updated_at)
+        fmt = "%H:%M:%S" if since[:3] == time.localtime(now)[:3] else "%Y-%m-%d %H:%M:%S"
+        when += f"  stopped since {time.strftime(fmt, since)}"
     head = Text.assemble(
         (run.id, "bold"),
         "  ",
@@ -297,7 +403,8 @@ def render_show(
         f" v{run.version}",
         "  ",
         (run.status, STATUS_STYLE.get(run.status, "")),
-        f"  {_dur(run, now)}",
+        f"  {_span(working) if events else _dur(run, now)}",
+        (when, "dim"),
         ("  pinned" if run.pinned else ""),
     )
     tree = Tree(head)
@@ -306,7 +413,9 @@ def render_show(
         tree.add(Text(f"inputs: {_short(inputs, 200)}", style="dim"))
     steps: dict[str, dict[str, Any]] = {}
     order: list[str] = []
+    began: dict[int, float] = {}  # when each execution of the run (its attempt) wrote first
     for ev in events:
+        began.setdefault(ev.attempt, ev.at)
         if ev.step is None:
             continue
         s = steps.get(ev.step)
@@ -316,15 +425,24 @@ def render_show(
                 "kind": ev.kind,
                 "start": ev.at,
                 "end": None,
-                "tries": 0,
+                "starts": 0,  # a command's starts: one per execution of the run it ran in
+                "retries": 0,
+                "ends": 0,
+                "attempt": ev.attempt,
                 "data": None,
             }
             order.append(ev.step)
         s["last"] = ev.kind
-        if ev.kind in ("step_started",):
-            s["tries"] += 1
-        if ev.kind in ("step_retry",):
-            s["tries"] += 1
+        if ev.kind == "step_started":
+            if s["starts"] or s["ends"]:  # started again: the step's time is its last try's
+                s["start"], s["attempt"] = ev.at, ev.attempt
+            s["starts"] += 1
+        elif ev.kind in ("step_retry", "step_completed", "step_failed"):
+            if ev.attempt != s["attempt"]:
+                # Run again by a later execution of the run (a step records no start): its
+                # time is from when that execution began, not from the first try.
+                s["start"], s["attempt"] = began[ev.attempt], ev.attempt
+            s["retries" if ev.kind == "step_retry" else "ends"] += 1
         if ev.kind.endswith(
             ("_completed", "_failed", "_fired", "_received", "_timeout", "_recorded")
         ):
@@ -365,7 +483,14 @@ def render_show(
                     val = f"{val['type']}: {val['message']}"
                 if val is not None:
                     extra = "  → " + _short(val)
-        tries = f"  attempt {s['tries']}" if s["tries"] > 1 else ""
+        # How often the step's code ran: its retries (@dp.step(retries=...)), and its re-runs
+        # when the run was continued (resume, or a worker taking over) with the step unfinished.
+        runs = max(s["starts"], s["retries"] + s["ends"])
+        again = runs - 1 - s["retries"]
+        why = [f"{s['retries']} retr{'y' if s['retries'] == 1 else 'ies'}"] if s["retries"] else []
+        if again > 0:
+            why.append(f"{again} re-run{'' if again == 1 else 's'} after resume")
+        tries = f"  ran {runs}× ({', '.join(why)})" if runs > 1 else ""
         tree.add(
             Text.assemble(
                 f"{key:>6}  ",
@@ -380,7 +505,7 @@ def render_show(
     parts: list[Any] = [tree]
     if run.output:
         parts.append(Text(f"output: {_short(json.loads(run.output), 400)}"))
-    if run.error:
+    if run.error and run.status in ERRORED:
         err = json.loads(run.error)
         parts.append(Text(f"error: {err.get('type')}: {err.get('message')}", style="red"))
     for w in waits:

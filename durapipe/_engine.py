@@ -14,6 +14,7 @@ import contextvars
 import logging
 import math
 import random as _random
+import signal
 import socket
 import time
 import traceback
@@ -715,9 +716,15 @@ async def exec_(
             on_line=lambda s, text: ctx.emit(key, label, s, text),
             drain=ctx.journal.flush_logs,
         )
+    except asyncio.CancelledError:  # cancel, lost lease, shutdown: the group is killed at once
+        proc.kill_now()
+        why = "cancel" if ctx.cancel_delivered else (ctx.request or "")
+        ctx.emit(key, label, "warn", _killed_line(why, -signal.SIGKILL, t0))
+        raise
     finally:
         ctx.procs.discard(proc)
     if proc.killed_by in ("stop_now", "lost", "shutdown_now"):
+        ctx.emit(key, label, "warn", _killed_line(proc.killed_by, result.exit_code, t0))
         raise RunStopping(proc.killed_by) if proc.killed_by != "lost" else LeaseLost(ctx.run_id)
     elapsed = time.monotonic() - t0
     payload = {
@@ -746,6 +753,26 @@ async def exec_(
     # What the pipeline sees is what replay will see: secrets masked in both.
     clean = _serde.loads(_serde.dumps(payload))
     return _exec.ExecResult(**clean)
+
+
+_KILL_REASONS = {
+    "stop_now": "the run is stopping; the command runs again on resume",
+    "lost": "this process lost the run's lease",
+    "shutdown_now": "the worker is shutting down; the command runs again when the run continues",
+    "cancel": "the run was cancelled",
+}
+
+
+def _killed_line(why: str, exit_code: int, t0: float) -> str:
+    """The log line of a command durapipe ended: ``killed (SIGTERM) after 3.2s: the run is stopping…``."""
+    if exit_code < 0:
+        try:
+            how = f"killed ({signal.Signals(-exit_code).name})"
+        except ValueError:
+            how = f"killed (signal {-exit_code})"
+    else:  # it handled SIGTERM and exited by itself
+        how = f"stopped by SIGTERM (exit {exit_code})"
+    return f"{how} after {_fmt_duration(time.monotonic() - t0)}: {_KILL_REASONS.get(why) or why or 'the run was interrupted'}"
 
 
 def _fmt_duration(seconds: float) -> str:

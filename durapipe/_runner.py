@@ -548,7 +548,10 @@ class Runner:
             return await self._end(ctx, row, "aborted", "run_aborted", error=error_data(err))
         if resumed is not None:
             ctx.emit(
-                None, None, "info", f"Resuming run {row.id} (was {resumed}, attempt {row.attempt})"
+                None,
+                None,
+                "info",
+                f"Resuming run {row.id} (was {resumed}, execution {row.attempt})",
             )
             await ctx.write(
                 ctx.event(
@@ -574,8 +577,7 @@ class Runner:
             if ctx.request in RELEASING or str(exc) in RELEASING:
                 await self._release(ctx)
                 return "released"
-            ctx.emit(None, None, "warn", "Stopped; continue with: durapipe resume " + row.id)
-            return await self._end(ctx, row, "stopped", "run_stopped")
+            return await self._stopped(ctx, row)
         except LeaseLost:
             return "lost"
         except asyncio.CancelledError:
@@ -594,7 +596,7 @@ class Runner:
                 await self._release(ctx)
                 return "released"
             if ctx.request in ("stop", "stop_now"):
-                return await self._end(ctx, row, "stopped", "run_stopped")
+                return await self._stopped(ctx, row)
             raise
         except NonDeterminismError as exc:
             return await self._blocked(ctx, row, exc)
@@ -625,6 +627,11 @@ class Runner:
             return await self._end(ctx, row, "failed", "run_failed", error=error_data(exc))
         return await self._end(ctx, row, "completed", "run_completed", output=text)
 
+    async def _stopped(self, ctx: RunContext, row: Any) -> str:
+        # The one resume hint a stop prints: in the run's log, so `durapipe logs` has it too.
+        ctx.emit(None, None, "warn", "Stopped; continue with: durapipe resume " + row.id)
+        return await self._end(ctx, row, "stopped", "run_stopped")
+
     async def _blocked(self, ctx: RunContext, row: Any, exc: NonDeterminismError) -> str:
         ctx.emit(None, None, "error", f"blocked: {exc}")
         return await self._end(
@@ -654,8 +661,9 @@ class Runner:
         }
         if output is not None:
             update["output"] = _serde.mask_json(output)
-        if error is not None:
-            update["error"] = _serde.dumps(error)  # secrets masked
+        # A run that ends without an error (completed, or stopped after a resume) keeps none:
+        # the error of an earlier failed attempt is history (in its events), not its state.
+        update["error"] = _serde.dumps(error) if error is not None else None  # secrets masked
         if status in S.TERMINAL:
             update["finished_at"] = now
         try:

@@ -124,15 +124,20 @@ class _Foreground:
             self.asking.append(key)
             if len(self.asking) == 1:
                 self._prompt()
-        elif key in self.asking:
+        elif key in self.asking:  # answered some other way (`durapipe input`)
+            shown = self.asking[0] == key
             self.asking.remove(key)
+            if shown:
+                self.console.answered(typed=False)
             if not self.asking:
                 self._stop_reading()
+            elif shown:
+                self._prompt()
 
     def _prompt(self) -> None:
         _run_id, name = self.asking[0]
-        sys.stdout.write(f"answer for '{name}' (JSON or text) > ")
-        sys.stdout.flush()
+        # Through the console, which keeps it on screen while the status line and log lines change.
+        self.console.prompt(f"answer for '{name}' (JSON or text) > ")
         if not self.reading:
             asyncio.get_running_loop().add_reader(sys.stdin.fileno(), self._on_stdin)
             self.reading = True
@@ -149,6 +154,7 @@ class _Foreground:
             return
         if not self.asking:
             return
+        self.console.answered(typed=True)
         run_id, name = self.asking[0]
         try:
             value = _serde.dumps(_serde.parse_cli_value(line.rstrip("\n")), what=f"input {name!r}")
@@ -157,7 +163,10 @@ class _Foreground:
             self._prompt()
             return
         self.asking.pop(0)
-        self._stop_reading()
+        if self.asking:
+            self._prompt()
+        else:
+            self._stop_reading()
         task = asyncio.ensure_future(self._deliver(run_id, name, value))
         self.runner.tasks_bg.add(task)
         task.add_done_callback(self.runner.tasks_bg.discard)
@@ -203,7 +212,7 @@ class _Foreground:
             _out(json.dumps(view.output, ensure_ascii=False))
             return 0
         if view.status == "stopped":
-            _err(f"run {run_id} stopped; continue it with: durapipe resume {run_id}")
+            _err(f"run {run_id} stopped")  # the run's log printed how to continue it
             return 130 if self.interrupted else 1
         if view.status in ("sleeping", "waiting", "running", "pending"):
             _err(
@@ -662,7 +671,8 @@ def list_(
                 status=status, pipeline=pipeline, roots_only=roots, limit=limit
             )
             counts = await client.store.count_by_status(pipeline=pipeline, roots_only=roots)
-            _print_rich(render_list(rows, counts, now=time.time()))
+            timelines = await client.store.timelines([r.id for r in rows])
+            _print_rich(render_list(rows, counts, now=time.time(), timelines=timelines))
         return 0
 
     _run(go())

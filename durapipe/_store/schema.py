@@ -134,6 +134,24 @@ TERMINAL = frozenset({"completed", "failed", "cancelled", "aborted"})
 SUSPENDABLE = ("sleeping", "waiting")
 ACTIVE = ("pending", "running", "sleeping", "waiting")
 RESUMABLE_EXTRA = ("stopped", "blocked")
+# Events that mark when a run works (`show`/`list` durations): its executions' ends, its waits,
+# its commands. Any other event only says the run was working at that moment.
+RUN_ENDS = (
+    "run_stopped",
+    "run_failed",
+    "run_blocked",
+    "run_completed",
+    "run_cancelled",
+    "run_aborted",
+)
+WAIT_STARTS = ("timer_started", "input_requested", "child_started")
+WAIT_ENDS = ("timer_fired", "input_received", "input_timeout", "child_completed", "child_failed")
+TIMELINE_KINDS = (
+    ("run_started", "run_resumed", "step_started", "step_completed", "step_failed")
+    + RUN_ENDS
+    + WAIT_STARTS
+    + WAIT_ENDS
+)
 ALL_STATUSES = (
     "pending",
     "running",

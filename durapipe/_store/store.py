@@ -498,6 +498,26 @@ class Store:
 
         return await self._read(_tx)
 
+    async def timelines(self, run_ids: Sequence[str]) -> dict[str, list[Any]]:
+        """What working time is computed from, for several runs in one pass: the events that
+        start and end executions, waits and commands (``kind, step, at``), in order."""
+        e = S.events.c
+        out: dict[str, list[Any]] = {rid: [] for rid in run_ids}
+        ids = list(run_ids)
+
+        def _tx(conn: Connection) -> Any:
+            for i in range(0, len(ids), 500):
+                q = (
+                    select(e.run_id, e.kind, e.step, e.at)
+                    .where(e.run_id.in_(ids[i : i + 500]), e.kind.in_(S.TIMELINE_KINDS))
+                    .order_by(e.run_id, e.seq)
+                )
+                for row in conn.execute(q).all():
+                    out[row.run_id].append(row)
+            return out
+
+        return await self._read(_tx)
+
     def _runnable(self, now: float, flt: ClaimFilter) -> Any:
         r = S.runs.c
         due = or_(
