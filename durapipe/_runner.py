@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _serde
+from . import _config, _serde
 from ._clock import SYSTEM_CLOCK, Clock
 from ._definition import PipelineDef, load_target, registered
 from ._engine import (
@@ -49,13 +49,9 @@ RELEASING = ("shutdown", "shutdown_now", "hold")  # requests that hand the run b
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise DurapipeError(f"{name}={raw!r} is not a number of seconds") from None
+    """A DURAPIPE_* setting, checked by the validator the command line uses (range, finite)."""
+    setting = next(s for s in _config.ENV_SETTINGS if s.env == name)
+    return setting.from_env(default)
 
 
 def _open_private(path: str) -> Any:

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import _serde
+from . import _config, _serde
 from ._client import RESUMABLE, Client, RunView, check_resumable, event_json, parse_inputs
 from ._console import (
     LineFormatter,
@@ -33,16 +34,41 @@ from ._ids import validate_run_id
 from ._runner import Runner, dead_lease_holders, drive_tree
 from ._store import open_store
 from ._store import schema as S
-from ._store.url import resolve_url
+from ._store.url import redact, resolve_url
 from .errors import ConfigError, DurapipeError, InvalidInput, InvalidRunState, RunNotFound
 
 app = typer.Typer(
     name="durapipe",
     help="Durable pipelines: plain async functions journaled to SQL and continued by replay.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        _out(f"durapipe {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_show_version,
+            help="Print durapipe's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    # Every DURAPIPE_* number is checked before a command opens (or creates) anything.
+    _config.check_environment()
+
+
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 upgrade_app = typer.Typer(help="Safe upgrades of pipeline code.", no_args_is_help=True)
@@ -461,6 +487,8 @@ def result(
     database_url: DbOpt = None,
 ) -> None:
     """Print a run's output as JSON (exit 1 if it did not complete)."""
+    if timeout is not None:
+        timeout = _config.TIMEOUT.check(timeout)
 
     async def go() -> int:
         async with await _connect_for_run(database_url, run_id) as client:
@@ -490,6 +518,7 @@ def result(
 
 @app.command()
 def worker(
+    ctx: typer.Context,
     module: Annotated[
         list[str], typer.Option("--module", "-m", help="Module or file with pipelines. Repeatable.")
     ],
@@ -534,8 +563,11 @@ def worker(
     no_timestamps: NoTsOpt = False,
 ) -> None:
     """Run a worker: claim runs of these modules' pipelines and execute them until stopped."""
-    if concurrency < 1:
-        raise InvalidInput("--concurrency must be 1 or more")
+    concurrency = int(_config.CONCURRENCY.check(concurrency))
+    grace = _config.GRACE.check(grace)
+    lease_ttl = _checked(ctx, "lease_ttl", lease_ttl, _config.LEASE_TTL)
+    poll_interval = _checked(ctx, "poll_interval", poll_interval, _config.POLL_INTERVAL)
+    suspend_after = _checked(ctx, "suspend_after", suspend_after, _config.SUSPEND_AFTER)
 
     async def go() -> int:
         pipelines = []
@@ -590,6 +622,17 @@ def worker(
         return 0
 
     _run(go())
+
+
+def _checked(
+    ctx: typer.Context, param: str, value: float | None, setting: _config.Setting
+) -> float | None:
+    """An option that may come from its DURAPIPE_* variable, checked and named as it was given."""
+    if value is None:
+        return None
+    source = ctx.get_parameter_source(param)
+    from_env = source is not None and source.name == "ENVIRONMENT"
+    return setting.check(value, source=setting.env if from_env else setting.option)
 
 
 @app.command()
@@ -678,6 +721,15 @@ def list_(
     _run(go())
 
 
+def _iso(at: float | None) -> str | None:
+    """A time for JSON: ISO 8601, local, with milliseconds and the offset from UTC."""
+    if at is None:
+        return None
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds")
+
+
 def _run_json(v: RunView) -> dict[str, Any]:
     return {
         "run_id": v.run_id,
@@ -692,9 +744,9 @@ def _run_json(v: RunView) -> dict[str, Any]:
         "pinned": v.pinned,
         "attempt": v.attempt,
         "entrypoint": v.entrypoint,
-        "created_at": v.created_at,
-        "updated_at": v.updated_at,
-        "finished_at": v.finished_at,
+        "created_at": _iso(v.created_at),
+        "updated_at": _iso(v.updated_at),
+        "finished_at": _iso(v.finished_at),
         "waiting_for": v.waiting_for,
     }
 
@@ -771,7 +823,7 @@ def show(
             note = await _who_can_take(client, row)
             if json_out:
                 doc = _run_json(view)
-                doc["events"] = [event_json(e) for e in events]
+                doc["events"] = [{**event_json(e), "at": _iso(e.at)} for e in events]
                 doc["children"] = [k.id for k in kids]
                 doc["note"] = note
                 _out(json.dumps(doc, ensure_ascii=False))
@@ -1066,20 +1118,20 @@ def db_upgrade(database_url: DbOpt = None) -> None:
 @app.command()
 def gc(
     older_than: Annotated[
-        str, typer.Option("--older-than", help="Age of finished runs to delete, e.g. 30d, 12h.")
+        str,
+        typer.Option(
+            "--older-than", help="Age of finished runs to delete, e.g. 2w, 30d, 12h, 1h30m."
+        ),
     ],
     database_url: DbOpt = None,
 ) -> None:
     """Delete finished runs (and their history and logs) older than the given age."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        seconds = float(older_than[:-1]) * units[older_than[-1]]
-    except (KeyError, ValueError, IndexError):
-        seconds = math.nan
+    seconds = _duration(older_than)
     # NaN would compare as "older" than everything on PostgreSQL and delete every finished run.
-    if not math.isfinite(seconds) or seconds < 0:
+    if seconds is None:
         raise InvalidInput(
-            f"--older-than {older_than!r}: use a number 0 or more and a unit, e.g. 30d, 12h, 90m"
+            f"--older-than {older_than!r}: use numbers 0 or more, each with a unit "
+            "(w, d, h, m, s), e.g. 2w, 30d, 12h, 1h30m"
         )
 
     async def go() -> int:
@@ -1094,6 +1146,20 @@ def gc(
     _run(go())
 
 
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([wdhms])")
+
+
+def _duration(text: str) -> float | None:
+    """``1w``, ``30d``, ``1h30m``, ``1.5h``: seconds, or None when it is not such a duration."""
+    body = text.strip()
+    parts = _PART.findall(body)
+    if not parts or "".join(n + u for n, u in parts) != body:
+        return None
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    return seconds if math.isfinite(seconds) else None
+
+
 # ---------------------------------------------------------------------- entry point
 
 
@@ -1105,9 +1171,16 @@ def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("durapipe: %(message)s"))
     handler.addFilter(lambda record: not record.name.startswith("durapipe.pipeline"))
+    handler.addFilter(_redact_record)
     own = logging.getLogger("durapipe")
     own.addHandler(handler)
     own.setLevel(logging.WARNING)
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    """No database password reaches the console through a log line (driver messages too)."""
+    record.msg, record.args = redact(record.getMessage()), None
+    return True
 
 
 def _one_line(text: str) -> str:
@@ -1126,7 +1199,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, standalone_mode=False)
     except DurapipeError as exc:
-        _err(f"error: {_one_line(str(exc))}")
+        _err(f"error: {_one_line(redact(str(exc)))}")
         rc = 1
     except KeyboardInterrupt:
         rc = 130
@@ -1143,7 +1216,7 @@ def main(argv: list[str] | None = None) -> None:
             if message.strip():  # one line like every other error, not click's usage block
                 ctx = getattr(exc, "ctx", None)
                 hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-                _err(f"error: {_one_line(message)}{hint}")
+                _err(f"error: {_one_line(redact(message))}{hint}")
             else:  # no arguments at all: the help was printed
                 exc.show()
             rc = exc.exit_code

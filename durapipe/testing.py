@@ -330,6 +330,18 @@ def _load_history(history: Any) -> dict[str, Any]:
     return history
 
 
+def _when(at: Any) -> float:
+    """An event's time from a history: ISO 8601 (``show --json``) or epoch seconds (older exports)."""
+    if isinstance(at, str):
+        import datetime as dt
+
+        try:
+            return dt.datetime.fromisoformat(at).timestamp()
+        except ValueError:
+            pass
+    return float(at or 0.0)
+
+
 def _history_rows(doc: dict[str, Any], pdef: PipelineDef) -> tuple[Any, list[Any]]:
     events = sorted(doc["events"], key=lambda e: e["seq"])
     started = next((e for e in events if e["kind"] == "run_started"), None)
@@ -360,7 +372,7 @@ def _history_rows(doc: dict[str, Any], pdef: PipelineDef) -> tuple[Any, list[Any
                 step=e.get("step"),
                 name=e.get("name"),
                 label=e.get("label"),
-                at=float(e.get("at") or 0.0),
+                at=_when(e.get("at")),
                 attempt=int(e.get("attempt") or 0),
                 data=None if data is None else _serde.dumps(data),
             )

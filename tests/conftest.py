@@ -208,3 +208,10 @@ def side_effects(tmp_path: Path, name: str) -> list[str]:
     """Lines appended by test pipelines to SIDE_DIR/NAME (one line per real execution)."""
     f = tmp_path / name
     return f.read_text().splitlines() if f.exists() else []
+
+
+def epoch(value: str) -> float:
+    """A time from `list --json` / `show --json` (ISO 8601 with offset) as epoch seconds."""
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(value).timestamp()

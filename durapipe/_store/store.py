@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -36,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import QueuePool
 
+from .. import _config
 from ..errors import ConfigError, DatabaseUnavailable
 from . import journal_sql
 from . import schema as S
@@ -104,13 +104,7 @@ def _pg_timeouts() -> tuple[float, dict[str, str]]:
     between its UPDATE and COMMIT keeps the run's row locked so no other worker can take over
     (tests/acceptance/test_partition.py).
     """
-    raw = os.environ.get("DURAPIPE_DB_TIMEOUT", "")
-    try:
-        timeout = float(raw) if raw else 30.0
-    except ValueError:
-        timeout = math.nan
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise ConfigError(f"DURAPIPE_DB_TIMEOUT={raw!r}: give a number of seconds above 0")
+    timeout = _config.db_timeout()
     return timeout, {"idle_in_transaction_session_timeout": str(int(timeout * 1000))}
 
 
@@ -164,6 +158,8 @@ def _is_transient(exc: BaseException) -> bool:
 _BAD_DATABASE_SQLSTATES = ("3D000", "28000", "28P01", "42501")
 # What SQLite says of a file that is not a SQLite database (or one it cannot decrypt).
 _NOT_SQLITE = ("file is not a database", "file is encrypted")
+# What SQLite says of a file it may not write (permissions, a read-only mount) or cannot open.
+_SQLITE_UNUSABLE = ("readonly database", "unable to open database file")
 
 
 def _chain(exc: BaseException) -> Iterable[BaseException]:
@@ -187,7 +183,9 @@ def _bad_database(exc: BaseException) -> BaseException | None:
     for e in _chain(exc):
         if _sqlstate(e) in _BAD_DATABASE_SQLSTATES:
             return e
-        if isinstance(e, sqlite3.DatabaseError) and any(m in str(e) for m in _NOT_SQLITE):
+        if isinstance(e, sqlite3.DatabaseError) and any(
+            m in str(e) for m in _NOT_SQLITE + _SQLITE_UNUSABLE
+        ):
             return e
     return None
 
@@ -219,6 +217,11 @@ class Store:
         self._rx: ThreadPoolExecutor | None = None
         if self.is_sqlite:
             assert url.path is not None
+            if os.path.isdir(url.path):
+                raise ConfigError(
+                    f"the SQLite database {url.path!r} is a folder; give a file path, e.g. "
+                    f"sqlite:///{os.path.join(url.path, 'durapipe.db')}"
+                )
             if not os.path.exists(url.path):
                 parent = os.path.dirname(os.path.abspath(url.path))
                 if not os.path.isdir(parent):
@@ -229,15 +232,16 @@ class Store:
                 os.close(os.open(url.path, os.O_CREAT | os.O_RDWR, 0o600))
             sync = _sqlite_synchronous()
             plain = f"sqlite:///{url.path}"
-            args = {"timeout": 30, "check_same_thread": False}
+            self._busy_ms = busy_ms = int(_config.db_timeout() * 1000)
+            args = {"timeout": busy_ms / 1000, "check_same_thread": False}
             self.sync_writer = create_engine(
                 plain, poolclass=QueuePool, pool_size=1, max_overflow=0, connect_args=args
             )
             self.sync_reader = create_engine(
                 plain, poolclass=QueuePool, pool_size=2, max_overflow=0, connect_args=args
             )
-            _sqlite_events(self.sync_writer, "BEGIN IMMEDIATE", sync)
-            _sqlite_events(self.sync_reader, "BEGIN", sync)
+            _sqlite_events(self.sync_writer, "BEGIN IMMEDIATE", sync, busy_ms)
+            _sqlite_events(self.sync_reader, "BEGIN", sync, busy_ms)
             self._wx = ThreadPoolExecutor(1, thread_name_prefix="durapipe-sqlite-w")
             self._rx = ThreadPoolExecutor(2, thread_name_prefix="durapipe-sqlite-r")
         else:
@@ -245,20 +249,29 @@ class Store:
             from sqlalchemy.ext.asyncio import create_async_engine
 
             self._pg_limits = timeout, server = _pg_timeouts()
+            import asyncpg
+
+            dsn = self.plain_pg_dsn()
+            settings = {"application_name": "durapipe", **server}
+
+            def connect() -> Any:
+                # asyncpg reads the URL itself, as for the journal's and LISTEN's connections:
+                # one parser for ?sslmode=, ?password= and the rest, on every connection.
+                return asyncpg.connect(
+                    dsn, timeout=10, command_timeout=timeout, server_settings=settings
+                )
+
             self.writer = create_async_engine(
-                url.sqlalchemy,
+                "postgresql+asyncpg://",
+                async_creator=connect,
                 pool_size=10,
                 max_overflow=20,
                 pool_pre_ping=True,  # survive a server restart: stale pooled connections are replaced
-                connect_args={
-                    "timeout": 10,
-                    "command_timeout": timeout,
-                    "server_settings": {"application_name": "durapipe", **server},
-                },
             )
         self._jconn: sqlite3.Connection | None = None
         self._iconn: sqlite3.Connection | None = None
         self._apg: Any = None
+        self._lock_said = False
         self.journal = Journal(self)
 
     # ------------------------------------------------------------------ plumbing
@@ -272,6 +285,43 @@ class Store:
         return await self._tx(fn, write=False)
 
     async def _tx(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        """One transaction; while another process holds SQLite's write lock, wait and retry
+        (saying so once) for DURAPIPE_DB_RETRY_SECONDS, then raise DatabaseUnavailable."""
+        delay, deadline = 0.05, None
+        while True:
+            try:
+                out = await self._tx_once(fn, write=write)
+            except DBAPIError as exc:
+                if not (self.is_sqlite and _is_busy(exc)):
+                    raise
+                deadline = deadline or time.monotonic() + self.journal.retry_for
+                if time.monotonic() > deadline:
+                    raise self._locked_out(exc) from exc
+                self.note_locked(True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if write:
+                self.note_locked(False)
+            return out
+
+    def note_locked(self, locked: bool) -> None:
+        """Say once per episode that another process holds the write lock (not per retry)."""
+        if locked and not self._lock_said:
+            log.warning(
+                "database %s is locked by another process; retrying until it is released",
+                self.url.path,
+            )
+        self._lock_said = locked
+
+    def _locked_out(self, exc: BaseException) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"the database {self.url.path} stayed locked by another process for "
+            f"{self.journal.retry_for:g}s ({redact(str(getattr(exc, 'orig', None) or exc))}); "
+            "it is retried again later (DURAPIPE_DB_RETRY_SECONDS)"
+        )
+
+    async def _tx_once(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         try:
             if self.is_sqlite:
                 pool, engine = (
@@ -302,8 +352,13 @@ class Store:
         cause = _bad_database(exc)
         if cause is None:
             return None
-        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        detail = redact((str(cause).strip().splitlines() or [type(cause).__name__])[0])
         where = "--database-url / DURAPIPE_DATABASE_URL"
+        if self.is_sqlite and any(m in detail for m in _SQLITE_UNUSABLE):
+            return ConfigError(
+                f"cannot write the SQLite database {self.url.path} ({detail}); give this user "
+                f"write access to it and to its folder, or point {where} at a writable file"
+            )
         if self.is_sqlite:
             return ConfigError(
                 f"{self.url.path} is not a SQLite database ({detail}); point {where} at a "
@@ -331,7 +386,7 @@ class Store:
         )
 
     def _unavailable(self, exc: BaseException) -> DatabaseUnavailable:
-        detail = (
+        detail = redact(
             str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             if str(exc).strip()
             else type(exc).__name__
@@ -1101,7 +1156,7 @@ class Store:
     def _commit_sqlite(self, ops: list[Op]) -> list[BaseException | None]:
         # Runs in the writer thread only, where waiting for another process's lock is fine.
         if self._jconn is None:
-            self._jconn = self._raw_sqlite(30000)
+            self._jconn = self._raw_sqlite(self._busy_ms)
         return journal_sql.run_sqlite(self._jconn, ops)
 
     async def _journal_pg(self) -> Any:
@@ -1175,14 +1230,14 @@ def _is_busy(exc: BaseException) -> bool:
     return "database is locked" in str(exc) or "database is busy" in str(exc)
 
 
-def _sqlite_events(engine: Engine, begin: str, synchronous: str) -> None:
+def _sqlite_events(engine: Engine, begin: str, synchronous: str, busy_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -1206,7 +1261,7 @@ class Journal:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._max_batch = max_batch
-        self.retry_for = float(os.environ.get("DURAPIPE_DB_RETRY_SECONDS", "60"))
+        self.retry_for = _config.db_retry_seconds()
         self.batches = 0
         self.ops = 0
         self._committing = False
@@ -1286,6 +1341,7 @@ class Journal:
         while True:
             try:
                 results = await self._store.commit_ops(batch)
+                self._store.note_locked(False)
                 break
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError):
@@ -1298,14 +1354,21 @@ class Journal:
                         await self._commit([op])
                     return
                 if not _is_retryable(exc) or time.monotonic() > deadline:
+                    if (bad := self._store._bad_database(exc)) is not None:
+                        exc = bad  # a read-only file: one line saying so, not the driver's error
+                    elif self._store.is_sqlite and _is_busy(exc):
+                        exc = self._store._locked_out(exc)
                     results = [exc] * len(batch)
                     break
-                log.warning(
-                    "database write failed (%s: %s); retrying in %.2fs",
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
+                if self._store.is_sqlite and _is_busy(exc):
+                    self._store.note_locked(True)  # one line for the whole wait, not one a retry
+                else:
+                    log.warning(
+                        "database write failed (%s: %s); retrying in %.2fs",
+                        type(exc).__name__,
+                        redact(str(exc)),
+                        delay,
+                    )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self._settle(batch, results)

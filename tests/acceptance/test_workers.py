@@ -258,7 +258,7 @@ def test_start_twice_with_one_run_id_and_result_wait(
     [
         (["worker", "-m", "no_such_module_q"], "no module named"),
         (["worker", "-m", str(PIPELINES / "__init__.py")], "no such file"),
-        (["worker", "-m", WORK, "--concurrency", "0"], "--concurrency must be 1 or more"),
+        (["worker", "-m", WORK, "--concurrency", "0"], "--concurrency 0"),
     ],
 )
 def test_worker_bad_input(dp_cli: Any, args: list[str], needle: str) -> None:

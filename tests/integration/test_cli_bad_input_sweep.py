@@ -496,16 +496,17 @@ def test_start_and_run_with_any_target_load_it_or_say_why(db_url: str, tmp_path:
 
 # ---------------------------------------------------------------------- gc --older-than
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+AGE = r"(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[smhdw])+"  # 30d, 1.5h, 1h30m; ASCII digits only
 
 
 def gc_seconds(text: str) -> float | None:
     """The age ``gc --older-than`` means, per its help; None: it must refuse."""
-    try:
-        seconds = float(text[:-1]) * UNITS[text[-1]]
-    except (KeyError, ValueError, IndexError):
+    body = text.strip()
+    if not re.fullmatch(AGE, body):
         return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    seconds = sum(float(n) * UNITS[u] for n, u in re.findall(r"([0-9.]+)([smhdw])", body))
+    return seconds if math.isfinite(seconds) else None
 
 
 numbers = (
