@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import PIPELINES, cli_env, wait_until
+from conftest import PIPELINES, cli_env, epoch, wait_until
 
 COUNTING = str(PIPELINES / "counting.py")
 H14 = str(PIPELINES / "h14_console.py")
@@ -155,7 +155,7 @@ def test_ctrl_c_says_once_how_to_resume_logs_the_killed_command_and_durations_sk
     r = dp_cli("resume", rid)
     assert r.returncode == 0, r.stderr
     doc = _show(dp_cli, rid)
-    wall = doc["finished_at"] - doc["created_at"]  # includes the 3 s stopped
+    wall = epoch(doc["finished_at"]) - epoch(doc["created_at"])  # includes the 3 s stopped
     assert _seconds(_listed_duration(dp_cli, rid)) <= wall - 2.5
     shown = dp_cli("show", rid, check=True).stdout
     line = next(x for x in shown.splitlines() if "exec_1" in x)
@@ -181,7 +181,7 @@ def test_a_waiting_runs_duration_does_not_grow_and_show_says_it_waited(
     assert p.returncode == 0, err
     doc = _show(dp_cli, rid)
     working = _seconds(_listed_duration(dp_cli, rid))
-    assert working <= doc["finished_at"] - doc["created_at"] - 1.0  # the wait is not work
+    assert working <= epoch(doc["finished_at"]) - epoch(doc["created_at"]) - 1.0  # the wait is not work
 
 
 def test_a_failed_run_that_completes_after_resume_keeps_no_error(
