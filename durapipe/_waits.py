@@ -173,7 +173,9 @@ def _short(value: Any) -> str:
 
 
 @overload
-async def run_subpipeline(pipeline: PipelineDef[P, R], /, *args: P.args, **inputs: P.kwargs) -> R: ...
+async def run_subpipeline(
+    pipeline: PipelineDef[P, R], /, *args: P.args, **inputs: P.kwargs
+) -> R: ...
 @overload
 async def run_subpipeline(pipeline: str, /, *args: Any, **inputs: Any) -> Any: ...
 

@@ -35,7 +35,10 @@ class DurapipeError(Exception):
 
 
 class ConfigError(DurapipeError):
-    """Something the user gave us (URL, target, option) is wrong."""
+    """Something the user gave is wrong; the message says what to do.
+
+    A database URL, a pipeline target, an input, an option, or a database that is not migrated.
+    """
 
 
 class TargetNotFound(ConfigError):
@@ -51,6 +54,8 @@ class DatabaseUnavailable(DurapipeError):
 
 
 class RunNotFound(DurapipeError):
+    """There is no run with this id (``run_id``)."""
+
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run with id {run_id!r}; `durapipe list` shows the runs there are")
         self.run_id = run_id
@@ -65,6 +70,12 @@ class NotInPipeline(DurapipeError):
 
 
 class NonDeterminismError(DurapipeError):
+    """The code no longer makes the calls its run's history recorded, at step ``step``.
+
+    The run is left ``blocked`` with its history untouched; restore the code (or branch with
+    ``dp.patched``) and resume it. Attributes: ``run_id``, ``step``, ``recorded``, ``now``.
+    """
+
     def __init__(self, run_id: str, step: str, recorded: str, now: str) -> None:
         super().__init__(
             f"run {run_id} is nondeterministic at step {step}: the history recorded {recorded}, "
@@ -115,6 +126,11 @@ class ExecFailed(StepFailed):
 
 
 class SubpipelineFailed(DurapipeError):
+    """A child run of ``dp.run_subpipeline`` failed, was cancelled or aborted.
+
+    Attributes: ``child_run_id``, and ``error`` (the child's ``{"type", "message", ...}``).
+    """
+
     def __init__(self, child_run_id: str, error: dict[str, Any] | None) -> None:
         err = error or {}
         msg = err.get("message", "failed")
@@ -127,6 +143,11 @@ class SubpipelineFailed(DurapipeError):
 
 
 class InputTimeout(DurapipeError):
+    """``dp.await_input(name, timeout=...)`` timed out without a ``default``.
+
+    Attributes: ``name``, ``timeout``.
+    """
+
     def __init__(self, name: str, timeout: float) -> None:
         super().__init__(f"no value for input {name!r} arrived within {timeout:g}s")
         self.name = name
@@ -134,6 +155,11 @@ class InputTimeout(DurapipeError):
 
 
 class VersionMismatch(DurapipeError):
+    """A pinned run met code of another version; the run is aborted, not continued.
+
+    Attributes: ``pipeline``, ``recorded`` (the run's version), ``current`` (the code's).
+    """
+
     def __init__(self, pipeline: str, recorded: str, current: str) -> None:
         super().__init__(
             f"pinned run of {pipeline} started on version {recorded!r} but the code is now "
