@@ -464,10 +464,16 @@ class Client:
         """Cancel a run, like ``durapipe cancel``: cancellation is raised at its current await,
         so its ``finally`` blocks run.
 
-        -> ``"requested"`` (the process holding it cancels it at its current await),
-        ``"cancelled"`` (it was suspended, sleeping or waiting: its cancellation ran here, now), or
-        ``"queued"`` (its code cannot be loaded here, or ``here=False``: a worker that carries
-        its pipeline runs the cancellation).
+        Args:
+            run_id: the run.
+            here: run the cancellation of a suspended run in this process when its code can
+                be loaded here (False: leave it to a worker).
+
+        Returns:
+            ``"requested"`` (the process holding it cancels it at its current await),
+            ``"cancelled"`` (it was suspended, sleeping or waiting: its cancellation ran here,
+            now), or ``"queued"`` (its code cannot be loaded here, or ``here=False``: a worker
+            that carries its pipeline runs the cancellation).
 
         Raises:
             InvalidRunState: the run has already ended.

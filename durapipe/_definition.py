@@ -194,7 +194,7 @@ def step(
     retry_delay: float = 1.0,
     backoff: float = 2.0,
     max_delay: float = 60.0,
-) -> _StepDecorator: ...
+) -> StepDecorator: ...
 
 
 def step(
@@ -224,7 +224,8 @@ def step(
     sync and an async function alike, so ``await step(x)`` type-checks. Outside a run (a script, a
     test, another step's body) a call is a plain call: an async step still returns a coroutine,
     but a *sync* step returns its result directly, which mypy does not see; in type-checked code
-    outside pipelines call the undecorated function instead.
+    outside pipelines call the undecorated function instead. With options, ``dp.step(...)``
+    returns a decorator (``StepDecorator``) that types the function the same way.
 
     Args:
         fn: the function (when used bare, ``@dp.step``).
@@ -282,7 +283,7 @@ def step(
     return wrap
 
 
-class _StepDecorator(Protocol):
+class StepDecorator(Protocol):
     """What ``dp.step(...)`` with options returns, for type checkers: applied to a function, a step."""
 
     @overload

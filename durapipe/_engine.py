@@ -91,7 +91,19 @@ class RunHost(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class RunInfo:
-    """What ``dp.context()`` tells a pipeline or step about where it runs."""
+    """What ``dp.context()`` tells a pipeline or step about where it runs.
+
+    Attributes:
+        run_id: the run's id.
+        pipeline: the pipeline's name.
+        version: the pipeline version the run started on.
+        attempt: how many times a process has taken the run.
+        root_run_id: the id of the top run of its tree.
+        parent_run_id: the parent's id in a child run.
+        step_id: inside a step, an id that is the same on every try of this call: an
+            idempotency key for its effects.
+        is_replaying: the code is replaying recorded history.
+    """
 
     run_id: str
     pipeline: str

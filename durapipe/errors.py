@@ -93,7 +93,13 @@ class SerializationError(DurapipeError):
 
 
 class StepFailed(DurapipeError):
-    """A step raised after its retries; the original error is ``__cause__`` when live."""
+    """A step raised after its retries; the original error is ``__cause__`` when live.
+
+    Attributes:
+        step: the step's label (e.g. ``fetch_manifest`` or ``exec_2``).
+        error_type: the type name of the error the step raised.
+        error_message: its message.
+    """
 
     def __init__(self, step: str, error_type: str, message: str) -> None:
         super().__init__(f"step {step} failed: {error_type}: {message}")
@@ -103,7 +109,14 @@ class StepFailed(DurapipeError):
 
 
 class ExecFailed(StepFailed):
-    """A command exited with a non-zero code (``check=True``) or timed out."""
+    """A command exited with a non-zero code (``check=True``) or timed out.
+
+    Attributes:
+        argv: the command (secrets masked).
+        exit_code: its exit code (None when it timed out).
+        stderr: the tail of its standard error.
+        timed_out: it was killed at its timeout.
+    """
 
     def __init__(
         self,
@@ -187,7 +200,11 @@ class RunSuspending(RunInterrupted):
 
 
 class RunFailed(DurapipeError):
-    """A run ended without completing (failed, cancelled, aborted, or blocked)."""
+    """A run ended without completing (failed, cancelled, aborted, or blocked).
+
+    Raised by ``Client.result()``. Attributes: ``run_id``, ``status``, and ``error`` (the run's
+    ``{"type", "message", "traceback", "step"}``, empty when it has none).
+    """
 
     def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
         err = error or {}

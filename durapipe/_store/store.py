@@ -208,7 +208,7 @@ class Store:
     Open one with ``await dp.open_store(url)`` (the pytest fixture ``durapipe_store`` is one)
     and close it with ``await store.close()``. Its other methods are internal, not public API.
 
-    All SQL. Each public method is one short transaction.
+    Internals: all SQL. Each public method is one short transaction.
 
     SQLite is driven through the synchronous driver in a dedicated writer thread (and a small
     reader pool), so a whole transaction costs one hop between threads instead of one per
@@ -1297,7 +1297,7 @@ class Journal:
 
 
 async def open_store(url: str | None = None, *, migrate: bool | None = None) -> Store:
-    """Open the database at ``url`` (or DURAPIPE_DATABASE_URL, or ./durapipe.db) (``dp.open_store``).
+    """Open the database at ``url`` (or DURAPIPE_DATABASE_URL, or ./durapipe.db) as a Store.
 
     An embedded SQLite database is migrated on first use; PostgreSQL must be migrated with
     ``durapipe db upgrade`` (``migrate=True`` does it here; ``migrate=False`` skips the check).
