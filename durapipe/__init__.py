@@ -12,11 +12,16 @@ from ._engine import RunInfo, context, gather, logger, now, patched, random, sle
 from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
 from ._exec import ExecResult
 from ._secrets import Secret, secret
+from ._store import Store, open_store
+from ._sync_client import SyncClient
 from ._waits import await_input, run_subpipeline
 from .errors import (
+    ConfigError,
+    DatabaseUnavailable,
     DurapipeError,
     ExecFailed,
     InputTimeout,
+    InvalidRunState,
     NonDeterminismError,
     NotInPipeline,
     RunFailed,
@@ -31,10 +36,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client",
+    "ConfigError",
+    "DatabaseUnavailable",
     "DurapipeError",
     "ExecFailed",
     "ExecResult",
     "InputTimeout",
+    "InvalidRunState",
     "NonDeterminismError",
     "NotInPipeline",
     "PipelineDef",
@@ -45,7 +53,9 @@ __all__ = [
     "Secret",
     "SerializationError",
     "StepFailed",
+    "Store",
     "SubpipelineFailed",
+    "SyncClient",
     "VersionMismatch",
     "await_input",
     "context",
@@ -53,6 +63,7 @@ __all__ = [
     "gather",
     "logger",
     "now",
+    "open_store",
     "patched",
     "pipeline",
     "random",

@@ -34,7 +34,29 @@ RESUMABLE = ("stopped", "failed", "blocked")
 
 @dataclass(frozen=True, kw_only=True)
 class RunView:
-    """A run as a program sees it."""
+    """A run as a program sees it (``Client.get``, ``Client.list``, the testing kit).
+
+    Attributes:
+        run_id: the run's id.
+        pipeline: the pipeline's name.
+        version: the pipeline version the run started on.
+        status: ``pending``, ``running``, ``sleeping``, ``waiting``, ``stopped``, ``blocked``,
+            ``completed``, ``failed``, ``cancelled`` or ``aborted``.
+        inputs: the run's inputs.
+        output: what the pipeline returned (when completed).
+        error: ``{"type", "message", "traceback", "step"}`` when it failed.
+        parent_run_id: the parent's id for a child run.
+        root_run_id: the id of the top run of its tree.
+        pinned: the run aborts rather than continue on another version.
+        attempt: how many times a process has taken it.
+        entrypoint: where its code is loaded from.
+        created_at: when it was created (seconds since the epoch).
+        updated_at: when it last changed.
+        finished_at: when it ended.
+        wake_at: when a sleeping run is due.
+        waiting_for: what it waits for (a timer, an input, a child run).
+        lease_owner: the worker or process holding it.
+    """
 
     run_id: str
     pipeline: str
@@ -79,6 +101,7 @@ class RunView:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The run as a dict of JSON values (as ``durapipe show --json`` prints it)."""
         d = asdict(self)
         return d
 
@@ -135,7 +158,18 @@ def parse_inputs(pairs: list[str], input_json: str | None) -> dict[str, Any]:
 
 
 class Client:
-    """Start, inspect and steer runs. ``async with await Client.connect(url) as c: ...``"""
+    """Start, inspect and steer runs from a program (asyncio), without running them.
+
+    ::
+
+        async with await dp.Client.connect("postgresql://app@db/app") as client:
+            run_id = await client.start(deploy, branch="main")
+            output = await client.result(run_id, timeout=600)
+
+    Workers (``durapipe worker``) execute the runs it starts. ``Client(store)`` wraps a store
+    opened with :func:`open_store` (the client then closes it on ``close()``). From synchronous
+    code (Flask, Django, scripts) use :class:`SyncClient`, which has the same methods.
+    """
 
     def __init__(self, store: Store) -> None:
         if not isinstance(store, Store):
@@ -147,9 +181,22 @@ class Client:
 
     @classmethod
     async def connect(cls, url: str | None = None, *, migrate: bool | None = None) -> Client:
+        """Open the database at ``url`` and return a client on it.
+
+        Args:
+            url: ``sqlite:///path.db`` or ``postgresql://user:password@host:port/dbname``;
+                default ``DURAPIPE_DATABASE_URL``, else ``./durapipe.db``.
+            migrate: True: bring the schema up to date here; False: do not check it; None
+                (default): migrate a SQLite file, require an up-to-date PostgreSQL database.
+
+        Raises:
+            ConfigError: the URL is unusable, or the database is not migrated.
+            DatabaseUnavailable: the database cannot be reached.
+        """
         return cls(await open_store(url, migrate=migrate))
 
     async def close(self) -> None:
+        """Close the client and its database connections."""
         await self.store.close()
 
     async def __aenter__(self) -> Client:
@@ -246,7 +293,28 @@ class Client:
         inputs: dict[str, Any] | None = None,
         **kw_inputs: Any,
     ) -> str:
-        """Queue a run for the workers; with the id of an existing run, return that run's id."""
+        """Queue a run for the workers and return its id.
+
+        ::
+
+            run_id = await client.start(deploy, branch="main")
+            run_id = await client.start("myapp/pipelines.py:deploy", inputs={"branch": "main"})
+
+        Starting is idempotent by ``run_id``: with the id of an existing run of the same
+        pipeline, nothing is started and that run's id is returned.
+
+        Args:
+            pipeline: a ``@dp.pipeline``, its name (imported in this process), or a target
+                ``FILE.py:NAME`` / ``package.module:NAME``.
+            run_id: the run's id (default: a new one), e.g. an idempotency key of your own.
+            pin: abort the run rather than continue it on another version (default: the
+                pipeline's ``pin``).
+            inputs: the inputs as a dict (for names that collide with these parameters).
+            **kw_inputs: the inputs by name.
+
+        Raises:
+            ConfigError: an unknown pipeline, inputs that do not fit it, an unusable run id.
+        """
         pdef = self.resolve(pipeline)
         row, _ = await self.create_run(
             pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin
@@ -281,6 +349,11 @@ class Client:
         return row
 
     async def get(self, run_id: str) -> RunView:
+        """The run with this id, as it is now.
+
+        Raises:
+            RunNotFound: there is no such run.
+        """
         return RunView.of(await self.row(run_id))
 
     async def list(
@@ -291,6 +364,16 @@ class Client:
         roots_only: bool = False,
         limit: int = 200,
     ) -> builtins.list[RunView]:
+        """Runs, newest first, like ``durapipe list``.
+
+        Args:
+            status: only runs with this status (``pending``, ``running``, ``sleeping``,
+                ``waiting``, ``stopped``, ``blocked``, ``completed``, ``failed``,
+                ``cancelled``, ``aborted``).
+            pipeline: only runs of the pipeline with this name.
+            roots_only: leave out child runs.
+            limit: at most this many runs.
+        """
         if status is not None and status not in S.ACTIVE + S.RESUMABLE_EXTRA + tuple(S.TERMINAL):
             raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(S.ALL_STATUSES)}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -304,11 +387,30 @@ class Client:
         return [RunView.of(r) for r in rows]
 
     async def events(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        """The run's history, as the events of ``durapipe show RUN_ID --json``.
+
+        Each is a dict with ``seq``, ``kind``, ``step``, ``name``, ``label``, ``at``, ``attempt``
+        and, when it has one, ``data``.
+
+        Raises:
+            RunNotFound: there is no such run.
+        """
         await self.row(run_id)
         return [event_json(e) for e in await self.store.events(run_id)]
 
     async def result(self, run_id: str, *, timeout: float | None = None, poll: float = 0.2) -> Any:
-        """Wait for the run to end; return its output or raise RunFailed (TimeoutError on timeout)."""
+        """Wait for the run to end and return its output.
+
+        Args:
+            run_id: the run.
+            timeout: seconds to wait at most (None: until it ends).
+            poll: seconds between two looks at the run.
+
+        Raises:
+            RunFailed: the run failed, was cancelled or aborted, or is blocked.
+            TimeoutError: it did not end within ``timeout``.
+            RunNotFound: there is no such run.
+        """
         if timeout is not None and math.isnan(timeout):
             raise InvalidInput("timeout nan: give a number of seconds")  # it would never come
         loop = asyncio.get_running_loop()
@@ -326,7 +428,15 @@ class Client:
     # ---------------------------------------------------------------- steering
 
     async def send_input(self, run_id: str, name: str, value: Any) -> None:
-        """Deliver ``value`` for ``dp.await_input(name)`` (kept until the run asks for it)."""
+        """Deliver ``value`` for ``dp.await_input(name)`` in the run, like ``durapipe input``.
+
+        The value (any JSON value) is kept until the run asks for it; several values for one
+        name are taken in order.
+
+        Raises:
+            InvalidRunState: the run has ended.
+            RunNotFound: there is no such run.
+        """
         row = await self.row(run_id)
         if row.status in ("completed", "cancelled", "aborted"):
             raise InvalidRunState(f"run {run_id} has ended ({row.status}); it takes no more input")
@@ -338,7 +448,20 @@ class Client:
         await self.store.send_input(run_id, name, text, now=self.store_now())
 
     async def stop(self, run_id: str, *, now: bool = False) -> str:
-        """Stop a run at its next journaled call (``now``: kill a running command too)."""
+        """Stop a run at its next journaled call, like ``durapipe stop``.
+
+        Args:
+            run_id: the run.
+            now: also kill a command it is running.
+
+        Returns:
+            ``"stopped"`` (nobody held it: it is stopped now) or ``"requested"`` (the process
+            running it stops it at its next journaled call).
+
+        Raises:
+            InvalidRunState: the run has ended, is already stopped, or is being cancelled.
+            RunNotFound: there is no such run.
+        """
         return await steer(self, run_id, "stop_now" if now else "stop")
 
     async def cancel(
@@ -346,15 +469,25 @@ class Client:
         run_id: str,
         *,
         here: bool = True,
-        runner_for: Callable[[PipelineDef], Runner] | None = None,
+        _runner_for: Callable[[PipelineDef], Runner] | None = None,
     ) -> str:
-        """Cancel a run: cancellation is raised at its current await, so its finally blocks run.
+        """Cancel a run, like ``durapipe cancel``: cancellation is raised at its current await,
+        so its ``finally`` blocks run.
 
-        -> ``"requested"`` (a process holding it cancels it at its current await),
-        ``"cancelled"`` (it was suspended, sleeping or waiting: its cancellation ran, here or by
-        a worker that took it first), or ``"queued"`` (its code cannot be loaded here, or
-        ``here=False``: a worker that carries its pipeline runs the cancellation).
-        ``runner_for`` builds the runner that carries it out here (the CLI's prints its output).
+        Args:
+            run_id: the run.
+            here: run the cancellation of a suspended run in this process when its code can
+                be loaded here (False: leave it to a worker).
+
+        Returns:
+            ``"requested"`` (the process holding it cancels it at its current await),
+            ``"cancelled"`` (it was suspended, sleeping or waiting: its cancellation ran, here
+            or by a worker that took it first), or ``"queued"`` (its code cannot be loaded
+            here, or ``here=False``: a worker that carries its pipeline runs the cancellation).
+
+        Raises:
+            InvalidRunState: the run has already ended.
+            RunNotFound: there is no such run.
         """
         what = await steer(self, run_id, "cancel")
         if what != "queued" or not here:
@@ -366,8 +499,8 @@ class Client:
             pdef = load_target(row.entrypoint)
         except DurapipeError:
             return "queued"
-        if runner_for is not None:
-            runner = runner_for(pdef)
+        if _runner_for is not None:  # the CLI's runner prints the cancellation's output
+            runner = _runner_for(pdef)
         else:
             runner = Runner(self.store, kind="run", pipelines=[pdef], suspend_after=math.inf)
         await runner.start()
@@ -389,7 +522,12 @@ class Client:
             await runner.close()
 
     async def resume(self, run_id: str) -> None:
-        """Make a stopped, failed or blocked run runnable again for the workers."""
+        """Make a stopped, failed or blocked run runnable again for the workers.
+
+        Raises:
+            InvalidRunState: the run has completed, or was cancelled or aborted.
+            RunNotFound: there is no such run.
+        """
         row = await self.row(run_id)
         check_resumable(row)
         if row.status in RESUMABLE:

@@ -10,14 +10,21 @@ import inspect
 import os
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, Generic, NoReturn, Protocol, overload
+
+from typing_extensions import ParamSpec, TypeVar
 
 from .errors import ConfigError, InvalidInput, TargetNotFound
 
-F = TypeVar("F", bound=Callable[..., Any])
+# A pipeline's or step's parameters and result. The defaults make a bare ``PipelineDef`` mean
+# ``PipelineDef[..., Any]`` (any pipeline), as the runner, the client and the CLI use it.
+P = ParamSpec("P", default=...)
+R = TypeVar("R", default=Any)
+Q = ParamSpec("Q")
+T = TypeVar("T")
 
 _REGISTRY: dict[str, PipelineDef] = {}
 _FILE_MODULES: dict[
@@ -34,16 +41,29 @@ def _source_hash(fn: Callable[..., Any]) -> str:
 
 
 @dataclass(eq=False, kw_only=True)
-class PipelineDef:
-    """A pipeline: an ``async def`` plus its name, version and pinning."""
+class PipelineDef(Generic[P, R]):
+    """A pipeline: an ``async def`` plus its name, version and pinning.
 
-    fn: Callable[..., Any]
+    ``@dp.pipeline`` makes one; it is generic in the function's parameters ``P`` and result ``R``,
+    so ``await dp.run_subpipeline(child, ...)`` is type-checked against the child's signature and
+    typed as its result. A pipeline is not called directly: start it with ``durapipe run``,
+    ``Client.start()``, or ``dp.run_subpipeline()`` from another pipeline.
+
+    Attributes:
+        fn: the decorated ``async def``.
+        name: the pipeline's name (runs, the CLI and workers know it by this).
+        version: the author's version, or a hash of the function's source.
+        pin: runs abort instead of continuing on a different version.
+        signature: the function's signature: its parameters are the run's inputs.
+    """
+
+    fn: Callable[P, Coroutine[Any, Any, R]]
     name: str
     version: str
     pin: bool
     signature: inspect.Signature = field(repr=False)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> NoReturn:
         raise TypeError(
             f"pipeline {self.name!r} is not called directly: start it with `durapipe run`, "
             "Client.start(), or dp.run_subpipeline() from another pipeline"
@@ -51,6 +71,7 @@ class PipelineDef:
 
     @property
     def entrypoint(self) -> str:
+        """Where workers load it from: ``/path/to/file.py:name`` or ``package.module:name``."""
         mod = self.fn.__module__
         attr = self.fn.__qualname__
         path = _FILE_MODULES.get(mod)
@@ -99,6 +120,14 @@ class StepOptions:
     max_delay: float = 60.0
 
 
+@overload
+def pipeline(fn: Callable[Q, Coroutine[Any, Any, T]], /) -> PipelineDef[Q, T]: ...
+@overload
+def pipeline(
+    *, name: str | None = None, version: str | None = None, pin: bool = False
+) -> Callable[[Callable[Q, Coroutine[Any, Any, T]]], PipelineDef[Q, T]]: ...
+
+
 def pipeline(
     fn: Callable[..., Any] | None = None,
     *,
@@ -106,12 +135,25 @@ def pipeline(
     version: str | None = None,
     pin: bool = False,
 ) -> Any:
-    """Make an ``async def`` a durable pipeline.
+    """Make an ``async def`` a durable pipeline; use it bare or with options.
+
+    ::
+
+        @dp.pipeline(version="2", pin=True)
+        async def deploy(branch: str = "main") -> dict[str, str]: ...
+
+    The function's parameters are the run's inputs (JSON values), its return value the run's
+    output. The result is a :class:`PipelineDef` typed by the function, so
+    ``await dp.run_subpipeline(deploy, branch="x")`` is checked by mypy.
 
     Args:
-        name: the pipeline's name (default: the function's name).
+        fn: the ``async def`` (when used bare, ``@dp.pipeline``).
+        name: the pipeline's name (default: the function's name), 1-200 characters.
         version: the author's version; without it a hash of the function's source stands in.
         pin: runs abort instead of continuing on a different version.
+
+    Raises:
+        ConfigError: ``fn`` is not an ``async def``, is decorated twice, or the name is unusable.
     """
 
     def wrap(f: Callable[..., Any]) -> PipelineDef:
@@ -141,7 +183,9 @@ def pipeline(
 
 
 @overload
-def step(fn: F, /) -> F: ...
+def step(fn: Callable[Q, Coroutine[Any, Any, T]], /) -> Callable[Q, Coroutine[Any, Any, T]]: ...
+@overload
+def step(fn: Callable[Q, T], /) -> Callable[Q, Coroutine[Any, Any, T]]: ...
 @overload
 def step(
     *,
@@ -150,7 +194,7 @@ def step(
     retry_delay: float = 1.0,
     backoff: float = 2.0,
     max_delay: float = 60.0,
-) -> Callable[[F], F]: ...
+) -> StepDecorator: ...
 
 
 def step(
@@ -162,11 +206,38 @@ def step(
     backoff: float = 2.0,
     max_delay: float = 60.0,
 ) -> Any:
-    """Make a function (sync or async) a journaled step.
+    """Make a function (sync or async) a journaled step; use it bare or with options.
+
+    ::
+
+        @dp.step(retries=3)
+        def fetch_manifest(branch: str) -> dict[str, str]: ...
+
+        manifest = await fetch_manifest("main")     # in a pipeline: sync or async, awaited
 
     Inside a running pipeline each call is recorded; on replay the recorded result is returned
-    without running the body. Outside a pipeline it is a plain call. Steps run at least once:
-    use ``dp.context().step_id`` as an idempotency key to make their effects exactly-once.
+    without running the body. A sync step's body runs in a thread. The result is stored as JSON
+    and the step returns the decoded JSON value, live and on replay alike. Steps run at least
+    once: use ``dp.context().step_id`` as an idempotency key to make their effects exactly-once.
+
+    Typing: a step is typed for its use in a pipeline, ``(P) -> Coroutine[Any, Any, R]`` for a
+    sync and an async function alike, so ``await step(x)`` type-checks. Outside a run (a script, a
+    test, another step's body) a call is a plain call: an async step still returns a coroutine,
+    but a *sync* step returns its result directly, which mypy does not see; in type-checked code
+    outside pipelines call the undecorated function instead. With options, ``dp.step(...)``
+    returns a decorator (``StepDecorator``) that types the function the same way.
+
+    Args:
+        fn: the function (when used bare, ``@dp.step``).
+        name: the step's name in the history and the console (default: the function's name).
+        retries: how many times a failing call is tried again (0: no retries).
+        retry_delay: seconds before the first retry.
+        backoff: each further delay is the previous one times this.
+        max_delay: the longest delay between two tries, in seconds.
+
+    Raises:
+        ConfigError: ``fn`` is not a function, or ``retries`` is negative.
+        StepFailed: (when called in a run) the body raised on its last try.
     """
     if retries < 0:
         raise ConfigError("retries must be 0 or more")
@@ -210,6 +281,18 @@ def step(
     if fn is not None:
         return wrap(fn)
     return wrap
+
+
+class StepDecorator(Protocol):
+    """What ``dp.step(...)`` with options returns, for type checkers: applied to a function, a step."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Q, Coroutine[Any, Any, T]], /
+    ) -> Callable[Q, Coroutine[Any, Any, T]]: ...
+    @overload
+    def __call__(self, fn: Callable[Q, T], /) -> Callable[Q, Coroutine[Any, Any, T]]: ...
+    def __call__(self, fn: Any, /) -> Any: ...
 
 
 def registered(name: str) -> PipelineDef | None:

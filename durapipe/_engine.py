@@ -19,13 +19,14 @@ import socket
 import time
 import traceback
 import uuid as _uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 from . import _exec, _serde
 from ._clock import Clock
-from ._secrets import reveal, scrub
+from ._secrets import Secret, reveal, scrub
 from ._store.store import Journal, Op
 from .errors import (
     DurapipeError,
@@ -91,7 +92,19 @@ class RunHost(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class RunInfo:
-    """What ``dp.context()`` tells a pipeline or step about where it runs."""
+    """What ``dp.context()`` tells a pipeline or step about where it runs.
+
+    Attributes:
+        run_id: the run's id.
+        pipeline: the pipeline's name.
+        version: the pipeline version the run started on.
+        attempt: how many times a process has taken the run.
+        root_run_id: the id of the top run of its tree.
+        parent_run_id: the parent's id in a child run.
+        step_id: inside a step, an id that is the same on every try of this call: an
+            idempotency key for its effects.
+        is_replaying: the code is replaying recorded history.
+    """
 
     run_id: str
     pipeline: str
@@ -648,13 +661,42 @@ async def call_step(
 
 
 async def exec_(
-    *argv: str,
+    *argv: str | Secret,
     shell: bool = False,
     cwd: str | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str | Secret] | None = None,
     check: bool = True,
     timeout: float | None = None,
 ) -> _exec.ExecResult:
+    """Run a command as a journaled step and return what it left (``dp.exec``).
+
+    ::
+
+        out = await dp.exec("git", "rev-parse", "HEAD")      # argv: no shell, no quoting
+        await dp.exec("make test | tee test.log", shell=True)
+
+    The command runs in its own process group, its output lines stream to the console and the
+    run's logs, and the result (exit code, the last 64 KiB of stdout and stderr) is recorded: on
+    replay it is returned without running the command again. A run that died while the command
+    ran starts it again on resume (at least once). A stop with ``--now``, a cancel or a timeout
+    kills the whole process group (SIGTERM, then SIGKILL).
+
+    Args:
+        *argv: the program and its arguments; ``dp.Secret`` values reach the command unmasked
+            but show as ``***`` everywhere else.
+        shell: run one command string with ``/bin/sh -c`` instead.
+        cwd: the working directory (default: the worker's).
+        env: the environment (replaces the worker's when given); values may be ``dp.Secret``.
+        check: raise ``dp.ExecFailed`` on a non-zero exit (False: return the result anyway).
+        timeout: seconds before the command is killed and the step fails.
+
+    Returns:
+        An :class:`ExecResult` (``exit_code``, ``stdout``, ``stderr``, ``duration``, ``ok``).
+
+    Raises:
+        ExecFailed: the command exited non-zero (with ``check``) or timed out.
+        NotInPipeline: called outside a running pipeline.
+    """
     from .errors import ExecFailed
 
     ctx, branch = current("exec")
@@ -803,7 +845,17 @@ def fmt_span(seconds: float) -> str:
 # ---------------------------------------------------------------------- sleep
 
 
-async def sleep(duration: Any) -> None:
+async def sleep(duration: float | timedelta) -> None:
+    """Sleep for ``duration`` (seconds or a ``timedelta``) on a durable timer (``dp.sleep``).
+
+    The wake-up time is recorded: a run stopped, crashed or resumed elsewhere sleeps only what
+    is left, and a replayed sleep that has fired returns at once. A worker parks a long sleep in
+    the database (the run is ``sleeping``) and wakes it when it is due.
+
+    Raises:
+        ValueError: the duration is negative or not a number.
+        NotInPipeline: called outside a running pipeline.
+    """
     seconds = duration.total_seconds() if hasattr(duration, "total_seconds") else float(duration)
     if seconds < 0 or seconds != seconds:
         raise ValueError(f"dp.sleep needs a duration of 0 or more seconds, got {duration!r}")
@@ -945,11 +997,26 @@ async def patched(patch_id: str) -> bool:
 async def gather(
     *aws: Awaitable[Any], return_exceptions: bool = False, limit: int | None = None
 ) -> list[Any]:
-    """Run awaitables concurrently, each in its own deterministic step-key namespace.
+    """Run journaled calls concurrently, each in its own deterministic step-key namespace.
+
+    ::
+
+        a, b = await dp.gather(dp.exec("make", "test-a"), dp.exec("make", "test-b"))
+
+    Use it instead of ``asyncio.gather``: each branch gets its own place in the history, so
+    replay matches calls to branches whatever order they finished in.
 
     Args:
+        *aws: coroutines: calls like ``my_step(x)``, ``dp.exec(...)``, ``dp.run_subpipeline(...)``.
         return_exceptions: return exceptions in the result list instead of raising the first.
         limit: at most this many branches run at once.
+
+    Returns:
+        The results in the order of ``aws``.
+
+    Raises:
+        TypeError: an argument is a task or future, not a coroutine.
+        NotInPipeline: called outside a running pipeline.
     """
     try:
         ctx, branch = current("gather")

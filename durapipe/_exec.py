@@ -22,7 +22,14 @@ DRAIN_BYTES = 2 * 1024 * 1024  # output handed on between two drain() calls (sto
 
 @dataclass(frozen=True, kw_only=True)
 class ExecResult:
-    """What a finished command left: its exit code and (the tail of) its output."""
+    """What a finished command left: its exit code and (the tail of) its output.
+
+    Attributes:
+        stdout: its standard output (the last 64 KiB; the whole output is in the run's logs).
+        stderr: its standard error (the last 64 KiB).
+        exit_code: its exit code.
+        duration: how long it ran, in seconds.
+    """
 
     stdout: str
     stderr: str
@@ -31,6 +38,7 @@ class ExecResult:
 
     @property
     def ok(self) -> bool:
+        """True when the command exited with code 0."""
         return self.exit_code == 0
 
 

@@ -38,6 +38,7 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
+        """The secret's value, unmasked."""
         return self._value
 
     def __str__(self) -> str:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import time
-from typing import Any
+from typing import Any, overload
+
+from typing_extensions import ParamSpec, TypeVar
 
 from . import _serde
 from ._definition import PipelineDef, registered
 from ._engine import current
 from ._ids import new_id
 from .errors import ConfigError, DurapipeError, InputTimeout, SubpipelineFailed
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 MISSING: Any = object()
 MAX_DEPTH = 20
@@ -22,7 +28,22 @@ async def await_input(
     """Wait until a value for ``name`` is sent (``durapipe input RUN NAME VALUE``) and return it.
 
     A value sent before the pipeline asks is kept; several values for one name are taken in order
-    by successive calls. On timeout return ``default`` if given, else raise ``dp.InputTimeout``.
+    by successive calls. While it waits the run is ``waiting``; a worker parks it in the database
+    after ``--suspend-after`` seconds. Values are sent with ``durapipe input``,
+    ``Client.send_input()`` or ``SyncClient.send_input()``.
+
+    Args:
+        name: the input's name, 1-200 characters.
+        prompt: a question shown to the person who answers (console, ``durapipe show``).
+        timeout: seconds to wait (durable: a resumed run waits only what is left); None: forever.
+        default: returned on timeout instead of raising.
+
+    Returns:
+        The JSON value sent.
+
+    Raises:
+        InputTimeout: the timeout passed without a value and no ``default`` was given.
+        NotInPipeline: called outside a running pipeline.
     """
     if not isinstance(name, str) or not name or len(name) > MAX_INPUT_NAME:
         raise ValueError("an input name is a non-empty string of at most 200 characters")
@@ -125,13 +146,66 @@ async def await_input(
     return value
 
 
+def _by_name(pdef: PipelineDef, args: tuple[Any, ...], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Name the positional inputs of a child run after the parameters they fill."""
+    names = [
+        n
+        for n, p in pdef.signature.parameters.items()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ]
+    if len(args) > len(names):
+        raise ConfigError(
+            f"dp.run_subpipeline: pipeline {pdef.name!r} takes {len(names)} input(s) by position, "
+            f"got {len(args)}; pass them by name"
+        )
+    named = dict(zip(names, args, strict=False))
+    twice = next((n for n in named if n in inputs), None)
+    if twice is not None:
+        raise ConfigError(
+            f"dp.run_subpipeline: input {twice!r} of pipeline {pdef.name!r} is given twice"
+        )
+    return {**named, **inputs}
+
+
 def _short(value: Any) -> str:
     text = _serde.dumps(value)
     return text if len(text) < 80 else text[:77] + "..."
 
 
-async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
-    """Start a child run, wait for it, and return its output (``dp.SubpipelineFailed`` if it fails)."""
+@overload
+async def run_subpipeline(
+    pipeline: PipelineDef[P, R], /, *args: P.args, **inputs: P.kwargs
+) -> R: ...
+@overload
+async def run_subpipeline(pipeline: str, /, *args: Any, **inputs: Any) -> Any: ...
+
+
+async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: Any) -> Any:
+    """Start a child run with these inputs, wait for it to end, and return its output.
+
+    ::
+
+        image = await dp.run_subpipeline(build_image, sha=manifest["sha"])
+
+    The child is a run of its own (``durapipe show`` lists it under its parent) that a worker, or
+    the process running the parent, executes; the parent waits without holding a worker when it
+    is suspended. Given the pipeline object, the call is typed by it: its inputs are checked
+    against the child's parameters and the result has the child's return type. Given a
+    pipeline's name (it must be imported in this process), the call is untyped.
+
+    Args:
+        pipeline: the child: a ``@dp.pipeline`` or the name of one.
+        *args: inputs by position (bound to the child's parameters in order).
+        **inputs: inputs by name.
+
+    Returns:
+        The child's output (its JSON value).
+
+    Raises:
+        SubpipelineFailed: the child failed, was cancelled or aborted.
+        ConfigError: ``pipeline`` is not a pipeline, or its inputs do not fit it.
+        NotInPipeline: called outside a running pipeline.
+    """
     ctx, branch = current("run_subpipeline")
     pdef = registered(pipeline) if isinstance(pipeline, str) else pipeline
     if pdef is None:
@@ -143,6 +217,8 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, **inputs: Any) -> Any:
         raise ConfigError(
             f"dp.run_subpipeline needs a pipeline (a function decorated with @dp.pipeline or its name), got {pipeline!r}"
         )
+    if args:
+        inputs = _by_name(pdef, args, inputs)
     pdef.bind_inputs(inputs)
     if ctx.depth + 1 > MAX_DEPTH:
         raise DurapipeError(

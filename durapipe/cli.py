@@ -1025,7 +1025,7 @@ def cancel(
 
             try:
                 # Nobody holds it: the cancellation runs here, so its cleanup code runs now.
-                what = await client.cancel(run_id, runner_for=runner_for)
+                what = await client.cancel(run_id, _runner_for=runner_for)
             finally:
                 for fg in shown:
                     fg.console.close()

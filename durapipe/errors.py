@@ -35,7 +35,10 @@ class DurapipeError(Exception):
 
 
 class ConfigError(DurapipeError):
-    """Something the user gave us (URL, target, option) is wrong."""
+    """Something the user gave is wrong; the message says what to do.
+
+    A database URL, a pipeline target, an input, an option, or a database that is not migrated.
+    """
 
 
 class TargetNotFound(ConfigError):
@@ -51,6 +54,8 @@ class DatabaseUnavailable(DurapipeError):
 
 
 class RunNotFound(DurapipeError):
+    """There is no run with this id (``run_id``)."""
+
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run with id {run_id!r}; `durapipe list` shows the runs there are")
         self.run_id = run_id
@@ -65,6 +70,12 @@ class NotInPipeline(DurapipeError):
 
 
 class NonDeterminismError(DurapipeError):
+    """The code no longer makes the calls its run's history recorded, at step ``step``.
+
+    The run is left ``blocked`` with its history untouched; restore the code (or branch with
+    ``dp.patched``) and resume it. Attributes: ``run_id``, ``step``, ``recorded``, ``now``.
+    """
+
     def __init__(self, run_id: str, step: str, recorded: str, now: str) -> None:
         super().__init__(
             f"run {run_id} is nondeterministic at step {step}: the history recorded {recorded}, "
@@ -82,7 +93,13 @@ class SerializationError(DurapipeError):
 
 
 class StepFailed(DurapipeError):
-    """A step raised after its retries; the original error is ``__cause__`` when live."""
+    """A step raised after its retries; the original error is ``__cause__`` when live.
+
+    Attributes:
+        step: the step's label (e.g. ``fetch_manifest`` or ``exec_2``).
+        error_type: the type name of the error the step raised.
+        error_message: its message.
+    """
 
     def __init__(self, step: str, error_type: str, message: str) -> None:
         super().__init__(f"step {step} failed: {error_type}: {message}")
@@ -92,7 +109,14 @@ class StepFailed(DurapipeError):
 
 
 class ExecFailed(StepFailed):
-    """A command exited with a non-zero code (``check=True``) or timed out."""
+    """A command exited with a non-zero code (``check=True``) or timed out.
+
+    Attributes:
+        argv: the command (secrets masked).
+        exit_code: its exit code (None when it timed out).
+        stderr: the tail of its standard error.
+        timed_out: it was killed at its timeout.
+    """
 
     def __init__(
         self,
@@ -115,6 +139,11 @@ class ExecFailed(StepFailed):
 
 
 class SubpipelineFailed(DurapipeError):
+    """A child run of ``dp.run_subpipeline`` failed, was cancelled or aborted.
+
+    Attributes: ``child_run_id``, and ``error`` (the child's ``{"type", "message", ...}``).
+    """
+
     def __init__(self, child_run_id: str, error: dict[str, Any] | None) -> None:
         err = error or {}
         msg = err.get("message", "failed")
@@ -127,6 +156,11 @@ class SubpipelineFailed(DurapipeError):
 
 
 class InputTimeout(DurapipeError):
+    """``dp.await_input(name, timeout=...)`` timed out without a ``default``.
+
+    Attributes: ``name``, ``timeout``.
+    """
+
     def __init__(self, name: str, timeout: float) -> None:
         super().__init__(f"no value for input {name!r} arrived within {timeout:g}s")
         self.name = name
@@ -134,6 +168,11 @@ class InputTimeout(DurapipeError):
 
 
 class VersionMismatch(DurapipeError):
+    """A pinned run met code of another version; the run is aborted, not continued.
+
+    Attributes: ``pipeline``, ``recorded`` (the run's version), ``current`` (the code's).
+    """
+
     def __init__(self, pipeline: str, recorded: str, current: str) -> None:
         super().__init__(
             f"pinned run of {pipeline} started on version {recorded!r} but the code is now "
@@ -161,7 +200,11 @@ class RunSuspending(RunInterrupted):
 
 
 class RunFailed(DurapipeError):
-    """A run ended without completing (failed, cancelled, aborted, or blocked)."""
+    """A run ended without completing (failed, cancelled, aborted, or blocked).
+
+    Raised by ``Client.result()``. Attributes: ``run_id``, ``status``, and ``error`` (the run's
+    ``{"type", "message", "traceback", "step"}``, empty when it has none).
+    """
 
     def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
         err = error or {}

@@ -16,7 +16,7 @@ import durapipe as dp
 
 
 @dp.pipeline(version="1")
-async def build(version: str) -> dict:
+async def build(version: str) -> dict[str, str]:
     """The build step, as a child run: `durapipe show` lists it under its parent."""
     await dp.exec("echo", f"compiling release {version}")
     # Stands in for the real build; arguments after the script are $0, $1, ... (no quoting issues).
@@ -30,7 +30,7 @@ def release_notes(version: str, artifact: str, env: str) -> str:
 
 
 @dp.pipeline(version="1", pin=True)
-async def deploy(version: str = "1.0.0", env: str = "staging") -> dict:
+async def deploy(version: str = "1.0.0", env: str = "staging") -> dict[str, bool | str]:
     built = await dp.run_subpipeline(build, version=version)
     artifact = built["artifact"]
     approved = await dp.await_input("approve", prompt=f"Deploy {artifact} to {env}?")

@@ -17,7 +17,7 @@ async def count_shard(shard: int) -> int:
 
 
 @dp.pipeline(version="1")
-async def fan_out(shards: int = 6, limit: int = 2) -> dict:
+async def fan_out(shards: int = 6, limit: int = 2) -> dict[str, object]:
     counts = await dp.gather(
         *(dp.run_subpipeline(count_shard, shard=i) for i in range(shards)), limit=limit
     )

@@ -12,7 +12,7 @@ def greeting(name: str) -> str:
 
 
 @dp.pipeline(version="1")
-async def hello(name: str = "world", nap: float = 1.0) -> dict:
+async def hello(name: str = "world", nap: float = 1.0) -> dict[str, str]:
     today = await dp.exec("date", "+%A")  # journaled: a resumed run keeps the day it started on
     day = today.stdout.strip()
     text = await greeting(name)

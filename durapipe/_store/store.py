@@ -201,7 +201,12 @@ def _is_undefined_table(exc: BaseException) -> bool:
 
 
 class Store:
-    """All SQL. Each public method is one short transaction.
+    """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
+
+    Open one with ``await dp.open_store(url)`` (the pytest fixture ``durapipe_store`` is one)
+    and close it with ``await store.close()``. Its other methods are internal, not public API.
+
+    Internals: all SQL. Each public method is one short transaction.
 
     SQLite is driven through the synchronous driver in a dedicated writer thread (and a small
     reader pool), so a whole transaction costs one hop between threads instead of one per
@@ -1399,10 +1404,14 @@ class Journal:
 
 
 async def open_store(url: str | None = None, *, migrate: bool | None = None) -> Store:
-    """Open the database at ``url`` (or DURAPIPE_DATABASE_URL, or ./durapipe.db).
+    """Open the database at ``url`` (or DURAPIPE_DATABASE_URL, or ./durapipe.db) as a Store.
 
     An embedded SQLite database is migrated on first use; PostgreSQL must be migrated with
-    ``durapipe db upgrade`` (``migrate=True`` does it here).
+    ``durapipe db upgrade`` (``migrate=True`` does it here; ``migrate=False`` skips the check).
+
+    Raises:
+        ConfigError: the URL is unusable, or the database is not migrated.
+        DatabaseUnavailable: the database cannot be reached.
     """
     store = Store(resolve_url(url))
     try:

@@ -63,6 +63,7 @@ def test_wheel_ships_its_migrations_and_runs_hello(tmp_path: Path) -> None:
         names = z.namelist()
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "durapipe/_migrations/env.py" in names
+    assert "durapipe/py.typed" in names  # PEP 561: users type-check against it
     assert any(n.startswith("durapipe/_migrations/versions/0001") for n in names)
     assert "[pytest11]" in entry_points and "durapipe = durapipe.testing" in entry_points
 
