@@ -181,7 +181,9 @@ def test_a_waiting_runs_duration_does_not_grow_and_show_says_it_waited(
     assert p.returncode == 0, err
     doc = _show(dp_cli, rid)
     working = _seconds(_listed_duration(dp_cli, rid))
-    assert working <= epoch(doc["finished_at"]) - epoch(doc["created_at"]) - 1.0  # the wait is not work
+    assert (
+        working <= epoch(doc["finished_at"]) - epoch(doc["created_at"]) - 1.0
+    )  # the wait is not work
 
 
 def test_a_failed_run_that_completes_after_resume_keeps_no_error(

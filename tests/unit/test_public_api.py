@@ -122,7 +122,9 @@ def test_every_public_name_and_method_has_a_docstring() -> None:
 
 def _public_signature(fn: Any) -> inspect.Signature:
     sig = inspect.signature(fn)
-    return sig.replace(parameters=[p for p in sig.parameters.values() if not p.name.startswith("_")])
+    return sig.replace(
+        parameters=[p for p in sig.parameters.values() if not p.name.startswith("_")]
+    )
 
 
 def test_sync_client_has_the_clients_methods() -> None:
