@@ -205,14 +205,29 @@ def current(what: str, *, step: bool = False) -> tuple[RunContext, Branch]:
     return ctx, branch
 
 
+def error_message(exc: BaseException) -> str:
+    """``str(exc)``, or what can be said when its ``__str__`` raises: the error is still stored
+    and the run still ends (a broken message must not leave the run ``running``)."""
+    try:
+        return str(exc)
+    except Exception as inner:
+        try:
+            why = f"{type(inner).__name__}: {inner}"
+        except Exception:
+            why = type(inner).__name__
+        return f"its message could not be rendered ({why})"
+
+
 def error_data(exc: BaseException, *, step: str | None = None) -> dict[str, Any]:
+    """A stored error: type, message and traceback. Every failure recorded (a step's, a run's)
+    is turned into data here."""
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
     # Trim to user code: drop frames from durapipe's own modules.
     noise = ("/durapipe/_", "asyncio/", "/concurrent/futures/", "/threading.py")
     kept = [line for line in tb if not any(n in line for n in noise)]
     data: dict[str, Any] = {
         "type": type(exc).__name__,
-        "message": str(exc),
+        "message": error_message(exc),
         "traceback": "".join(kept)[-8000:],
     }
     if step is not None:
