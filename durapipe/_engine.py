@@ -235,6 +235,51 @@ def error_data(exc: BaseException, *, step: str | None = None) -> dict[str, Any]
     return data
 
 
+def _after_in_program(key: str, other: str) -> bool:
+    """Whether call ``other`` comes after call ``key`` in code that saw ``key``'s outcome: later
+    in the same branch (or nested under a later call of it), or in an enclosing branch after the
+    dp.gather holding ``key``. A call in a sibling branch of a dp.gather ran concurrently."""
+    a, b = key.split("/"), other.split("/")
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            # Even positions count calls within a branch; odd ones number a gather's branches.
+            return i % 2 == 0 and x.isdigit() and y.isdigit() and int(y) > int(x)
+    return False
+
+
+def handled_failure(history: list[Any], failed: Any, key: str) -> tuple[Any, Any] | None:
+    """For a ``run_failed`` event whose error came from the call at ``key``: ``(the failure,
+    the first call recorded after it by code that saw it)`` when the pipeline handled that
+    failure and went on before it failed, else None.
+
+    Resume may retry only a failure that was the last thing the pipeline did: once calls are
+    recorded after it, running the call again (and taking another path) would contradict them.
+    """
+    failure = None
+    for ev in history:
+        if ev.seq >= failed.seq:
+            break
+        if ev.step == key and ev.kind in COMPLETIONS:
+            failure = ev
+    if failure is None:
+        return None
+    for ev in history:
+        if ev.seq >= failed.seq:
+            break
+        if ev.seq > failure.seq and ev.step and _after_in_program(key, ev.step):
+            return failure, ev
+    return None
+
+
+def last_handled_failure(history: list[Any]) -> tuple[Any, Any] | None:
+    """:func:`handled_failure` for the run's last ``run_failed`` event (what resume would do)."""
+    for ev in reversed(history):
+        if ev.kind == "run_failed":
+            origin = (_serde.loads(ev.data) or {}).get("step") if ev.data else None
+            return handled_failure(history, ev, origin) if origin else None
+    return None
+
+
 class RunContext:
     """One attempt at running one run: its history, its lease, its position in the code."""
 
@@ -264,11 +309,16 @@ class RunContext:
         for ev in history:
             if ev.step is not None:
                 self.records.setdefault(ev.step, []).append(ev)
-        # A resumed failed run retries the step whose failure failed it.
+        # A resumed failed run retries the step whose failure failed it — unless the pipeline
+        # handled that failure (made calls after it): then the failure replays as recorded.
         for ev in history:
             if ev.kind == "run_failed" and ev.data:
                 origin = _serde.loads(ev.data).get("step")
-                if origin and origin in self.records:
+                if (
+                    origin
+                    and origin in self.records
+                    and handled_failure(history, ev, origin) is None
+                ):
                     # Keep the earlier attempts' retry events (they count tries); drop the failure.
                     kept = [
                         e
@@ -567,7 +617,9 @@ def _decode_step(done: Any, key: str) -> Any:
     data = _serde.loads(done.data) or {}
     if done.kind == "step_failed":
         err = data.get("error", {})
-        raise StepFailed(done.label or key, err.get("type", "Error"), err.get("message", ""))
+        failure = StepFailed(done.label or key, err.get("type", "Error"), err.get("message", ""))
+        failure.__durapipe_step__ = key  # type: ignore[attr-defined]
+        raise failure
     return data.get("result")
 
 
