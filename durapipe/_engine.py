@@ -40,6 +40,9 @@ from .errors import (
 
 HOST = socket.gethostname()
 INFINITY = math.inf
+# A @dp.step's start is not waited for: it commits with the step's completion when the step ends
+# within this many seconds (no commit of its own), else on its own after them.
+STEP_START_GRACE = 0.01
 
 COMPLETIONS = frozenset(
     {
@@ -349,6 +352,12 @@ class RunContext:
         self.task: asyncio.Task[Any] | None = None
         self.loop = asyncio.get_running_loop()
         self.status = "running"
+        # Events recorded without waiting for them (a step's start): they go out with the run's
+        # next history write, or on their own STEP_START_GRACE seconds later (see post()).
+        self.unsent: list[dict[str, Any]] = []
+        self._unsent_since = 0.0
+        self._unsent_timer: asyncio.TimerHandle | None = None
+        self._unsent_task: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -423,7 +432,52 @@ class RunContext:
         text = None if data is None else _serde.dumps(data)
         await self.write(self.event(kind, step=step, name=name, label=label, data=text), **kw)
 
+    def post(self, event: dict[str, Any]) -> None:
+        """Record ``event`` without waiting for it to be durable.
+
+        It is committed with the run's next history write (a step's start rides with the step's
+        completion: still one commit per step), or on its own once STEP_START_GRACE seconds have
+        passed with nothing else written (a step that runs longer leaves a trace if killed).
+        """
+        if not self.unsent:
+            self._unsent_since = self.loop.time()
+        self.unsent.append(event)
+        if self._unsent_timer is None:  # one timer at a time, not one per step
+            self._unsent_timer = self.loop.call_at(
+                self._unsent_since + STEP_START_GRACE, self._send_unsent
+            )
+
+    def _send_unsent(self) -> None:
+        self._unsent_timer = None
+        if not self.unsent:
+            return
+        due = self._unsent_since + STEP_START_GRACE
+        if self.loop.time() < due:  # what was pending then went out; these are younger
+            self._unsent_timer = self.loop.call_at(due, self._send_unsent)
+        elif self._unsent_task is None:
+            self._unsent_task = self.loop.create_task(self._write_unsent())
+
+    async def _write_unsent(self) -> None:
+        try:
+            if self.unsent:  # not taken meanwhile by another write
+                await self.write()
+        except LeaseLost:
+            pass  # write() marked the run lost: its next write raises instead
+        finally:
+            self._unsent_task = None
+            if self.unsent and self._unsent_timer is None:  # posted while this one was out
+                self._unsent_timer = self.loop.call_at(
+                    self._unsent_since + STEP_START_GRACE, self._send_unsent
+                )
+
     async def write(self, *events: dict[str, Any], **kw: Any) -> None:
+        if self.unsent:
+            # Events posted earlier come first: they hold the lower seqs.
+            events = (*self.unsent, *events)
+            self.unsent = []
+        if self.request == "lost":
+            # A write failed (or the lease went): writing more could leave a gap in the seqs.
+            raise LeaseLost(self.run_id)
         op = Op(
             run_id=self.run_id, owner=self.owner, attempt=self.attempt, events=list(events), **kw
         )
@@ -640,6 +694,11 @@ async def call_step(
     if done is not None:
         return _decode_step(done, key)
     tries = sum(1 for e in evs if e.kind == "step_retry")
+    if any(e.kind == "step_started" for e in evs):
+        ctx.emit(key, label, "warn", "running again: an earlier attempt did not finish")
+    # The start is recorded so that a step killed mid-way shows up as an attempt; it is not
+    # waited for (see RunContext.post), so it costs no commit of its own.
+    ctx.post(ctx.event("step_started", step=key, name=opts.name, label=label))
     token = _IN_STEP.set(f"{ctx.run_id}.{key}")
     log_token = _STEP_LOG.set((key, label))
     try:
