@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _serde
 from ._definition import PipelineDef, load_target, registered
+from ._engine import last_handled_failure
 from ._ids import new_id, validate_run_id
 from ._store import Store, open_store
 from ._store import schema as S
@@ -530,6 +531,7 @@ class Client:
         """
         row = await self.row(run_id)
         check_resumable(row)
+        await check_failure_retryable(self.store, row)
         if row.status in RESUMABLE:
             await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)
 
@@ -543,6 +545,24 @@ def check_resumable(row: Any) -> None:
         raise InvalidRunState(
             f"run {row.id} was {row.status}; it cannot be resumed — start a new run"
         )
+
+
+async def check_failure_retryable(store: Store, row: Any) -> None:
+    """Resuming a failed run retries the call whose failure failed it — only if that failure was
+    the last thing the pipeline did. Refuse (changing nothing) when the pipeline handled it and
+    made calls after it: they are recorded, so running the call again could not be replayed."""
+    if row.status != "failed":
+        return
+    found = last_handled_failure(await store.events(row.id))
+    if found is None:
+        return
+    failure, later = found
+    raise InvalidRunState(
+        f"run {row.id} cannot be resumed: step {failure.label or failure.step} failed, but the "
+        f"pipeline handled that failure ({later.label or later.name or later.step} is recorded "
+        "after it), so resuming would not retry it; the run stays failed. "
+        f"Start a new run instead: durapipe run {row.entrypoint}"
+    )
 
 
 async def steer(client: Client, run_id: str, what: str) -> str:

@@ -42,6 +42,9 @@ from .errors import (
 
 HOST = socket.gethostname()
 INFINITY = math.inf
+# A @dp.step's start is not waited for: it commits with the step's completion when the step ends
+# within this many seconds (no commit of its own), else on its own after them.
+STEP_START_GRACE = 0.01
 
 COMPLETIONS = frozenset(
     {
@@ -220,20 +223,80 @@ def current(what: str, *, step: bool = False) -> tuple[RunContext, Branch]:
     return ctx, branch
 
 
+def error_message(exc: BaseException) -> str:
+    """``str(exc)``, or what can be said when its ``__str__`` raises: the error is still stored
+    and the run still ends (a broken message must not leave the run ``running``)."""
+    try:
+        return str(exc)
+    except Exception as inner:
+        try:
+            why = f"{type(inner).__name__}: {inner}"
+        except Exception:
+            why = type(inner).__name__
+        return f"its message could not be rendered ({why})"
+
+
 def error_data(exc: BaseException, *, step: str | None = None) -> dict[str, Any]:
+    """A stored error: type, message and traceback. Every failure recorded (a step's, a run's)
+    is turned into data here."""
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
     # Trim to user code: drop frames from durapipe's own modules.
     noise = ("/durapipe/_", "asyncio/", "/concurrent/futures/", "/threading.py")
     kept = [line for line in tb if not any(n in line for n in noise)]
     data: dict[str, Any] = {
         "type": type(exc).__name__,
-        "message": str(exc),
+        "message": error_message(exc),
         # Masked before it is cut: a cut through a secret would leave a piece no mask matches.
         "traceback": scrub("".join(kept))[-8000:],
     }
     if step is not None:
         data["step"] = step
     return data
+
+
+def _after_in_program(key: str, other: str) -> bool:
+    """Whether call ``other`` comes after call ``key`` in code that saw ``key``'s outcome: later
+    in the same branch (or nested under a later call of it), or in an enclosing branch after the
+    dp.gather holding ``key``. A call in a sibling branch of a dp.gather ran concurrently."""
+    a, b = key.split("/"), other.split("/")
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            # Even positions count calls within a branch; odd ones number a gather's branches.
+            return i % 2 == 0 and x.isdigit() and y.isdigit() and int(y) > int(x)
+    return False
+
+
+def handled_failure(history: list[Any], failed: Any, key: str) -> tuple[Any, Any] | None:
+    """For a ``run_failed`` event whose error came from the call at ``key``: ``(the failure,
+    the first call recorded after it by code that saw it)`` when the pipeline handled that
+    failure and went on before it failed, else None.
+
+    Resume may retry only a failure that was the last thing the pipeline did: once calls are
+    recorded after it, running the call again (and taking another path) would contradict them.
+    """
+    failure = None
+    for ev in history:
+        if ev.seq >= failed.seq:
+            break
+        if ev.step == key and ev.kind in COMPLETIONS:
+            failure = ev
+    if failure is None:
+        return None
+    for ev in history:
+        if ev.seq >= failed.seq:
+            break
+        if ev.seq > failure.seq and ev.step and _after_in_program(key, ev.step):
+            return failure, ev
+    return None
+
+
+def last_handled_failure(history: list[Any]) -> tuple[Any, Any] | None:
+    """:func:`handled_failure` for the run's last ``run_failed`` event (what resume would do)."""
+    for ev in reversed(history):
+        if ev.kind == "run_failed":
+            origin = (_serde.loads(ev.data) or {}).get("step") if ev.data else None
+            return handled_failure(history, ev, origin) if origin else None
+    return None
 
 
 class RunContext:
@@ -265,11 +328,16 @@ class RunContext:
         for ev in history:
             if ev.step is not None:
                 self.records.setdefault(ev.step, []).append(ev)
-        # A resumed failed run retries the step whose failure failed it.
+        # A resumed failed run retries the step whose failure failed it — unless the pipeline
+        # handled that failure (made calls after it): then the failure replays as recorded.
         for ev in history:
             if ev.kind == "run_failed" and ev.data:
                 origin = _serde.loads(ev.data).get("step")
-                if origin and origin in self.records:
+                if (
+                    origin
+                    and origin in self.records
+                    and handled_failure(history, ev, origin) is None
+                ):
                     # Keep the earlier attempts' retry events (they count tries); drop the failure.
                     kept = [
                         e
@@ -301,6 +369,12 @@ class RunContext:
         self.task: asyncio.Task[Any] | None = None
         self.loop = asyncio.get_running_loop()
         self.status = "running"
+        # Events recorded without waiting for them (a step's start): they go out with the run's
+        # next history write, or on their own STEP_START_GRACE seconds later (see post()).
+        self.unsent: list[dict[str, Any]] = []
+        self._unsent_since = 0.0
+        self._unsent_timer: asyncio.TimerHandle | None = None
+        self._unsent_task: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -375,7 +449,52 @@ class RunContext:
         text = None if data is None else _serde.dumps(data)
         await self.write(self.event(kind, step=step, name=name, label=label, data=text), **kw)
 
+    def post(self, event: dict[str, Any]) -> None:
+        """Record ``event`` without waiting for it to be durable.
+
+        It is committed with the run's next history write (a step's start rides with the step's
+        completion: still one commit per step), or on its own once STEP_START_GRACE seconds have
+        passed with nothing else written (a step that runs longer leaves a trace if killed).
+        """
+        if not self.unsent:
+            self._unsent_since = self.loop.time()
+        self.unsent.append(event)
+        if self._unsent_timer is None:  # one timer at a time, not one per step
+            self._unsent_timer = self.loop.call_at(
+                self._unsent_since + STEP_START_GRACE, self._send_unsent
+            )
+
+    def _send_unsent(self) -> None:
+        self._unsent_timer = None
+        if not self.unsent:
+            return
+        due = self._unsent_since + STEP_START_GRACE
+        if self.loop.time() < due:  # what was pending then went out; these are younger
+            self._unsent_timer = self.loop.call_at(due, self._send_unsent)
+        elif self._unsent_task is None:
+            self._unsent_task = self.loop.create_task(self._write_unsent())
+
+    async def _write_unsent(self) -> None:
+        try:
+            if self.unsent:  # not taken meanwhile by another write
+                await self.write()
+        except LeaseLost:
+            pass  # write() marked the run lost: its next write raises instead
+        finally:
+            self._unsent_task = None
+            if self.unsent and self._unsent_timer is None:  # posted while this one was out
+                self._unsent_timer = self.loop.call_at(
+                    self._unsent_since + STEP_START_GRACE, self._send_unsent
+                )
+
     async def write(self, *events: dict[str, Any], **kw: Any) -> None:
+        if self.unsent:
+            # Events posted earlier come first: they hold the lower seqs.
+            events = (*self.unsent, *events)
+            self.unsent = []
+        if self.request == "lost":
+            # A write failed (or the lease went): writing more could leave a gap in the seqs.
+            raise LeaseLost(self.run_id)
         op = Op(
             run_id=self.run_id, owner=self.owner, attempt=self.attempt, events=list(events), **kw
         )
@@ -570,7 +689,9 @@ def _decode_step(done: Any, key: str) -> Any:
     data = _serde.loads(done.data) or {}
     if done.kind == "step_failed":
         err = data.get("error", {})
-        raise StepFailed(done.label or key, err.get("type", "Error"), err.get("message", ""))
+        failure = StepFailed(done.label or key, err.get("type", "Error"), err.get("message", ""))
+        failure.__durapipe_step__ = key  # type: ignore[attr-defined]
+        raise failure
     return data.get("result")
 
 
@@ -591,6 +712,11 @@ async def call_step(
     if done is not None:
         return _decode_step(done, key)
     tries = sum(1 for e in evs if e.kind == "step_retry")
+    if any(e.kind == "step_started" for e in evs):
+        ctx.emit(key, label, "warn", "running again: an earlier attempt did not finish")
+    # The start is recorded so that a step killed mid-way shows up as an attempt; it is not
+    # waited for (see RunContext.post), so it costs no commit of its own.
+    ctx.post(ctx.event("step_started", step=key, name=opts.name, label=label))
     token = _IN_STEP.set(f"{ctx.run_id}.{key}")
     log_token = _STEP_LOG.set((key, label))
     try:

@@ -17,7 +17,15 @@ from typing import Annotated, Any
 import typer
 
 from . import _config, _serde
-from ._client import RESUMABLE, Client, RunView, check_resumable, event_json, parse_inputs
+from ._client import (
+    RESUMABLE,
+    Client,
+    RunView,
+    check_failure_retryable,
+    check_resumable,
+    event_json,
+    parse_inputs,
+)
 from ._console import (
     LineFormatter,
     LiveConsole,
@@ -29,7 +37,7 @@ from ._console import (
     visible,
 )
 from ._definition import load_module, load_target, pipelines_in
-from ._engine import HOST
+from ._engine import HOST, last_handled_failure
 from ._ids import validate_run_id
 from ._runner import Runner, dead_lease_holders, drive_tree
 from ._store import open_store
@@ -246,8 +254,16 @@ class _Foreground:
             )
             return 1
         err = view.error or {}
+        handled = (
+            last_handled_failure(await client.store.events(run_id))
+            if view.status == "failed" and err.get("step")
+            else None
+        )
         hint = {
-            "failed": f"fix the cause, then `durapipe resume {run_id}` retries the failed step",
+            "failed": f"fix the cause, then `durapipe resume {run_id}` retries the failed step"
+            if handled is None
+            else f"the pipeline handled the failure of step {handled[0].label or handled[0].step}"
+            " and went on, so `durapipe resume` would not retry it; start a new run",
             "blocked": f"restore code that makes the recorded calls, then `durapipe resume {run_id}`",
         }.get(view.status, f"`durapipe show {run_id}` has the details")
         _err(
@@ -412,6 +428,7 @@ def resume(
             assert run_id is not None
             row = await client.row(run_id)
             check_resumable(row)
+            await check_failure_retryable(client.store, row)
             if await _held(client, row.pipeline, row.version):
                 raise InvalidRunState(
                     f"pipeline {row.pipeline} is held (`durapipe stop --pipeline {row.pipeline}`), so run {run_id} waits; "

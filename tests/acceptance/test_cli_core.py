@@ -163,7 +163,10 @@ def test_ctrl_c_leaves_the_run_stopped_and_resumable(
     proc = dp_spawn("run", f"{COUNTING}:long_exec")
     run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
     wait_until(
-        lambda: any(e["kind"] == "step_started" for e in _show(dp_cli, run_id)["events"]),
+        lambda: any(
+            e["kind"] == "step_started" and e["name"] == "exec"
+            for e in _show(dp_cli, run_id)["events"]
+        ),
         what="the exec to start",
     )
     proc.send_signal(signal.SIGINT)

@@ -62,9 +62,7 @@ async def test_completes_and_records_every_step(store: Any) -> None:
     kinds = [e.kind for e in await store.events(view.run_id)]
     assert kinds == [
         "run_started",
-        "step_completed",
-        "step_completed",
-        "step_completed",
+        *["step_started", "step_completed"] * 3,
         "run_completed",
     ]
     seqs = [e.seq for e in await store.events(view.run_id)]
