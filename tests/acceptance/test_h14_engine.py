@@ -122,7 +122,7 @@ def test_a_step_killed_mid_way_shows_both_attempts(
         ]
     shown = dp_cli("show", run_id, check=True).stdout
     line = next(x for x in shown.splitlines() if "wait_for_go_1" in x)
-    assert "done" in line and "attempt 2" in line, shown
+    assert "done" in line and "ran 2× (1 re-run after resume)" in line, shown
     assert "attempt" not in next(x for x in shown.splitlines() if "withdraw_1" in x)
 
 
