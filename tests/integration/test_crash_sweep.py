@@ -1,0 +1,261 @@
+"""A crash at every boundary: kill a run at each of its history writes, resume, compare.
+
+One pipeline uses every primitive (step — sync and async —, exec, sleep, input, child, gather).
+It runs once uninterrupted, and `record_commits` lists its history writes (journal commits) — the
+parent's and the child's, N in all. Then, for every k in 1..N, a new run of it crashes just
+before its k-th write and another just after (`crash_run(before=k)`, `crash_run(after=k)`), and
+each is resumed to the end. For every kill point:
+
+- the run completes with the same output as the uninterrupted run;
+- no call whose completion was committed before the crash runs again, and no call runs more
+  than twice (the one in flight at the crash may: at-least-once);
+- every history of the tree is contiguous (seq 1..M) with each call completed exactly once, the
+  same calls as the uninterrupted run.
+
+Every step and command appends to a file named after its call (a counter per call key), so the
+files tell how often each body really ran. Boundaries are discovered from the uninterrupted run,
+so a change in what is written when (e.g. a new event per step) moves the sweep along with it.
+The sleep costs nothing (SkippingClock); the input is sent as soon as each run exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import durapipe as dp
+from durapipe._engine import COMPLETIONS
+from durapipe._ids import new_id
+from durapipe.testing import (
+    SkippingClock,
+    crash_run,
+    record_commits,
+    resume_run,
+    send_input,
+)
+
+# ---------------------------------------------------------------------- the pipeline
+
+
+def _count(side: str, call: str) -> None:
+    """One more execution of ``call`` (a file per call key; a line per execution)."""
+    with open(Path(side) / call.replace("/", "_"), "a", encoding="utf-8") as f:
+        f.write("ran\n")
+
+
+@dp.step
+def note(side: str, tag: str) -> str:  # sync: runs in a thread
+    _count(side, dp.context().step_id or "?")
+    return f"{tag}!"
+
+
+@dp.step
+async def shout(side: str, tag: str) -> str:
+    _count(side, dp.context().step_id or "?")
+    return tag.upper()
+
+
+@dp.pipeline(name="sweep_child", version="1")
+async def sweep_child(side: str, n: int) -> dict[str, Any]:
+    got = await note(side, f"child{n}")
+    await dp.sleep(3600)
+    return {"child": got, "again": await shout(side, "kid")}
+
+
+@dp.pipeline(name="sweep_all", version="1")
+async def sweep_all(side: str) -> dict[str, Any]:
+    first = await note(side, "first")
+    me = dp.context().run_id
+    # The command counts its own executions, like a step.
+    built = await dp.exec(
+        "sh", "-c", 'echo ran >> "$1"; echo built', "sh", str(Path(side) / f"{me}.exec")
+    )
+    await dp.sleep(7 * 86400)
+    approved = await dp.await_input("approve")
+    kid = await dp.run_subpipeline(sweep_child, side=side, n=1)
+    pair = await dp.gather(note(side, "left"), shout(side, "right"))
+    return {
+        "first": first,
+        "built": built.stdout.strip(),
+        "approved": approved,
+        "kid": kid,
+        "pair": pair,
+    }
+
+
+# ---------------------------------------------------------------------- helpers
+
+APPROVAL = {"by": "sweep", "ok": True}
+
+
+async def _answer(store: Any, run_id: str) -> None:
+    """Send the input as soon as the run exists (before or while it waits: either is kept)."""
+    deadline = time.monotonic() + 30
+    while await store.get_run(run_id) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} was never created")
+        await asyncio.sleep(0.005)
+    await send_input(store, run_id, "approve", APPROVAL)
+
+
+async def _with_answer(store: Any, run_id: str, make: Any) -> Any:
+    answer = asyncio.ensure_future(_answer(store, run_id))
+    try:
+        return await asyncio.wait_for(make(), 30)
+    finally:
+        await answer  # sent even when the run crashed first: resume takes it then
+
+
+async def _tree(store: Any, run_id: str) -> dict[str, Any]:
+    """{run_id: row} of a run and all its descendants."""
+    rows = {run_id: await store.get_run(run_id)}
+    todo = [run_id]
+    while todo:
+        for kid in await store.children(todo.pop()):
+            rows[kid.id] = kid
+            todo.append(kid.id)
+    return rows
+
+
+async def _histories(store: Any, run_id: str) -> dict[str, tuple[str, list[Any]]]:
+    """{run_id: (pipeline, events)} for the tree."""
+    return {
+        rid: (row.pipeline, list(await store.events(rid)))
+        for rid, row in (await _tree(store, run_id)).items()
+    }
+
+
+def _call_file(run_id: str, ev: Any) -> str:
+    """The counter file of the call an event belongs to (see the pipeline above)."""
+    return f"{run_id}.exec" if ev.name == "exec" else f"{run_id}.{ev.step}".replace("/", "_")
+
+
+def _counts(side: Path, run_ids: set[str]) -> dict[str, int]:
+    return {
+        p.name: len(p.read_text().splitlines())
+        for p in side.iterdir()
+        if p.name.split(".", 1)[0] in run_ids
+    }
+
+
+def _shape(hist: dict[str, tuple[str, list[Any]]]) -> dict[str, list[tuple[str, str, str]]]:
+    """What was completed, per pipeline, independent of run ids: [(step, kind, name)]."""
+    return {
+        pipe: sorted((e.step, e.kind, e.name or "") for e in evs if e.kind in COMPLETIONS)
+        for pipe, evs in hist.values()
+    }
+
+
+def _check_histories(where: str, hist: dict[str, tuple[str, list[Any]]]) -> list[str]:
+    problems = []
+    for rid, (pipe, evs) in hist.items():
+        seqs = [e.seq for e in evs]
+        if seqs != list(range(1, len(evs) + 1)):
+            problems.append(f"{where}: {pipe} {rid}: seq not contiguous: {seqs}")
+        done = Counter(e.step for e in evs if e.kind in COMPLETIONS)
+        twice = sorted(k for k, n in done.items() if n > 1)
+        if twice:
+            problems.append(f"{where}: {pipe} {rid}: completed more than once: {twice}")
+        ends = [e.kind for e in evs if e.kind.startswith("run_") and e.kind != "run_started"]
+        ends = [k for k in ends if k != "run_resumed"]
+        if ends != ["run_completed"]:
+            problems.append(f"{where}: {pipe} {rid}: run ends {ends}, not one run_completed")
+    return problems
+
+
+# ---------------------------------------------------------------------- the sweep
+
+
+@pytest.mark.asyncio
+async def test_crash_at_every_commit_boundary_then_resume(store: Any, tmp_path: Path) -> None:
+    side = tmp_path / "side"
+    side.mkdir()
+    clock = SkippingClock()
+
+    base_id = new_id("run")
+    base, commits = await _with_answer(
+        store,
+        base_id,
+        lambda: record_commits(store, sweep_all, run_id=base_id, clock=clock, side=str(side)),
+    )
+    assert base.status == "completed", base.error
+    base_hist = await _histories(store, base_id)
+    assert _check_histories("uninterrupted", base_hist) == []
+    base_shape = _shape(base_hist)
+    base_counts = _counts(side, set(base_hist))
+    assert sorted(base_counts.values()) == [1] * 6  # 5 steps and 1 command, each ran once
+    n = len(commits)
+    # Every event of the tree came from one of the commits, but the root's run_started (the
+    # client writes it with the run). The child's is in the write of the parent's child_started.
+    written = sum(len(c) for c in commits)
+    assert written == sum(len(evs) for _p, evs in base_hist.values()) - 1
+    kinds = {e["kind"] for c in commits for e in c}
+    for kind in ("step_completed", "step_started", "timer_started", "timer_fired"):
+        assert kind in kinds
+    for kind in ("input_requested", "input_received", "child_started", "child_completed"):
+        assert kind in kinds
+    assert any(e["run_id"] != base_id for c in commits for e in c)  # the child's writes count
+
+    problems: list[str] = []
+    points = 0
+    for k in range(1, n + 1):
+        for when in ("before", "after"):
+            where = f"{when} commit {k}/{n} {[(e['kind'], e['label']) for e in commits[k - 1]]}"
+            run_id = new_id("run")
+            crashed = await _with_answer(
+                store,
+                run_id,
+                lambda when=when, k=k, run_id=run_id: crash_run(
+                    store,
+                    sweep_all,
+                    run_id=run_id,
+                    clock=clock,
+                    side=str(side),
+                    **{when: k},
+                ),
+            )
+            # Only a crash after the run's last write leaves it ended (completed): nothing to resume.
+            last = when == "after" and k == n
+            assert (crashed.status == "completed") == last, (where, crashed.status)
+            assert last or crashed.lease_owner is not None, where  # as a killed process leaves it
+            # What was durable at the crash: the completed calls, and how often each ran.
+            at_crash = await _histories(store, run_id)
+            durable = {
+                _call_file(rid, e)
+                for rid, (_p, evs) in at_crash.items()
+                for e in evs
+                if e.kind in ("step_completed", "step_failed")  # of a step or a command
+            }
+            counts_at_crash = _counts(side, set(at_crash))
+
+            done = (
+                crashed
+                if last
+                else await asyncio.wait_for(resume_run(store, sweep_all, run_id, clock=clock), 30)
+            )
+            points += 1
+            if done.status != "completed" or done.output != base.output:
+                problems.append(f"{where}: resumed {done.status}: {done.output!r} {done.error}")
+                continue
+            hist = await _histories(store, run_id)
+            problems += _check_histories(where, hist)
+            if _shape(hist) != base_shape:
+                problems.append(f"{where}: completed calls {_shape(hist)} != {base_shape}")
+            counts = _counts(side, set(hist))
+            if len(counts) != len(base_counts):
+                problems.append(f"{where}: {len(counts)} calls ran, not {len(base_counts)}")
+            for call, ran in sorted(counts.items()):
+                if call in durable and (ran != 1 or counts_at_crash.get(call) != 1):
+                    problems.append(
+                        f"{where}: {call} completed before the crash but ran {ran} times"
+                    )
+                elif not 1 <= ran <= 2:
+                    problems.append(f"{where}: {call} ran {ran} times")
+    print(f"crash sweep: {n} commits, {points} kill points")
+    assert points == 2 * n
+    assert problems == [], "\n".join(problems)
