@@ -45,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import _serde
 from ._client import Client, RunView, steer
-from ._clock import SYSTEM_CLOCK, Clock, SkippingClock
+from ._clock import SYSTEM_CLOCK, Clock, SkippingClock, SystemClock
 from ._definition import PipelineDef
 from ._engine import _BRANCH, _CTX, Branch, ReplayFrontier, RunContext
 from ._runner import Runner, drive_tree
@@ -81,8 +81,9 @@ _SKIPPING_LEASE = 1000 * 365 * 86400.0
 
 
 def _lease(clock: Clock, lease_ttl: float | None) -> float | None:
-    return _SKIPPING_LEASE if lease_ttl is None and clock is not SYSTEM_CLOCK else lease_ttl
-
+    return (
+        _SKIPPING_LEASE if lease_ttl is None and not isinstance(clock, SystemClock) else lease_ttl
+    )
 
 
 async def run_pipeline(
@@ -240,6 +241,10 @@ def _event_view(ev: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def _dropped() -> str:
+    return "lost"
+
+
 class _Tripwire:
     """The journal of a process that dies at a chosen point: after it, nothing is written.
 
@@ -264,8 +269,18 @@ class _Tripwire:
         self.submitted = 0  # history writes asked for (the one refused by a crash included)
         self.commits: list[list[dict[str, Any]]] = []  # the events of each committed write
 
+        self._spawn = runner.spawn
+        runner.spawn = self._spawn_unless_dead  # type: ignore[method-assign]
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._journal, name)
+
+    def _spawn_unless_dead(self, row: Any, **kw: Any) -> asyncio.Task[str]:
+        """A dead process starts nothing: a run claimed in the instant of the crash stays as a
+        process that died right after its claim leaves it (leased; resume_run takes it)."""
+        if self.tripped:
+            return asyncio.ensure_future(_dropped())
+        return self._spawn(row, **kw)
 
     async def submit(self, op: Op) -> None:
         if self.tripped:
@@ -287,6 +302,10 @@ class _Tripwire:
     def _trip(self) -> None:
         """Drop every run this process holds, writing nothing, as if it had been SIGKILLed."""
         self.tripped = True
+        # A dead process claims nothing more: without this, its runner could still take (and
+        # start executing) a child run made just before the crash.
+        self._runner._stopping = True
+        self._runner._wake.set()
         me = asyncio.current_task()
         for ctx in list(self._runner.held.values()):
             ctx.interrupt("lost")  # also kills running commands' process groups
@@ -354,10 +373,11 @@ async def crash_run(
     1 across the run and its children — one write may carry several events (a child's start is
     one write of two). :func:`record_commits` tells how many writes a whole run makes.
 
-    Nothing more is written: the run keeps its status and its lease (``lease_ttl`` seconds, by
-    default ``DURAPIPE_LEASE_TTL`` or 30) as a killed process leaves them; running commands are
-    killed. Unlike a real SIGKILL, the pipeline's ``finally`` blocks do run (any journaled call
-    in them is refused) and a sync step already running in a thread runs to its end.
+    Nothing more is written and no run is claimed: the run keeps its status and its lease
+    (``lease_ttl`` seconds, by default ``DURAPIPE_LEASE_TTL`` or 30 — with a clock that skips
+    time, practically forever) as a killed process leaves them; running commands are killed.
+    Unlike a real SIGKILL, the pipeline's ``finally`` blocks do run (any journaled call in them
+    is refused) and a sync step already running in a thread runs to its end.
     Continue with :func:`resume_run` (takes the run, and its children this process held, at
     once) or a worker (after the lease expires). Raises AssertionError if the run ends without
     reaching the crash point.
