@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import math
 import random as _random
@@ -1194,3 +1195,6 @@ async def gather(
             raise
     finally:
         ctx.gathers -= 1
+        for aw in aws:  # a branch cancelled before it began never awaits its call: close it
+            if inspect.getcoroutinestate(aw) == inspect.CORO_CREATED:  # type: ignore[arg-type]
+                aw.close()  # type: ignore[attr-defined]

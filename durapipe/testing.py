@@ -5,6 +5,8 @@ Helpers (all ``async``)::
     view = await run_pipeline(store, my_pipeline, n=3)          # start and run to the end
     assert view.status == "completed"
     view = await crash_run(store, my_pipeline, before="step_completed:charge")  # die mid-step
+    view, commits = await record_commits(store, my_pipeline)     # run it; the history writes
+    view = await crash_run(store, my_pipeline, after=3)          # die after the 3rd of them
     view = await resume_run(store, my_pipeline, view.run_id)    # continue it, as `durapipe resume`
     await send_input(store, run_id, "approve", True)            # as `durapipe input`
     await stop_run(store, run_id)                               # as `durapipe stop`
@@ -43,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import _serde
 from ._client import Client, RunView, steer
-from ._clock import SYSTEM_CLOCK, Clock, SkippingClock
+from ._clock import SYSTEM_CLOCK, Clock, SkippingClock, SystemClock
 from ._definition import PipelineDef
 from ._engine import _BRANCH, _CTX, Branch, ReplayFrontier, RunContext
 from ._runner import Runner, drive_tree
@@ -57,6 +59,7 @@ __all__ = [
     "ReplayResult",
     "SkippingClock",
     "crash_run",
+    "record_commits",
     "replay",
     "resume_run",
     "run_pipeline",
@@ -69,6 +72,18 @@ TEST_DATABASE_ENV = "DURAPIPE_TEST_DATABASE_URL"
 
 
 # ---------------------------------------------------------------------- running
+
+# The lease of the kit's runners under a clock that skips time (a thousand years): leases are
+# measured on the runner's clock, so a skipped sleep would expire the run's lease at once, and
+# the kit's own runner — which claims the runs of the tree it executes — would take the run
+# away from itself in the middle (a second execution; the first one's writes refused).
+_SKIPPING_LEASE = 1000 * 365 * 86400.0
+
+
+def _lease(clock: Clock, lease_ttl: float | None) -> float | None:
+    return (
+        _SKIPPING_LEASE if lease_ttl is None and not isinstance(clock, SystemClock) else lease_ttl
+    )
 
 
 async def run_pipeline(
@@ -83,7 +98,14 @@ async def run_pipeline(
 ) -> RunView:
     """Start ``pipeline`` and execute it (and its children) here until it ends or stops."""
     client = Client(store)
-    runner = Runner(store, kind="run", pipelines=[pipeline], suspend_after=math.inf, clock=clock)
+    runner = Runner(
+        store,
+        kind="run",
+        pipelines=[pipeline],
+        suspend_after=math.inf,
+        clock=clock,
+        lease_ttl=_lease(clock, None),
+    )
     await runner.start()
     try:
         row, _ = await client.create_run(
@@ -101,11 +123,21 @@ async def resume_run(
     """Continue a stopped, failed, blocked or abandoned run here with the given definition.
 
     A run left by :func:`crash_run` (or by a process that died) is taken at once, without
-    waiting for its lease to expire.
+    waiting for its lease to expire, and so are the runs of its tree the same process held
+    (a child it was executing).
     """
     client = Client(store)
     row = await client.row(run_id)
-    runner = Runner(store, kind="run", pipelines=[pipeline], suspend_after=math.inf, clock=clock)
+    runner = Runner(
+        store,
+        kind="run",
+        pipelines=[pipeline],
+        suspend_after=math.inf,
+        clock=clock,
+        lease_ttl=_lease(clock, None),
+    )
+    # The process that held the run is gone: the children it held are taken at once too.
+    runner.dead_owners = [row.lease_owner] if row.lease_owner else []
     await runner.start()
     try:
         taken = await store.claim_run(
@@ -172,18 +204,30 @@ async def wait_for_status(
 
 # ---------------------------------------------------------------------- crashing
 
-EventMatch = str | Callable[[dict[str, Any]], bool]
+EventMatch = str | int | Callable[[dict[str, Any]], bool]
 
 
 def _matcher(spec: EventMatch | None) -> Callable[[dict[str, Any]], bool] | None:
-    if spec is None or callable(spec):
-        return spec
+    if spec is None or callable(spec) or isinstance(spec, int):
+        return None
     kind, _, name = spec.partition(":")
 
     def match(ev: dict[str, Any]) -> bool:
         return ev["kind"] == kind and (not name or name in (ev["name"], ev["label"]))
 
     return match
+
+
+def _commit_number(spec: EventMatch | None, which: str) -> int | None:
+    if isinstance(spec, bool):
+        raise TypeError(f"crash_run({which}={spec}): give an event or a write number, not a bool")
+    if not isinstance(spec, int):
+        return None
+    if spec < 1:
+        raise ValueError(
+            f"crash_run({which}={spec}): history writes are counted from 1 (the first commit)"
+        )
+    return spec
 
 
 def _event_view(ev: Mapping[str, Any]) -> dict[str, Any]:
@@ -197,45 +241,111 @@ def _event_view(ev: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def _dropped() -> str:
+    return "lost"
+
+
 class _Tripwire:
-    """The journal of a process that dies at a chosen point: after it, nothing is written."""
+    """The journal of a process that dies at a chosen point: after it, nothing is written.
+
+    It also numbers the history writes (journal commits) of the process, 1, 2, 3... in the
+    order the runs make them, and keeps the events each committed.
+    """
 
     def __init__(
         self,
         journal: Any,
         runner: Runner,
-        after: Callable[[dict[str, Any]], bool] | None,
-        before: Callable[[dict[str, Any]], bool] | None,
+        after: EventMatch | None = None,
+        before: EventMatch | None = None,
     ) -> None:
         self._journal = journal
         self._runner = runner
-        self._after = after
-        self._before = before
+        self._after = after if callable(after) else _matcher(after)
+        self._before = before if callable(before) else _matcher(before)
+        self._after_n = _commit_number(after, "after")
+        self._before_n = _commit_number(before, "before")
         self.tripped = False
+        self.submitted = 0  # history writes asked for (the one refused by a crash included)
+        self.commits: list[list[dict[str, Any]]] = []  # the events of each committed write
+
+        self._spawn = runner.spawn
+        runner.spawn = self._spawn_unless_dead  # type: ignore[method-assign]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._journal, name)
 
+    def _spawn_unless_dead(self, row: Any, **kw: Any) -> asyncio.Task[str]:
+        """A dead process starts nothing: a run claimed in the instant of the crash stays as a
+        process that died right after its claim leaves it (leased; resume_run takes it)."""
+        if self.tripped:
+            return asyncio.ensure_future(_dropped())
+        return self._spawn(row, **kw)
+
     async def submit(self, op: Op) -> None:
         if self.tripped:
             raise LeaseLost("durapipe.testing: the process has crashed")
+        self.submitted += 1
+        n = self.submitted
         events = [_event_view(e) for e in op.events]
-        if self._before is not None and any(self._before(e) for e in events):
+        if n == self._before_n or (
+            self._before is not None and any(self._before(e) for e in events)
+        ):
             self._trip()
             raise LeaseLost("durapipe.testing: crashed before this write")
         await self._journal.submit(op)
-        if self._after is not None and any(self._after(e) for e in events):
+        self.commits.append(events)
+        if n == self._after_n or (self._after is not None and any(self._after(e) for e in events)):
             self._trip()
             raise LeaseLost("durapipe.testing: crashed after this write")
 
     def _trip(self) -> None:
         """Drop every run this process holds, writing nothing, as if it had been SIGKILLed."""
         self.tripped = True
+        # A dead process claims nothing more: without this, its runner could still take (and
+        # start executing) a child run made just before the crash.
+        self._runner._stopping = True
+        self._runner._wake.set()
         me = asyncio.current_task()
         for ctx in list(self._runner.held.values()):
             ctx.interrupt("lost")  # also kills running commands' process groups
             if ctx.task is not None and ctx.task is not me:
                 ctx.task.cancel("durapipe.testing: crash")
+
+
+async def _run_wired(
+    store: Store,
+    pipeline: PipelineDef,
+    inputs: dict[str, Any],
+    *,
+    after: EventMatch | None,
+    before: EventMatch | None,
+    run_id: str | None,
+    clock: Clock,
+    pin: bool | None,
+    lease_ttl: float | None,
+) -> tuple[RunView, _Tripwire]:
+    """Start ``pipeline`` here with its history writes going through a :class:`_Tripwire`."""
+    client = Client(store)
+    runner = Runner(
+        store,
+        kind="run",
+        pipelines=[pipeline],
+        suspend_after=math.inf,
+        clock=clock,
+        lease_ttl=_lease(clock, lease_ttl),
+    )
+    wire = _Tripwire(store.journal, runner, after, before)
+    runner.journal = wire  # type: ignore[assignment]
+    await runner.start()
+    try:
+        row, _ = await client.create_run(
+            pipeline, inputs, run_id=run_id, pin=pin, owner=runner.id, ttl=runner.lease_ttl
+        )
+        await drive_tree(runner, row)
+    finally:
+        await runner.close()
+    return await client.get(row.id), wire
 
 
 async def crash_run(
@@ -259,47 +369,70 @@ async def crash_run(
     resume). Give an event kind, ``"kind:name"`` (name or label, e.g.
     ``"step_completed:charge"``, ``"step_started:exec"``, ``"timer_started"``), or a predicate
     on the event as ``durapipe show --json`` shows it (plus ``run_id``, so children count too).
+    Or give a number N: the N-th history write (journal commit) of this process, counting from
+    1 across the run and its children — one write may carry several events (a child's start is
+    one write of two). :func:`record_commits` tells how many writes a whole run makes.
 
-    Nothing more is written: the run keeps its status and its lease (``lease_ttl`` seconds, by
-    default ``DURAPIPE_LEASE_TTL`` or 30) as a killed process leaves them; running commands are
-    killed. Unlike a real SIGKILL, the pipeline's ``finally`` blocks do run (any journaled call
-    in them is refused) and a sync step already running in a thread runs to its end.
-    Continue with :func:`resume_run` (takes the run at once) or a worker (after the lease
-    expires). Raises AssertionError if the run ends without reaching the crash point.
+    Nothing more is written and no run is claimed: the run keeps its status and its lease
+    (``lease_ttl`` seconds, by default ``DURAPIPE_LEASE_TTL`` or 30 — with a clock that skips
+    time, practically forever) as a killed process leaves them; running commands are killed.
+    Unlike a real SIGKILL, the pipeline's ``finally`` blocks do run (any journaled call in them
+    is refused) and a sync step already running in a thread runs to its end.
+    Continue with :func:`resume_run` (takes the run, and its children this process held, at
+    once) or a worker (after the lease expires). Raises AssertionError if the run ends without
+    reaching the crash point.
     """
     if (after is None) == (before is None):
         raise TypeError("crash_run needs exactly one of after= or before=")
-    client = Client(store)
-    runner = Runner(
+    view, wire = await _run_wired(
         store,
-        kind="run",
-        pipelines=[pipeline],
-        suspend_after=math.inf,
+        pipeline,
+        {**(inputs or {}), **kw_inputs},
+        after=after,
+        before=before,
+        run_id=run_id,
         clock=clock,
+        pin=pin,
         lease_ttl=lease_ttl,
     )
-    wire = _Tripwire(store.journal, runner, _matcher(after), _matcher(before))
-    runner.journal = wire  # type: ignore[assignment]
-    await runner.start()
-    try:
-        row, _ = await client.create_run(
-            pipeline,
-            {**(inputs or {}), **kw_inputs},
-            run_id=run_id,
-            pin=pin,
-            owner=runner.id,
-            ttl=runner.lease_ttl,
-        )
-        await drive_tree(runner, row)
-    finally:
-        await runner.close()
-    view = await client.get(row.id)
     if not wire.tripped:
         raise AssertionError(
-            f"run {row.id} ended {view.status} without reaching the crash point "
+            f"run {view.run_id} ended {view.status} after {len(wire.commits)} history writes "
+            f"without reaching the crash point "
             f"({'after' if after is not None else 'before'}={after if after is not None else before!r})"
         )
     return view
+
+
+async def record_commits(
+    store: Store,
+    pipeline: PipelineDef,
+    /,
+    *,
+    run_id: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    pin: bool | None = None,
+    inputs: dict[str, Any] | None = None,
+    **kw_inputs: Any,
+) -> tuple[RunView, list[list[dict[str, Any]]]]:
+    """Run ``pipeline`` like :func:`run_pipeline` and list its history writes, in order.
+
+    -> ``(view, commits)``: ``commits[k - 1]`` holds the events that the k-th write (journal
+    commit) of the run and its children committed, shaped as in ``durapipe show --json`` plus
+    ``run_id`` — the boundaries ``crash_run(before=k)`` and ``crash_run(after=k)`` crash at.
+    """
+    view, wire = await _run_wired(
+        store,
+        pipeline,
+        {**(inputs or {}), **kw_inputs},
+        after=None,
+        before=None,
+        run_id=run_id,
+        clock=clock,
+        pin=pin,
+        lease_ttl=None,
+    )
+    return view, wire.commits
 
 
 # ---------------------------------------------------------------------- replay
