@@ -867,18 +867,19 @@ async def exec_(
         else ""
     )
     ctx.emit(key, label, "info", f"$ {shown}{again}")
+    # The start is durable before the command starts, so every run of it shows in the history
+    # (a crash between the two leaves a start without a run, never a run without a start).
+    # Its pid is known only after, and is recorded with the completion.
+    await ctx.record(
+        "step_started", step=key, name="exec", label=label, data={"argv": args, "host": HOST}
+    )
     t0 = time.monotonic()
     proc = await _exec.start(real_args, shell=shell, cwd=cwd, env=real_env)
     proc.prefix = f"{ctx.prefix}.{label}"
     ctx.procs.add(proc)
+    if ctx.request in ("stop_now", "lost", "shutdown_now"):  # it came while the start was written
+        asyncio.ensure_future(proc.kill(ctx.request))
     try:
-        await ctx.record(
-            "step_started",
-            step=key,
-            name="exec",
-            label=label,
-            data={"argv": args, "host": HOST, "pid": proc.pid},
-        )
         result, timed_out = await _exec.wait(
             proc,
             timeout=timeout,
@@ -911,7 +912,7 @@ async def exec_(
         step=key,
         name="exec",
         label=label,
-        data={"result": payload, "timed_out": timed_out},
+        data={"result": payload, "timed_out": timed_out, "pid": proc.pid},
     )
     if failed:
         failure = ExecFailed(
