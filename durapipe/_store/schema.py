@@ -130,37 +130,35 @@ holds = Table(
     PrimaryKeyConstraint("pipeline", "version"),
 )
 
-TERMINAL = frozenset({"completed", "failed", "cancelled", "aborted"})
-SUSPENDABLE = ("sleeping", "waiting")
-ACTIVE = ("pending", "running", "sleeping", "waiting")
-RESUMABLE_EXTRA = ("stopped", "blocked")
-# Events that mark when a run works (`show`/`list` durations): its executions' ends, its waits,
-# its commands. Any other event only says the run was working at that moment.
-RUN_ENDS = (
-    "run_stopped",
-    "run_failed",
-    "run_blocked",
-    "run_completed",
-    "run_cancelled",
-    "run_aborted",
+# The vocabulary (statuses, event kinds, requests) lives in durapipe/_kinds.py; these names stay
+# here for the code that reads them as ``schema.X``.
+from .._kinds import (  # noqa: E402
+    ACTIVE,
+    ALL_STATUSES,
+    RESUMABLE_EXTRA,
+    RUN_ENDS,
+    SUSPENDABLE,
+    TERMINAL,
+    TIMELINE_KINDS,
+    WAIT_ENDS,
+    WAIT_STARTS,
 )
-WAIT_STARTS = ("timer_started", "input_requested", "child_started")
-WAIT_ENDS = ("timer_fired", "input_received", "input_timeout", "child_completed", "child_failed")
-TIMELINE_KINDS = (
-    ("run_started", "run_resumed", "step_started", "step_completed", "step_failed")
-    + RUN_ENDS
-    + WAIT_STARTS
-    + WAIT_ENDS
-)
-ALL_STATUSES = (
-    "pending",
-    "running",
-    "sleeping",
-    "waiting",
-    "stopped",
-    "blocked",
-    "completed",
-    "failed",
-    "cancelled",
-    "aborted",
-)
+
+__all__ = [
+    "ACTIVE",
+    "ALL_STATUSES",
+    "RESUMABLE_EXTRA",
+    "RUN_ENDS",
+    "SUSPENDABLE",
+    "TERMINAL",
+    "TIMELINE_KINDS",
+    "WAIT_ENDS",
+    "WAIT_STARTS",
+    "events",
+    "holds",
+    "inputs",
+    "logs",
+    "metadata",
+    "runs",
+    "workers",
+]

@@ -1,0 +1,110 @@
+"""The vocabulary every layer shares: run statuses, history event kinds, and requests.
+
+String-valued enums (``StrEnum``), so what is stored in the database, printed and compared is
+the same plain text as before (``RunStatus.COMPLETED == "completed"``). This module imports
+nothing of durapipe: the store, the engine, the worker, the client and the console all use it,
+and it is the one place a new status, event kind or request is added.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """Where a run stands (``durapipe_runs.status``)."""
+
+    PENDING = "pending"  # runnable: waiting for a worker (new, woken, or released)
+    RUNNING = "running"  # a process holds its lease and executes it
+    SLEEPING = "sleeping"  # suspended on a durable timer (wake_at)
+    WAITING = "waiting"  # suspended on an input or a child run
+    STOPPED = "stopped"  # stopped on request; `durapipe resume` continues it
+    BLOCKED = "blocked"  # its code no longer matches its history (nondeterminism)
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ABORTED = "aborted"  # pinned to a version that is no longer the registered one
+
+
+class EventKind(StrEnum):
+    """What an event of a run's history records (``durapipe_events.kind``)."""
+
+    RUN_STARTED = "run_started"
+    RUN_RESUMED = "run_resumed"
+    RUN_STOPPED = "run_stopped"
+    RUN_BLOCKED = "run_blocked"
+    RUN_COMPLETED = "run_completed"
+    RUN_FAILED = "run_failed"
+    RUN_CANCELLED = "run_cancelled"
+    RUN_ABORTED = "run_aborted"
+    STEP_STARTED = "step_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_FAILED = "step_failed"
+    STEP_RETRY = "step_retry"
+    TIMER_STARTED = "timer_started"
+    TIMER_FIRED = "timer_fired"
+    INPUT_REQUESTED = "input_requested"
+    INPUT_RECEIVED = "input_received"
+    INPUT_TIMEOUT = "input_timeout"
+    CHILD_STARTED = "child_started"
+    CHILD_COMPLETED = "child_completed"
+    CHILD_FAILED = "child_failed"
+    VALUE_RECORDED = "value_recorded"
+    PATCH_MARKER = "patch_marker"
+
+
+class Request(StrEnum):
+    """What a run is asked to do (``durapipe_runs.requested``, and the engine's interrupts)."""
+
+    STOP = "stop"  # stop at the next journaled call
+    STOP_NOW = "stop_now"  # ... and kill a running command
+    CANCEL = "cancel"  # raise cancellation at the current await (finally blocks run)
+    HOLD = "hold"  # its pipeline is held: hand it back untouched
+    SHUTDOWN = "shutdown"  # the worker is shutting down: hand it back
+    SHUTDOWN_NOW = "shutdown_now"  # ... and kill a running command
+    LOST = "lost"  # (engine only) this process lost the lease
+    SUSPENDED = "suspended"  # (engine only) the run suspends on a long wait
+
+
+TERMINAL = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.ABORTED}
+)
+SUSPENDABLE = (RunStatus.SLEEPING, RunStatus.WAITING)
+ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SLEEPING, RunStatus.WAITING)
+RESUMABLE_EXTRA = (RunStatus.STOPPED, RunStatus.BLOCKED)
+ALL_STATUSES = tuple(RunStatus)
+# Requests that hand a run back untouched (another process continues it).
+RELEASING = (Request.SHUTDOWN, Request.SHUTDOWN_NOW, Request.HOLD)
+# Requests that kill a running command at once.
+KILLING = (Request.STOP_NOW, Request.LOST, Request.SHUTDOWN_NOW)
+
+# Events that mark when a run works (`show`/`list` durations): its executions' ends, its waits,
+# its commands. Any other event only says the run was working at that moment.
+RUN_ENDS = (
+    EventKind.RUN_STOPPED,
+    EventKind.RUN_FAILED,
+    EventKind.RUN_BLOCKED,
+    EventKind.RUN_COMPLETED,
+    EventKind.RUN_CANCELLED,
+    EventKind.RUN_ABORTED,
+)
+WAIT_STARTS = (EventKind.TIMER_STARTED, EventKind.INPUT_REQUESTED, EventKind.CHILD_STARTED)
+WAIT_ENDS = (
+    EventKind.TIMER_FIRED,
+    EventKind.INPUT_RECEIVED,
+    EventKind.INPUT_TIMEOUT,
+    EventKind.CHILD_COMPLETED,
+    EventKind.CHILD_FAILED,
+)
+TIMELINE_KINDS = (
+    (
+        EventKind.RUN_STARTED,
+        EventKind.RUN_RESUMED,
+        EventKind.STEP_STARTED,
+        EventKind.STEP_COMPLETED,
+        EventKind.STEP_FAILED,
+    )
+    + RUN_ENDS
+    + WAIT_STARTS
+    + WAIT_ENDS
+)
