@@ -60,7 +60,8 @@ class _HeldSuspension:
 
     async def submit(self, op: Op) -> None:
         if not (self._armed and _suspends(op)):
-            return await self._journal.submit(op)
+            await self._journal.submit(op)
+            return
         self._armed = False
         self.reached.set()
 
