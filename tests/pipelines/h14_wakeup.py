@@ -1,5 +1,6 @@
-"""Pipelines for the lost wake-up tests (tests/integration/test_h14_wakeup.py, tests/acceptance/test_h14_wakeup_e2e.py): runs that wait for an
-input or sleep, so a worker suspends them, while the tests send inputs and stops."""
+"""Pipelines for the lost wake-up tests (tests/integration/test_h14_wakeup.py and
+tests/acceptance/test_h14_wakeup_e2e.py): runs that wait for an input or sleep, so a worker
+suspends them, while the tests send inputs and stops."""
 
 import durapipe as dp
 
