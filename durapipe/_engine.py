@@ -617,6 +617,7 @@ class RunContext:
                         "lease_expires_at": None,
                         "updated_at": now,
                     },
+                    suspend=True,
                     wake_if_input=wake_if_input,
                     wake_if_child=wake_if_child,
                 )

@@ -22,6 +22,9 @@ EVENT_COLS = ("run_id", "seq", "kind", "step", "name", "label", "at", "attempt",
 LOG_COLS = ("run_id", "root_run_id", "step", "prefix", "stream", "at", "line", "attempt")
 RUN_COLS = frozenset(c.name for c in S.runs.c)
 TERMINAL = S.TERMINAL
+# Requests a suspended run must not sleep through: the run is made due at once so that a
+# worker takes it and stops or cancels it (see ``Op.suspend``).
+WAKING_REQUESTS = frozenset({"stop", "stop_now", "cancel"})
 
 Cmd = tuple[str, str, Any]  # (fetch | exec | many, sql, args)
 
@@ -90,21 +93,24 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
     results: list[BaseException | None] = [None] * len(ops)
     fenced = sorted({op.run_id for op in ops if op.owner is not None})
     current: dict[str, tuple[Any, Any]] = {}
+    requested: dict[str, str | None] = {}  # what clients asked of the runs, read under the lock
     if fenced:
         if pg:
             rows = yield (
                 "fetch",
-                "SELECT id, lease_owner, attempt FROM durapipe_runs WHERE id = ANY($1::varchar[]) FOR UPDATE",
+                "SELECT id, lease_owner, attempt, requested FROM durapipe_runs WHERE id = ANY($1::varchar[]) FOR UPDATE",
                 [fenced],
             )
-            for rid, owner, attempt in rows:
+            for rid, owner, attempt, req in rows:
                 current[rid] = (owner, attempt)
+                requested[rid] = req
         else:
             for i in range(0, len(fenced), 500):
                 part = fenced[i : i + 500]
-                sql = f"SELECT id, lease_owner, attempt FROM durapipe_runs WHERE id IN ({','.join('?' * len(part))})"
-                for rid, owner, attempt in (yield ("fetch", sql, part)):
+                sql = f"SELECT id, lease_owner, attempt, requested FROM durapipe_runs WHERE id IN ({','.join('?' * len(part))})"
+                for rid, owner, attempt, req in (yield ("fetch", sql, part)):
                     current[rid] = (owner, attempt)
+                    requested[rid] = req
     events: list[tuple[Any, ...]] = []
     notify = False
     ok: list[Op] = []
@@ -144,9 +150,11 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
                 yield ("exec", sql, [op.consume_seq, op.consume_input])
         if op.run_update:
             values = dict(op.run_update)
-            if op.wake_if_input is not None or op.wake_if_child is not None:
-                arrived = False
-                if op.wake_if_input is not None:
+            if op.suspend or op.wake_if_input is not None or op.wake_if_child is not None:
+                # A stop or cancel asked while this process held the run: a worker takes it
+                # at once and acts on it (the request stays on the row), not when it is due.
+                arrived = requested.get(op.run_id) in WAKING_REQUESTS
+                if not arrived and op.wake_if_input is not None:
                     ph.reset()
                     sql = f"SELECT id FROM durapipe_inputs WHERE run_id = {ph()} AND name = {ph()} AND consumed_seq IS NULL LIMIT 1"
                     arrived = bool((yield ("fetch", sql, [op.run_id, op.wake_if_input])))

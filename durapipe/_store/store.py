@@ -88,7 +88,9 @@ class Op:
     consume_input: int | None = None
     consume_seq: int | None = None
     wake_parent: str | None = None  # a parent run to make runnable now (child finished)
-    # When suspending: wake at once if what the run waits for arrived meanwhile (no lost wake-ups).
+    # When suspending: wake at once if what the run waits for arrived meanwhile (no lost wake-ups),
+    # or if a stop or cancel was asked of it (``suspend``), checked under the lease's row lock.
+    suspend: bool = False
     wake_if_input: str | None = None
     wake_if_child: str | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)  # log lines carried by the batch
@@ -788,9 +790,22 @@ class Store:
     async def set_request(
         self, run_id: str, request: str | None, *, now: float, wake: bool = False
     ) -> None:
+        """Record a request (stop, stop_now, cancel...) for whoever holds the run.
+
+        A stop or cancel asked of a run its holder has meanwhile suspended (no lease, sleeping
+        or waiting) also makes it due now, so a worker takes it and acts on the request instead
+        of when its timer or input comes. The UPDATE locks the row as the suspending write
+        does, which checks the request from its side (see ``Op.suspend``).
+        """
+        r = S.runs.c
         values: dict[str, Any] = {"requested": request, "updated_at": now}
         if wake:
             values["wake_at"] = now
+        elif request in journal_sql.WAKING_REQUESTS:
+            values["wake_at"] = case(
+                (and_(r.lease_owner.is_(None), r.status.in_(S.SUSPENDABLE)), now),
+                else_=r.wake_at,
+            )
 
         def _tx(conn: Connection) -> Any:
             conn.execute(update(S.runs).where(S.runs.c.id == run_id).values(**values))
@@ -884,8 +899,17 @@ class Store:
 
     async def send_input(self, run_id: str, name: str, value: str, *, now: float) -> int:
         r = S.runs.c
+        # The run's row is locked first, as a suspending worker's write locks it (FOR UPDATE;
+        # SQLite's write transaction is BEGIN IMMEDIATE): either that write sees this input and
+        # stays due, or this one sees the run suspended and wakes it. Without the lock, an
+        # input committed just after the suspending write had looked (and just after this
+        # transaction found the run still leased) woke nobody.
+        lock = select(r.id).where(r.id == run_id)
+        if not self.is_sqlite:
+            lock = lock.with_for_update()
 
         def _tx(conn: Connection) -> Any:
+            conn.execute(lock)
             res = conn.execute(
                 insert(S.inputs).values(run_id=run_id, name=name, value=value, created_at=now)
             )
