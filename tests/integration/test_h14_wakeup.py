@@ -149,12 +149,19 @@ async def test_a_request_that_lands_just_after_the_suspension_is_acted_on(
     unleased run. The old request stayed on the row until the run's timer came (an hour); now
     recording it makes the run due, and a worker takes it and acts on it."""
     committed = asyncio.Event()
+    read = asyncio.Event()
 
     class _LateRequest:
-        """The client's store: ``set_request`` runs once the suspension is written."""
+        """The client's store: ``set_request`` runs once the suspension is written (and the
+        client's read of the run is seen to happen before it, while the worker holds it)."""
 
         def __getattr__(self, name: str) -> Any:
             return getattr(store, name)
+
+        async def get_run(self, run_id: str) -> Any:
+            row = await store.get_run(run_id)
+            read.set()
+            return row
 
         async def set_request(self, *args: Any, **kw: Any) -> None:
             await asyncio.wait_for(committed.wait(), DEADLINE)
@@ -169,6 +176,7 @@ async def test_a_request_that_lands_just_after_the_suspension_is_acted_on(
             asked = asyncio.ensure_future(client.stop(run_id))
         else:
             asked = asyncio.ensure_future(client.cancel(run_id, here=False))
+        await asyncio.wait_for(read.wait(), DEADLINE)  # it read the run as held
         gate.go.set()
         await asyncio.wait_for(gate.done.wait(), DEADLINE)
         parked = await client.get(run_id)
