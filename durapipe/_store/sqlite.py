@@ -145,6 +145,8 @@ class SQLite(Dialect):
         conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
         try:
             last = conn.execute("PRAGMA data_version").fetchone()[0]
+            if on_listening is not None:
+                on_listening()  # from here on, every commit of another connection is seen
             while until is None or not until.is_set():
                 await asyncio.sleep(WATCH_INTERVAL)
                 try:
