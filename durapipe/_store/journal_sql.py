@@ -1,22 +1,21 @@
-"""The journal's hot path: one batch of ops in one transaction, on the raw drivers.
+"""The journal's hot path: the statements that apply one batch of ops in one transaction.
 
-Every step of every run goes through here, so it skips SQLAlchemy's per-statement machinery
-and talks to sqlite3 / asyncpg directly with constant, parameterised statements. The algorithm
-is written once, as a generator of commands; a small driver per database executes them.
+Every step of every run goes through here, so it skips SQLAlchemy's per-statement machinery:
+constant, parameterised statements for sqlite3 / asyncpg. The algorithm is written once, as a
+generator of commands; each dialect's module executes them on its raw driver (``sqlite.run``,
+``postgres.run``), and has a one-statement path of its own for the common batch (:func:`simple`).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
+from .._kinds import Request
 from ..errors import LeaseLost
 from . import schema as S
-
-if TYPE_CHECKING:
-    from .store import Op
+from .journal import Op
 
 EVENT_COLS = ("run_id", "seq", "kind", "step", "name", "label", "at", "attempt", "data")
 LOG_COLS = ("run_id", "root_run_id", "step", "prefix", "stream", "at", "line", "attempt")
@@ -24,9 +23,9 @@ RUN_COLS = frozenset(c.name for c in S.runs.c)
 TERMINAL = S.TERMINAL
 # Requests a suspended run must not sleep through: the run is made due at once so that a
 # worker takes it and stops or cancels it (see ``Op.suspend``).
-WAKING_REQUESTS = frozenset({"stop", "stop_now", "cancel"})
+WAKING_REQUESTS = frozenset({Request.STOP, Request.STOP_NOW, Request.CANCEL})
 
-Cmd = tuple[str, str, Any]  # (fetch | exec | many, sql, args)
+Cmd = tuple[str, str, Any]  # (fetch | exec | many | notify, sql, args)
 
 
 class LogLine(NamedTuple):
@@ -194,7 +193,7 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
     if logs:
         yield ("many", _FENCED_LOGS[pg], [tuple(r[c] for c in LOG_COLS) for r in logs])
     if notify and pg:
-        yield ("exec", "SELECT pg_notify('durapipe', 'run')", [])
+        yield ("notify", "run", [])  # the dialect knows its channel
     return results
 
 
@@ -222,79 +221,6 @@ _WAKE_PARENT = {
 }
 
 
-def run_sqlite(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | None]:
-    gen = plan(ops, pg=False)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        res: Any = None
-        while True:
-            try:
-                kind, sql, args = gen.send(res)
-            except StopIteration as stop:
-                conn.execute("COMMIT")
-                return list(stop.value)
-            if kind == "fetch":
-                res = conn.execute(sql, args).fetchall()
-            elif kind == "many":
-                conn.executemany(sql, args)
-                res = None
-            else:
-                conn.execute(sql, args)
-                res = None
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-_SQLITE_FENCED_EVENT = (
-    f"INSERT INTO durapipe_events ({', '.join(EVENT_COLS)}) "
-    f"SELECT {', '.join('?' * len(EVENT_COLS))} WHERE EXISTS ("
-    "SELECT 1 FROM durapipe_runs WHERE id = ? AND lease_owner = ? AND attempt = ?)"
-)
-
-
-def run_sqlite_simple(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | None]:
-    """Ops that only append events under a lease (see :func:`simple`): each event is inserted
-    only if its run's lease is still the op's, in one statement per op (the hot path)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        results: list[BaseException | None] = []
-        for op in ops:
-            fence = (op.run_id, op.owner, op.attempt)
-            cur = conn.executemany(
-                _SQLITE_FENCED_EVENT, [tuple(ev[c] for c in EVENT_COLS) + fence for ev in op.events]
-            )
-            # All or none: the lease cannot change inside this write transaction.
-            ok = cur.rowcount == len(op.events)
-            results.append(None if ok else LeaseLost(f"run {op.run_id}: lease lost"))
-        conn.execute("COMMIT")
-        return results
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-async def run_pg(conn: Any, ops: list[Op]) -> list[BaseException | None]:
-    gen = plan(ops, pg=True)
-    async with conn.transaction():
-        res: Any = None
-        while True:
-            try:
-                kind, sql, args = gen.send(res)
-            except StopIteration as stop:
-                return list(stop.value)
-            if kind == "fetch":
-                res = await conn.fetch(sql, *args)
-            elif kind == "many":
-                await conn.executemany(sql, args)
-                res = None
-            else:
-                await conn.execute(sql, *args)
-                res = None
-
-
 def simple(ops: list[Op]) -> bool:
     """Ops that only append events under a lease (a step's completion): the common case."""
     for op in ops:
@@ -309,37 +235,3 @@ def simple(ops: list[Op]) -> bool:
         ):
             return False
     return True
-
-
-_PG_SIMPLE = """
-WITH lease AS (
-    SELECT r.id FROM durapipe_runs r
-    JOIN unnest($1::varchar[], $2::varchar[], $3::int[]) AS l(id, owner, attempt)
-      ON r.id = l.id AND r.lease_owner = l.owner AND r.attempt = l.attempt
-    FOR UPDATE OF r
-), ins AS (
-    INSERT INTO durapipe_events (run_id, seq, kind, step, name, label, at, attempt, data)
-    SELECT e.run_id, e.seq, e.kind, e.step, e.name, e.label, e.at, e.attempt, e.data
-    FROM unnest($4::varchar[], $5::int[], $6::varchar[], $7::varchar[], $8::varchar[], $9::varchar[],
-                $10::float8[], $11::int[], $12::text[]) AS e(run_id, seq, kind, step, name, label, at, attempt, data)
-    WHERE e.run_id IN (SELECT id FROM lease)
-    RETURNING run_id
-)
-SELECT DISTINCT run_id FROM ins
-"""
-
-
-async def run_pg_simple(conn: Any, ops: list[Op]) -> list[BaseException | None]:
-    """One round trip, committed on its own: fence and append for a whole batch."""
-    leases = {op.run_id: (op.owner, op.attempt) for op in ops}
-    ids = list(leases)
-    cols: list[list[Any]] = [[] for _ in EVENT_COLS]
-    for op in ops:
-        for ev in op.events:
-            for i, c in enumerate(EVENT_COLS):
-                cols[i].append(ev[c])
-    rows = await conn.fetch(
-        _PG_SIMPLE, ids, [leases[i][0] for i in ids], [leases[i][1] for i in ids], *cols
-    )
-    done = {r[0] for r in rows}
-    return [None if op.run_id in done else LeaseLost(f"run {op.run_id}: lease lost") for op in ops]

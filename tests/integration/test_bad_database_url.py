@@ -15,7 +15,8 @@ import pytest
 from conftest import PIPELINES, cli_env
 
 from durapipe._store import open_store
-from durapipe._store.store import _is_retryable, _is_transient
+from durapipe._store.errors import is_retryable as _is_retryable
+from durapipe._store.errors import is_transient as _is_transient
 from durapipe.errors import ConfigError, DatabaseUnavailable
 
 COMMANDS = {

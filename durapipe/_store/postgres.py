@@ -1,0 +1,269 @@
+"""PostgreSQL: the async engine on asyncpg, the journal's commit on asyncpg, LISTEN/NOTIFY.
+
+SQLAlchemy's async engine runs the short transactions; the journal keeps one asyncpg connection
+of its own and commits a batch in one round trip on the hot path. Wake-ups are NOTIFYs on
+:data:`NOTIFY_CHANNEL`, sent in the transaction that makes the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Select
+
+from .. import _config
+from ..errors import LeaseLost
+from . import errors, journal_sql
+from .dialect import Dialect, OnChange, T
+from .journal import Op
+from .journal_sql import EVENT_COLS
+from .url import DatabaseURL
+
+log = logging.getLogger("durapipe.store")
+
+NOTIFY_CHANNEL = "durapipe"  # the one channel every wake-up goes through
+# The LISTEN connection: how long to wait before connecting again after a failure, and how
+# often an idle one is checked (a dead connection hears nothing and says nothing).
+LISTEN_RETRY = 2.0
+LISTEN_PING = 5.0
+
+
+def timeouts() -> tuple[float, dict[str, str]]:
+    """How long one statement may take on PostgreSQL, and the server setting that ends a session
+    idle inside a transaction after as long (DURAPIPE_DB_TIMEOUT, seconds, default 30).
+
+    Without them a connection the network dropped without a word (a NAT or firewall forgetting
+    it, a failover moving the address) hangs its worker forever, and a transaction cut off
+    between its UPDATE and COMMIT keeps the run's row locked so no other worker can take over
+    (tests/acceptance/test_partition.py).
+    """
+    timeout = _config.db_timeout()
+    return timeout, {"idle_in_transaction_session_timeout": str(int(timeout * 1000))}
+
+
+def plain_dsn(url: DatabaseURL) -> str:
+    """The URL as asyncpg reads it (``postgresql://...``)."""
+    return "postgresql://" + url.sqlalchemy.split("://", 1)[1]
+
+
+class PostgreSQL(Dialect):
+    is_sqlite = False
+
+    def __init__(self, url: DatabaseURL) -> None:
+        super().__init__(url)
+        # Imported here: sqlalchemy.ext.asyncio pulls in the ORM, which SQLite never needs.
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        self._limits = timeout, server = timeouts()
+        import asyncpg
+
+        dsn = self.dsn = plain_dsn(url)
+        settings = {"application_name": "durapipe", **server}
+
+        def connect() -> Any:
+            # asyncpg reads the URL itself, as for the journal's and LISTEN's connections:
+            # one parser for ?sslmode=, ?password= and the rest, on every connection.
+            return asyncpg.connect(
+                dsn, timeout=10, command_timeout=timeout, server_settings=settings
+            )
+
+        self.writer = create_async_engine(
+            "postgresql+asyncpg://",
+            async_creator=connect,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,  # survive a server restart: stale pooled connections are replaced
+        )
+        self._apg: Any = None  # the journal's asyncpg connection
+
+    async def run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        async with self.writer.begin() if write else self.writer.connect() as conn:
+            return await conn.run_sync(fn)
+
+    def lock(self, q: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
+        return q.with_for_update(skip_locked=skip_locked)
+
+    def notify(self, conn: Connection, payload: str) -> None:
+        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+
+    # ------------------------------------------------------------------ journal batch
+
+    @property
+    def commits_in_place(self) -> bool:
+        return False
+
+    def commit_now(self, ops: list[Op]) -> list[BaseException | None] | None:
+        return None
+
+    async def commit_ops(self, ops: list[Op]) -> list[BaseException | None]:
+        conn = await self._journal_conn()
+        try:
+            if journal_sql.simple(ops):
+                return await run_simple(conn, ops)
+            return await run(conn, ops)
+        except BaseException as exc:
+            if not errors.is_statement_error(exc):
+                self._apg = None
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+            raise
+
+    async def _journal_conn(self) -> Any:
+        if self._apg is None or self._apg.is_closed():
+            import asyncpg
+
+            try:
+                self._apg = await asyncpg.connect(
+                    self.dsn,
+                    timeout=10,
+                    command_timeout=self._limits[0],
+                    server_settings={"application_name": "durapipe-journal", **self._limits[1]},
+                )
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                if (bad := errors.bad_database(self.url, exc)) is not None:
+                    raise bad from exc
+                raise errors.unavailable(self.url, exc) from exc
+        return self._apg
+
+    # ------------------------------------------------------------------ wake-ups
+
+    async def watch(
+        self,
+        on_change: OnChange,
+        *,
+        on_listening: Callable[[], None] | None = None,
+        until: asyncio.Event | None = None,
+    ) -> None:
+        """LISTEN on a connection of its own; connect again whenever the server goes."""
+        import asyncpg
+
+        stop = until if until is not None else asyncio.Event()
+
+        def heard(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            on_change(payload)
+
+        while not stop.is_set():
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=10)
+            except Exception as exc:
+                log.debug("LISTEN connection failed: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), LISTEN_RETRY)
+                continue
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, heard)
+                if on_listening is not None:
+                    on_listening()  # anything sent while we were not listening
+                while not stop.is_set() and not conn.is_closed():
+                    try:
+                        await asyncio.wait_for(stop.wait(), LISTEN_PING)
+                    except TimeoutError:
+                        await conn.execute("SELECT 1", timeout=5)
+            except Exception as exc:
+                log.debug("LISTEN connection lost: %s", exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 5)
+
+    async def close(self) -> None:
+        if self._apg is not None:
+            with contextlib.suppress(Exception):
+                await self._apg.close()
+            self._apg = None
+        await self.writer.dispose()
+
+
+# ---------------------------------------------------------------------- the journal on asyncpg
+
+# The plan's ("notify", payload) commands: constant statements (no parameters, one round trip).
+_NOTIFY = {"run": f"SELECT pg_notify('{NOTIFY_CHANNEL}', 'run')"}
+
+
+async def run(conn: Any, ops: list[Op]) -> list[BaseException | None]:
+    """Apply ``ops`` in one transaction, as :func:`journal_sql.plan` says."""
+    gen = journal_sql.plan(ops, pg=True)
+    async with conn.transaction():
+        res: Any = None
+        while True:
+            try:
+                kind, sql, args = gen.send(res)
+            except StopIteration as stop:
+                return list(stop.value)
+            if kind == "fetch":
+                res = await conn.fetch(sql, *args)
+            elif kind == "many":
+                await conn.executemany(sql, args)
+                res = None
+            elif kind == "notify":
+                await conn.execute(_NOTIFY[sql])
+                res = None
+            else:
+                await conn.execute(sql, *args)
+                res = None
+
+
+_SIMPLE = """
+WITH lease AS (
+    SELECT r.id FROM durapipe_runs r
+    JOIN unnest($1::varchar[], $2::varchar[], $3::int[]) AS l(id, owner, attempt)
+      ON r.id = l.id AND r.lease_owner = l.owner AND r.attempt = l.attempt
+    FOR UPDATE OF r
+), ins AS (
+    INSERT INTO durapipe_events (run_id, seq, kind, step, name, label, at, attempt, data)
+    SELECT e.run_id, e.seq, e.kind, e.step, e.name, e.label, e.at, e.attempt, e.data
+    FROM unnest($4::varchar[], $5::int[], $6::varchar[], $7::varchar[], $8::varchar[], $9::varchar[],
+                $10::float8[], $11::int[], $12::text[]) AS e(run_id, seq, kind, step, name, label, at, attempt, data)
+    WHERE e.run_id IN (SELECT id FROM lease)
+    RETURNING run_id
+)
+SELECT DISTINCT run_id FROM ins
+"""
+
+
+async def run_simple(conn: Any, ops: list[Op]) -> list[BaseException | None]:
+    """One round trip, committed on its own: fence and append for a whole batch."""
+    leases = {op.run_id: (op.owner, op.attempt) for op in ops}
+    ids = list(leases)
+    cols: list[list[Any]] = [[] for _ in EVENT_COLS]
+    for op in ops:
+        for ev in op.events:
+            for i, c in enumerate(EVENT_COLS):
+                cols[i].append(ev[c])
+    rows = await conn.fetch(
+        _SIMPLE, ids, [leases[i][0] for i in ids], [leases[i][1] for i in ids], *cols
+    )
+    done = {r[0] for r in rows}
+    return [None if op.run_id in done else LeaseLost(f"run {op.run_id}: lease lost") for op in ops]
+
+
+# ---------------------------------------------------------------------- a server's databases
+
+
+async def _admin(server: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(server, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def create_database(server: str, name: str) -> None:
+    """Create database ``name`` on the server at ``server`` (a plain postgresql:// URL)."""
+    await _admin(server, f"CREATE DATABASE {_ident(name)}")
+
+
+async def drop_database(server: str, name: str) -> None:
+    """Drop database ``name`` if it exists, disconnecting its sessions."""
+    await _admin(server, f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")

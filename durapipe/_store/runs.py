@@ -1,0 +1,250 @@
+"""Runs and what they have: their rows, histories, inputs and log lines; and gc."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+from .._kinds import RunStatus
+from . import errors, journal_sql
+from . import schema as S
+from .base import StoreBase
+from .journal import Op
+
+_RUN_FIELDS = tuple(c.name for c in S.runs.c)
+_NewRun = namedtuple("_NewRun", _RUN_FIELDS)  # type: ignore[misc]  # a just-inserted run, as a row
+
+
+class Runs(StoreBase):
+    """Reading and writing runs, their events, inputs and logs (outside a lease's journal)."""
+
+    async def create_run(
+        self, row: dict[str, Any], first_events: list[dict[str, Any]]
+    ) -> tuple[Any, bool]:
+        """Insert a run; if its id exists already return that run instead. -> (row, created).
+
+        The insert goes through the journal, so runs started at the same moment (a burst of
+        ``Client.start``) share one transaction, as steps do.
+        """
+        full = {c: row.get(c) for c in _RUN_FIELDS}
+        try:
+            await self.journal.submit(
+                Op(run_id=row["id"], owner=None, attempt=None, new_runs=[full], events=first_events)
+            )
+        except Exception as exc:
+            if not errors.is_integrity(exc):
+                raise
+            existing = await self.get_run(row["id"])
+            if existing is None:  # the clash was not on the run's id
+                raise
+            return existing, False
+        return _NewRun(**full), True
+
+    async def get_run(self, run_id: str) -> Row[Any] | None:
+        def _tx(conn: Connection) -> Any:
+            return (conn.execute(select(S.runs).where(S.runs.c.id == run_id))).first()
+
+        return await self._read(_tx)
+
+    async def get_runs(self, run_ids: Sequence[str]) -> list[Row[Any]]:
+        if not run_ids:
+            return []
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(select(S.runs).where(S.runs.c.id.in_(list(run_ids))))).all())
+
+        return await self._read(_tx)
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        pipeline: str | None = None,
+        roots_only: bool = False,
+        root_run_id: str | None = None,
+        limit: int = 200,
+    ) -> list[Row[Any]]:
+        q = select(S.runs)
+        if status:
+            q = q.where(S.runs.c.status == status)
+        if pipeline:
+            q = q.where(S.runs.c.pipeline == pipeline)
+        if roots_only:
+            q = q.where(S.runs.c.parent_run_id.is_(None))
+        if root_run_id:
+            q = q.where(S.runs.c.root_run_id == root_run_id)
+        q = q.order_by(S.runs.c.created_at.desc(), S.runs.c.id.desc()).limit(limit)
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(q)).all())
+
+        return await self._read(_tx)
+
+    async def children(self, run_id: str) -> list[Row[Any]]:
+        q = select(S.runs).where(S.runs.c.parent_run_id == run_id).order_by(S.runs.c.created_at)
+
+        def _tx(conn: Connection) -> list[Row[Any]]:
+            return list(conn.execute(q).all())
+
+        return await self._read(_tx)
+
+    async def count_by_status(
+        self, *, pipeline: str | None = None, roots_only: bool = False
+    ) -> dict[str, int]:
+        q = select(S.runs.c.status, func.count()).group_by(S.runs.c.status)
+        if pipeline:
+            q = q.where(S.runs.c.pipeline == pipeline)
+        if roots_only:
+            q = q.where(S.runs.c.parent_run_id.is_(None))
+
+        def _tx(conn: Connection) -> Any:
+            return {str(s): int(n) for s, n in (conn.execute(q)).all()}
+
+        return await self._read(_tx)
+
+    async def events(self, run_id: str) -> list[Row[Any]]:
+        """The whole history of a run, in order: one query, however long."""
+        q = select(S.events).where(S.events.c.run_id == run_id).order_by(S.events.c.seq)
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(q)).all())
+
+        return await self._read(_tx)
+
+    async def timelines(self, run_ids: Sequence[str]) -> dict[str, list[Any]]:
+        """What working time is computed from, for several runs in one pass: the events that
+        start and end executions, waits and commands (``kind, step, at``), in order."""
+        e = S.events.c
+        out: dict[str, list[Any]] = {rid: [] for rid in run_ids}
+        ids = list(run_ids)
+
+        def _tx(conn: Connection) -> Any:
+            for i in range(0, len(ids), 500):
+                q = (
+                    select(e.run_id, e.kind, e.step, e.at)
+                    .where(e.run_id.in_(ids[i : i + 500]), e.kind.in_(S.TIMELINE_KINDS))
+                    .order_by(e.run_id, e.seq)
+                )
+                for row in conn.execute(q).all():
+                    out[row.run_id].append(row)
+            return out
+
+        return await self._read(_tx)
+
+    # ------------------------------------------------------------------ inputs
+
+    async def send_input(self, run_id: str, name: str, value: str, *, now: float) -> int:
+        r = S.runs.c
+        # The run's row is locked first, as a suspending worker's write locks it (FOR UPDATE;
+        # SQLite's write transaction is BEGIN IMMEDIATE): either that write sees this input and
+        # stays due, or this one sees the run suspended and wakes it. Without the lock, an
+        # input committed just after the suspending write had looked (and just after this
+        # transaction found the run still leased) woke nobody.
+        lock = self._lock(select(r.id).where(r.id == run_id))
+
+        def _tx(conn: Connection) -> Any:
+            conn.execute(lock)
+            res = conn.execute(
+                insert(S.inputs).values(run_id=run_id, name=name, value=value, created_at=now)
+            )
+            # A suspended run waiting for anything wakes and looks; a spurious wake only replays.
+            conn.execute(
+                update(S.runs)
+                .where(r.id == run_id, r.status == RunStatus.WAITING, r.lease_owner.is_(None))
+                .values(wake_at=now)
+            )
+            self._notify(conn, f"input:{run_id}")
+            pk = res.inserted_primary_key
+            return int(pk[0]) if pk else 0
+
+        return await self._write(_tx)
+
+    async def next_input(self, run_id: str, name: str) -> Row[Any] | None:
+        c = S.inputs.c
+        q = (
+            select(S.inputs)
+            .where(c.run_id == run_id, c.name == name, c.consumed_seq.is_(None))
+            .order_by(c.id)
+            .limit(1)
+        )
+
+        def _tx(conn: Connection) -> Any:
+            return (conn.execute(q)).first()
+
+        return await self._read(_tx)
+
+    async def inputs_of(self, run_id: str) -> list[Row[Any]]:
+        q = select(S.inputs).where(S.inputs.c.run_id == run_id).order_by(S.inputs.c.id)
+
+        def _tx(conn: Connection) -> Any:
+            return list((conn.execute(q)).all())
+
+        return await self._read(_tx)
+
+    # ------------------------------------------------------------------ logs
+
+    async def write_logs(self, rows: list[dict[str, Any]]) -> None:
+        """Store log rows through the journal: the raw drivers, and in order with the rows that
+        ride along with history writes. A row's ``line`` may hold several lines (see read_logs)."""
+        if not rows:
+            return
+        await self.journal.submit(Op(run_id="", owner=None, attempt=None, logs=rows))
+
+    async def read_logs(
+        self, root_run_id: str, *, after_id: int = 0, limit: int = 5000
+    ) -> list[journal_sql.LogLine]:
+        """The run tree's log lines after row ``after_id``, in order: at least ``limit`` lines when
+        that many are stored (whole rows, so a few more), fewer only at the end. A stored row may
+        hold many lines (an exec's output is stored a chunk at a time); they come back one by one,
+        with the row's id. Rows are read a page at a time, so memory stays bounded."""
+        c = S.logs.c
+        page = 100
+
+        def _tx(conn: Connection) -> Any:
+            out: list[journal_sql.LogLine] = []
+            last = after_id
+            while len(out) < limit:
+                q = (
+                    select(S.logs)
+                    .where(c.root_run_id == root_run_id, c.id > last)
+                    .order_by(c.id)
+                    .limit(min(page, limit - len(out)))
+                )
+                rows = conn.execute(q).all()
+                if not rows:
+                    break
+                out += journal_sql.log_lines(rows)
+                last = rows[-1].id
+            return out
+
+        return await self._read(_tx)
+
+    # ------------------------------------------------------------------ gc
+
+    async def gc(self, *, older_than: float) -> int:
+        r = S.runs.c
+
+        def _tx(conn: Connection) -> Any:
+            ids = [
+                x
+                for (x,) in (
+                    conn.execute(
+                        select(r.id).where(
+                            r.status.in_(list(S.TERMINAL)), r.finished_at < older_than
+                        )
+                    )
+                ).all()
+            ]
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk : chunk + 500]
+                conn.execute(delete(S.events).where(S.events.c.run_id.in_(part)))
+                conn.execute(delete(S.inputs).where(S.inputs.c.run_id.in_(part)))
+                conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
+                conn.execute(delete(S.runs).where(r.id.in_(part)))
+            return len(ids)
+
+        return await self._write(_tx)

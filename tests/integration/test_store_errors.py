@@ -1,0 +1,129 @@
+"""The store's one error classifier (issue #15) on the drivers' real errors, both databases:
+by SQLSTATE on PostgreSQL and by SQLite's result code, never by a type's name or a message."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+from typing import Any
+
+import pytest
+
+from durapipe._store.errors import Fault, classify, is_retryable, is_statement_error
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _raw(store: Any) -> Any:
+    """A connection of the test's own on the driver the store uses."""
+    if store.is_sqlite:
+        return sqlite3.connect(store.url.path, isolation_level=None, timeout=0)
+    import asyncpg
+
+    return await asyncpg.connect(store.plain_pg_dsn())
+
+
+async def _error(store: Any, conn: Any, sql: str) -> BaseException:
+    try:
+        if store.is_sqlite:
+            conn.execute(sql)
+        else:
+            await conn.execute(sql)
+    except Exception as exc:
+        return exc
+    raise AssertionError(f"{sql!r} did not fail")
+
+
+async def _close(store: Any, conn: Any) -> None:
+    if store.is_sqlite:
+        conn.close()
+    else:
+        await conn.close()
+
+
+async def test_a_duplicate_is_an_integrity_error_and_the_connection_stays(store: Any) -> None:
+    conn = await _raw(store)
+    try:
+        insert = "INSERT INTO durapipe_holds (pipeline, version, created_at) VALUES ('p', '', 0)"
+        if store.is_sqlite:
+            conn.execute(insert)
+        else:
+            await conn.execute(insert)
+        exc = await _error(store, conn, insert)
+        assert classify(exc) is Fault.INTEGRITY
+        assert not is_retryable(exc)
+        assert is_statement_error(exc) is (not store.is_sqlite)  # PostgreSQL answered it
+    finally:
+        await _close(store, conn)
+
+
+async def test_a_missing_table_is_undefined_not_a_lost_connection(store: Any) -> None:
+    conn = await _raw(store)
+    try:
+        exc = await _error(store, conn, "SELECT * FROM durapipe_no_such_table")
+        assert classify(exc) is Fault.UNDEFINED_TABLE
+        assert not is_retryable(exc)
+    finally:
+        await _close(store, conn)
+
+
+async def test_a_syntax_error_is_the_statements(store: Any) -> None:
+    conn = await _raw(store)
+    try:
+        exc = await _error(store, conn, "SELEC 1")
+        assert classify(exc) is None
+        assert not is_retryable(exc)
+    finally:
+        await _close(store, conn)
+
+
+async def test_sqlite_busy_is_locked_and_retried(store: Any) -> None:
+    if not store.is_sqlite:
+        pytest.skip("SQLite's write lock; PostgreSQL locks rows and waits")
+    holder = await _raw(store)
+    other = await _raw(store)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        exc = await _error(store, other, "BEGIN IMMEDIATE")
+        assert classify(exc) is Fault.LOCKED
+        assert is_retryable(exc)
+    finally:
+        holder.close()
+        other.close()
+
+
+async def test_a_killed_connection_is_unreachable_and_retried(store: Any) -> None:
+    if store.is_sqlite:
+        # SQLite has no server: a connection closed under its user is the nearest thing.
+        conn = await _raw(store)
+        conn.close()
+        with pytest.raises(sqlite3.ProgrammingError) as info:
+            conn.execute("SELECT 1")
+        assert classify(info.value) is None  # a bug of the caller's, not a database away
+        return
+    victim = await _raw(store)
+    admin = await _raw(store)
+    try:
+        pid = victim.get_server_pid()
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        exc = await _error(store, victim, "SELECT 1")
+        assert classify(exc) is Fault.UNREACHABLE, repr(exc)
+        assert is_retryable(exc) and not is_statement_error(exc)
+    finally:
+        await admin.close()
+        victim.terminate()
+
+
+async def test_no_server_on_the_port_is_unreachable(store: Any) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite has no server to be away")
+    import asyncpg
+
+    with socket.socket() as s:  # a free loopback port: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(Exception) as info:
+        await asyncio.wait_for(asyncpg.connect(f"postgresql://x@127.0.0.1:{port}/x"), 10)
+    assert classify(info.value) is Fault.UNREACHABLE
+    assert is_retryable(info.value)
