@@ -78,9 +78,8 @@ async def test_a_syntax_error_is_the_statements(store: Any) -> None:
         await _close(store, conn)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL locks rows and waits
 async def test_sqlite_busy_is_locked_and_retried(store: Any) -> None:
-    if not store.is_sqlite:
-        pytest.skip("SQLite's write lock; PostgreSQL locks rows and waits")
     holder = await _raw(store)
     other = await _raw(store)
     try:
@@ -115,9 +114,8 @@ async def test_a_killed_connection_is_unreachable_and_retried(store: Any) -> Non
         victim.terminate()
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite has no server
 async def test_no_server_on_the_port_is_unreachable(store: Any) -> None:
-    if store.is_sqlite:
-        pytest.skip("SQLite has no server to be away")
     import asyncpg
 
     with socket.socket() as s:  # a free loopback port: nothing listens there

@@ -110,11 +110,10 @@ async def test_each_change_says_what_changed(store: Any, db_url: str, watching: 
         await other.close()
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite's watch reads a file
 async def test_the_watch_listens_again_after_its_connection_is_killed(
     store: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if store.is_sqlite:
-        pytest.skip("SQLite's watch reads a file: there is no server to drop it")
     monkeypatch.setattr(postgres, "LISTEN_PING", 0.2)  # notice the dead connection sooner
     w = Watching()
     w.task = asyncio.ensure_future(
