@@ -236,11 +236,14 @@ class RunContext:
         """At every journaled call: deliver stops and pending cancellation."""
         if self.fatal is not None:
             raise self.fatal
-        if self.request in _STOPPING:
-            raise RunStopping(self.request)
-        if self.request == Request.LOST:
+        request = self.request
+        if request is None:  # nearly always: nothing asked for
+            return
+        if request in _STOPPING:
+            raise RunStopping(request)
+        if request == Request.LOST:
             raise LeaseLost(self.run_id)
-        if self.request == Request.SUSPENDED:
+        if request == Request.SUSPENDED:
             raise RunSuspending(Request.SUSPENDED)
 
     def after_wait(self) -> dict[str, Any]:
