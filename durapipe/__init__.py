@@ -8,13 +8,24 @@ from __future__ import annotations
 
 from ._client import Client, RunView
 from ._definition import PipelineDef, pipeline, step
-from ._engine import RunInfo, context, gather, logger, now, patched, random, sleep, uuid4
+from ._engine import (
+    RunInfo,
+    await_input,
+    context,
+    gather,
+    logger,
+    now,
+    patched,
+    random,
+    run_subpipeline,
+    sleep,
+    uuid4,
+)
 from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
 from ._exec import ExecResult
 from ._secrets import Secret, secret
 from ._store import Store, open_store
 from ._sync_client import SyncClient
-from ._waits import await_input, run_subpipeline
 from .errors import (
     ConfigError,
     DatabaseUnavailable,

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from ._engine import LogRecord, fmt_span
+from ._kinds import COMPLETIONS
 from ._store import schema as S
 
 _PALETTE = [36, 32, 35, 34, 33, 96, 92, 95, 94, 93]  # ANSI foreground colours
@@ -443,9 +444,7 @@ def render_show(
                 # time is from when that execution began, not from the first try.
                 s["start"], s["attempt"] = began[ev.attempt], ev.attempt
             s["retries" if ev.kind == "step_retry" else "ends"] += 1
-        if ev.kind.endswith(
-            ("_completed", "_failed", "_fired", "_received", "_timeout", "_recorded")
-        ):
+        if ev.kind in COMPLETIONS:
             s["end"] = ev.at
             s["data"] = ev.data
     for key in order:
@@ -465,7 +464,7 @@ def render_show(
             "child_started": ("waiting", "magenta"),
             "step_started": ("running", "cyan"),
             "step_retry": ("retrying", "yellow"),
-        }.get(last, (last, ""))
+        }.get(last) or (("done", "green") if last in COMPLETIONS else (last, ""))
         if state[0] in IN_FLIGHT and run.status not in ACTIVE:
             state = ("interrupted", "yellow")  # the run stopped or ended while this was in flight
         dur = f"{(s['end'] or now) - s['start']:.3f}s" if s["end"] else ""

@@ -275,7 +275,7 @@ def step(
                     return call_step(f, opts, False, args, kwargs)
                 return f(*args, **kwargs)
 
-        journaled.__durapipe_step__ = opts
+        journaled.__durapipe_step_options__ = opts
         return journaled
 
     if fn is not None:

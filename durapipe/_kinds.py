@@ -108,3 +108,24 @@ TIMELINE_KINDS = (
     + WAIT_STARTS
     + WAIT_ENDS
 )
+
+
+class Family(StrEnum):
+    """What kind of journaled call an event belongs to: the first word of its kind."""
+
+    STEP = "step"  # a @dp.step or a dp.exec
+    TIMER = "timer"  # dp.sleep
+    INPUT = "input"  # dp.await_input
+    CHILD = "child"  # dp.run_subpipeline
+    VALUE = "value"  # dp.now, dp.uuid4, dp.random
+
+
+def family(kind: str) -> str:
+    """The family of an event kind (``step_started`` -> ``step``)."""
+    return kind.split("_", 1)[0]
+
+
+# The events that end a journaled call: replay hands back what they recorded.
+COMPLETIONS = frozenset(
+    (EventKind.STEP_COMPLETED, EventKind.STEP_FAILED, EventKind.VALUE_RECORDED) + WAIT_ENDS
+)

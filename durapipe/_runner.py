@@ -28,6 +28,7 @@ from ._engine import (
     RunContext,
     error_data,
     install_log_handler,
+    step_of,
 )
 from ._ids import new_id
 from ._store import Store
@@ -786,9 +787,9 @@ def _origin_step(exc: BaseException) -> str | None:
     seen = 0
     cur: BaseException | None = exc
     while cur is not None and seen < 20:
-        key = getattr(cur, "__durapipe_step__", None)
+        key = step_of(cur)
         if key:
-            return str(key)
+            return key
         cur = cur.__cause__ or cur.__context__
         seen += 1
     return None
