@@ -349,6 +349,10 @@ class Client:
             raise RunNotFound(run_id)
         return row
 
+    async def history(self, run_id: str) -> builtins.list[Any]:
+        """The run's history as event rows (``events`` gives them as dicts)."""
+        return await self.store.events(run_id)
+
     async def get(self, run_id: str) -> RunView:
         """The run with this id, as it is now.
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import os
@@ -19,33 +18,17 @@ from typing import Any
 from . import _config, _serde
 from ._clock import SYSTEM_CLOCK, Clock
 from ._definition import PipelineDef, load_target, registered
-from ._engine import (
-    _BRANCH,
-    _CTX,
-    HOST,
-    Branch,
-    LogRecord,
-    RunContext,
-    error_data,
-    install_log_handler,
-)
+from ._engine import HOST, LogRecord, RunContext, error_data, install_log_handler
+from ._execution import Outcome, execute
 from ._ids import new_id
+from ._kinds import EventKind, RunStatus
+from ._records import end_update, run_event
 from ._store import Store
 from ._store import schema as S
 from ._store.store import ClaimFilter, Op
-from .errors import (
-    DatabaseUnavailable,
-    DurapipeError,
-    LeaseLost,
-    NonDeterminismError,
-    RunStopping,
-    RunSuspending,
-    TargetNotFound,
-    VersionMismatch,
-)
+from .errors import DatabaseUnavailable, LeaseLost, TargetNotFound
 
 log = logging.getLogger("durapipe.worker")
-RELEASING = ("shutdown", "shutdown_now", "hold")  # requests that hand the run back untouched
 
 
 def _env_float(name: str, default: float) -> float:
@@ -462,7 +445,7 @@ class Runner:
             pdef = self.resolve(row)
         except Exception as exc:
             self._prefetched.pop(row.id, None)
-            await self._finish_simple(row, "failed", "run_failed", error_data(exc))
+            await self._finish_simple(row, RunStatus.FAILED, EventKind.RUN_FAILED, error_data(exc))
             return "failed"
         history = await self._load_history(row.id)
         ctx = RunContext(host=self, row=row, history=history, owner=owner)
@@ -472,8 +455,8 @@ class Runner:
             ctx.interrupt(row.requested)
         self.held[row.id] = ctx
         try:
-            outcome = await self._execute(ctx, pdef, row, resumed)
-            if outcome == "lost":
+            outcome = (await execute(ctx, pdef, row, settler=self, resumed=resumed)).outcome
+            if outcome is Outcome.LOST:
                 await self._dropped(ctx)
             return outcome
         finally:
@@ -535,188 +518,34 @@ class Runner:
                 delay = min(delay * 2, 5.0)
         return await self.store.events(run_id)
 
-    async def _execute(
-        self, ctx: RunContext, pdef: PipelineDef, row: Any, resumed: str | None
-    ) -> str:
-        if row.pinned and row.version != pdef.version:
-            err = VersionMismatch(row.pipeline, row.version, pdef.version)
-            ctx.emit(None, None, "error", f"aborted: {err}")
-            return await self._end(ctx, row, "aborted", "run_aborted", error=error_data(err))
-        if resumed is not None:
-            ctx.emit(
-                None,
-                None,
-                "info",
-                f"Resuming run {row.id} (was {resumed}, execution {row.attempt})",
-            )
-            await ctx.write(
-                ctx.event(
-                    "run_resumed",
-                    data=_serde.dumps(
-                        {"from": resumed, "worker": self.id, "host": HOST, "pid": os.getpid()}
-                    ),
-                )
-            )
-        inputs = _serde.loads(row.inputs) or {}
-        root = Branch("", None)
-        cv = contextvars.copy_context()
-        cv.run(_CTX.set, ctx)
-        cv.run(_BRANCH.set, root)
-        task = asyncio.get_running_loop().create_task(pdef.fn(**inputs), context=cv)
-        root.task = task
-        ctx.task = task
-        try:
-            output = await task
-        except RunSuspending:
-            return "suspended"
-        except RunStopping as exc:
-            if ctx.request in RELEASING or str(exc) in RELEASING:
-                await self._release(ctx)
-                return "released"
-            return await self._stopped(ctx, row)
-        except LeaseLost:
-            return "lost"
-        except asyncio.CancelledError:
-            if ctx.request == "lost":
-                return "lost"
-            if ctx.cancel_delivered:
-                ctx.emit(None, None, "warn", "Cancelled")
-                return await self._end(
-                    ctx,
-                    row,
-                    "cancelled",
-                    "run_cancelled",
-                    error={"type": "Cancelled", "message": "the run was cancelled"},
-                )
-            if ctx.request in RELEASING:
-                await self._release(ctx)
-                return "released"
-            if ctx.request in ("stop", "stop_now"):
-                return await self._stopped(ctx, row)
-            raise
-        except NonDeterminismError as exc:
-            return await self._blocked(ctx, row, exc)
-        except Exception as exc:
-            if ctx.fatal is not None:
-                return await self._blocked(ctx, row, ctx.fatal)
-            failure = error_data(exc, step=_origin_step(exc))
-            ctx.emit(None, None, "error", f"failed: {failure['type']}: {failure['message']}")
-            return await self._end(ctx, row, "failed", "run_failed", error=failure)
-        if ctx.fatal is not None:
-            return await self._blocked(ctx, row, ctx.fatal)
-        left = ctx.unvisited()
-        if left:
-            first = ctx.records[left[0]][0]
-            missed = NonDeterminismError(
-                row.id,
-                left[0],
-                f"{first.kind.split('_')[0]} {first.name!r}",
-                "nothing: the pipeline returned before reaching it",
-            )
-            return await self._blocked(ctx, row, missed)
-        try:
-            text = _serde.dumps(
-                output, what=f"the output of pipeline {row.pipeline} ({type(output).__name__})"
-            )
-        except DurapipeError as exc:
-            ctx.emit(None, None, "error", f"failed: {exc}")
-            return await self._end(ctx, row, "failed", "run_failed", error=error_data(exc))
-        return await self._end(ctx, row, "completed", "run_completed", output=text)
-
-    async def _stopped(self, ctx: RunContext, row: Any) -> str:
-        # The one resume hint a stop prints: in the run's log, so `durapipe logs` has it too.
-        ctx.emit(None, None, "warn", "Stopped; continue with: durapipe resume " + row.id)
-        return await self._end(ctx, row, "stopped", "run_stopped")
-
-    async def _blocked(self, ctx: RunContext, row: Any, exc: NonDeterminismError) -> str:
-        ctx.emit(None, None, "error", f"blocked: {exc}")
-        return await self._end(
-            ctx, row, "blocked", "run_blocked", error=error_data(exc, step=exc.step)
-        )
-
-    async def _end(
-        self,
-        ctx: RunContext,
-        row: Any,
-        status: str,
-        kind: str,
-        *,
-        output: str | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> str:
-        now = self.clock.now()
-        data = output if kind == "run_completed" else (_serde.dumps(error) if error else None)
-        update: dict[str, Any] = {
-            "status": status,
-            "updated_at": now,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "wake_at": None,
-            "waiting_for": None,
-            "requested": None,
-        }
-        if output is not None:
-            update["output"] = _serde.mask_json(output)
-        # A run that ends without an error (completed, or stopped after a resume) keeps none:
-        # the error of an earlier failed attempt is history (in its events), not its state.
-        update["error"] = _serde.dumps(error) if error is not None else None  # secrets masked
-        if status in S.TERMINAL:
-            update["finished_at"] = now
-        try:
-            await ctx.write(
-                ctx.event(kind, data=data),
-                run_update=update,
-                wake_parent=row.parent_run_id if status in S.TERMINAL else None,
-            )
-        except LeaseLost:
-            return "lost"
-        ctx.status = status
-        if status in S.TERMINAL and status != "completed":
-            await self._cancel_children(row.id)
-        return status
-
-    async def _finish_simple(self, row: Any, status: str, kind: str, error: dict[str, Any]) -> None:
+    async def _finish_simple(
+        self, row: Any, status: RunStatus, kind: EventKind, error: dict[str, Any]
+    ) -> None:
         now = self.clock.now()
         with contextlib.suppress(LeaseLost):
             history = await self.store.events(row.id)
             seq = history[-1].seq if history else 0
+            event = run_event(
+                row.id, seq + 1, kind, at=now, attempt=row.attempt, data=_serde.dumps(error)
+            )
             await self.journal.submit(
                 Op(
                     run_id=row.id,
                     owner=self.id,
                     attempt=row.attempt,
-                    events=[
-                        {
-                            "run_id": row.id,
-                            "seq": seq + 1,
-                            "kind": kind,
-                            "step": None,
-                            "name": None,
-                            "label": None,
-                            "at": now,
-                            "attempt": row.attempt,
-                            "data": _serde.dumps(error),
-                        }
-                    ],
-                    run_update={
-                        "status": status,
-                        "error": _serde.dumps(error),
-                        "lease_owner": None,
-                        "lease_expires_at": None,
-                        "updated_at": now,
-                        "finished_at": now if status in S.TERMINAL else None,
-                    },
+                    events=[event],
+                    run_update=end_update(status, now=now, error=error),
                     wake_parent=row.parent_run_id,
                 )
             )
 
-    async def _release(self, ctx: RunContext) -> None:
+    async def release(self, ctx: RunContext) -> None:
         with contextlib.suppress(Exception):
             await self.store.release(
                 ctx.run_id, owner=ctx.owner, attempt=ctx.attempt, now=self.clock.now()
             )
 
-    async def _cancel_children(self, run_id: str) -> None:
+    async def cancel_children(self, run_id: str) -> None:
         """Cancel a finished parent's unfinished children; each runs its own finally blocks."""
         now = self.clock.now()
         for kid in await self.store.children(run_id):
@@ -754,7 +583,7 @@ class Runner:
                         ctx.task.cancel("durapipe: shutdown")
                 await asyncio.wait(pending, timeout=5)
         for ctx in list(self.held.values()):
-            await self._release(ctx)
+            await self.release(ctx)
 
 
 async def dead_lease_holders(store: Store, root_run_id: str) -> list[str]:
@@ -780,18 +609,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _origin_step(exc: BaseException) -> str | None:
-    seen = 0
-    cur: BaseException | None = exc
-    while cur is not None and seen < 20:
-        key = getattr(cur, "__durapipe_step__", None)
-        if key:
-            return str(key)
-        cur = cur.__cause__ or cur.__context__
-        seen += 1
-    return None
 
 
 def wall() -> float:

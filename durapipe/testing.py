@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import json
 import math
 import os
@@ -47,13 +46,13 @@ from . import _serde
 from ._client import Client, RunView, steer
 from ._clock import SYSTEM_CLOCK, Clock, SkippingClock, SystemClock
 from ._definition import PipelineDef
-from ._engine import _BRANCH, _CTX, Branch, ReplayFrontier, RunContext
+from ._execution import Outcome, Result
+from ._execution import replay as execute_dry
 from ._runner import Runner, drive_tree
 from ._store import Store, open_store
 from ._store import schema as S
 from ._store.store import Op
-from ._upgrade import _DryHost
-from .errors import LeaseLost, NonDeterminismError, RunNotFound, VersionMismatch
+from .errors import LeaseLost, RunNotFound
 
 __all__ = [
     "ReplayResult",
@@ -61,6 +60,7 @@ __all__ = [
     "crash_run",
     "record_commits",
     "replay",
+    "replay_run",
     "resume_run",
     "run_pipeline",
     "send_input",
@@ -531,68 +531,58 @@ async def replay(history: Any, pipeline: PipelineDef) -> ReplayResult:
             f"the history is of pipeline {row.pipeline!r}, not {pipeline.name!r}: a worker "
             f"would not run it with this code"
         )
-    if row.pinned and row.version != pipeline.version:
-        raise VersionMismatch(row.pipeline, row.version, pipeline.version)
-    ctx = RunContext(host=_DryHost(), row=row, history=events, owner="replay", dry=True)
-    root = Branch("", None)
-    cv = contextvars.copy_context()
-    cv.run(_CTX.set, ctx)
-    cv.run(_BRANCH.set, root)
-    inputs = _serde.loads(row.inputs) or {}
-    task = asyncio.get_running_loop().create_task(pipeline.fn(**inputs), context=cv)
-    root.task = task
-    ctx.task = task
-    try:
-        output = await task
-    except ReplayFrontier as stop:
-        if ctx.fatal is not None:
-            raise ctx.fatal from None
-        key = str(stop.args[0])
+    return _replay_result(row.id, await execute_dry(row, events, pipeline, owner="replay"))
+
+
+async def replay_run(store: Store, run_id: str, pipeline: PipelineDef) -> ReplayResult:
+    """:func:`replay` for a run in a database: check ``pipeline``'s current code against the
+    history of run ``run_id`` as it is stored now, with no side effects (the run is not
+    touched). Raises as :func:`replay` does, and :class:`durapipe.RunNotFound` for no such run.
+    """
+    row = await Client(store).row(run_id)
+    if row.pipeline != pipeline.name:
+        raise ValueError(
+            f"run {run_id} is of pipeline {row.pipeline!r}, not {pipeline.name!r}: a worker "
+            f"would not run it with this code"
+        )
+    history = await Client(store).history(run_id)
+    return _replay_result(row.id, await execute_dry(row, history, pipeline, owner="replay"))
+
+
+def _replay_result(run_id: str, result: Result) -> ReplayResult:
+    """What a dry execution found, as the kit reports it: a mismatch raises."""
+    if result.outcome in (Outcome.BLOCKED, Outcome.ABORTED):
+        assert result.error is not None
+        raise result.error
+    if result.outcome is Outcome.FRONTIER:
         return ReplayResult(
-            run_id=row.id,
-            replayed=len(ctx.visited - {key}),
+            run_id=run_id,
+            replayed=result.replayed,
             completed=False,
             output=None,
-            frontier=key,
+            frontier=result.frontier,
             raised=None,
         )
-    except NonDeterminismError:
-        raise
-    except Exception as exc:
-        if ctx.fatal is not None:
-            raise ctx.fatal from None
-        _check_all_reached(ctx, row.id)
+    if result.outcome is Outcome.FAILED:
+        if result.missed is not None:  # it raised before making every recorded call
+            raise result.missed
+        exc = result.error
         return ReplayResult(
-            run_id=row.id,
-            replayed=len(ctx.visited),
+            run_id=run_id,
+            replayed=result.replayed,
             completed=True,
             output=None,
             frontier=None,
             raised=f"{type(exc).__name__}: {exc}",
         )
-    if ctx.fatal is not None:
-        raise ctx.fatal
-    _check_all_reached(ctx, row.id)
     return ReplayResult(
-        run_id=row.id,
-        replayed=len(ctx.visited),
+        run_id=run_id,
+        replayed=result.replayed,
         completed=True,
-        output=output,
+        output=result.output,
         frontier=None,
         raised=None,
     )
-
-
-def _check_all_reached(ctx: RunContext, run_id: str) -> None:
-    left = ctx.unvisited()
-    if left:
-        first = ctx.records[left[0]][0]
-        raise NonDeterminismError(
-            run_id,
-            left[0],
-            f"{first.kind.split('_')[0]} {first.name!r}",
-            "nothing: the pipeline returned before reaching it",
-        )
 
 
 # ---------------------------------------------------------------------- pytest plugin
