@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import math
 import os
 import time
 import uuid
@@ -43,12 +42,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from . import _serde
-from ._client import Client, RunView, steer
+from ._client import Client, RunView
 from ._clock import SYSTEM_CLOCK, Clock, SkippingClock, SystemClock
 from ._definition import PipelineDef
 from ._execution import Outcome, Result
 from ._execution import replay as execute_dry
-from ._runner import Runner, drive_tree
+from ._local import drive_tree, local_runner, take
+from ._runner import Runner
 from ._store import Store, open_store
 from ._store import schema as S
 from ._store.store import Op
@@ -98,14 +98,7 @@ async def run_pipeline(
 ) -> RunView:
     """Start ``pipeline`` and execute it (and its children) here until it ends or stops."""
     client = Client(store)
-    runner = Runner(
-        store,
-        kind="run",
-        pipelines=[pipeline],
-        suspend_after=math.inf,
-        clock=clock,
-        lease_ttl=_lease(clock, None),
-    )
+    runner = local_runner(store, [pipeline], clock=clock, lease_ttl=_lease(clock, None))
     await runner.start()
     try:
         row, _ = await client.create_run(
@@ -128,26 +121,12 @@ async def resume_run(
     """
     client = Client(store)
     row = await client.row(run_id)
-    runner = Runner(
-        store,
-        kind="run",
-        pipelines=[pipeline],
-        suspend_after=math.inf,
-        clock=clock,
-        lease_ttl=_lease(clock, None),
-    )
-    # The process that held the run is gone: the children it held are taken at once too.
-    runner.dead_owners = [row.lease_owner] if row.lease_owner else []
+    runner = local_runner(store, [pipeline], clock=clock, lease_ttl=_lease(clock, None))
     await runner.start()
     try:
-        taken = await store.claim_run(
-            run_id,
-            owner=runner.id,
-            ttl=runner.lease_ttl,
-            now=clock.now(),
-            statuses=("stopped", "failed", "blocked", *S.ACTIVE),
-            dead_owners=[row.lease_owner] if row.lease_owner else [],
-        )
+        # As `durapipe resume`: a run (and the runs of its tree) held by a process that is gone
+        # is taken at once.
+        taken = await take(runner, row)
         if taken is None:
             raise AssertionError(f"run {run_id} could not be taken (status {row.status})")
         await drive_tree(runner, taken, resumed=row.status)
@@ -181,7 +160,7 @@ async def stop_run(store: Store, run_id: str, *, now: bool = False) -> str:
     another task, or a worker) stops at its next journaled call. ``now=True`` also kills a
     running command, which then runs again on resume.
     """
-    return await steer(Client(store), run_id, "stop_now" if now else "stop")
+    return await Client(store).stop(run_id, now=now)
 
 
 async def wait_for_status(
@@ -304,8 +283,7 @@ class _Tripwire:
         self.tripped = True
         # A dead process claims nothing more: without this, its runner could still take (and
         # start executing) a child run made just before the crash.
-        self._runner._stopping = True
-        self._runner._wake.set()
+        self._runner.stop_claiming()
         me = asyncio.current_task()
         for ctx in list(self._runner.held.values()):
             ctx.interrupt("lost")  # also kills running commands' process groups
@@ -327,14 +305,7 @@ async def _run_wired(
 ) -> tuple[RunView, _Tripwire]:
     """Start ``pipeline`` here with its history writes going through a :class:`_Tripwire`."""
     client = Client(store)
-    runner = Runner(
-        store,
-        kind="run",
-        pipelines=[pipeline],
-        suspend_after=math.inf,
-        clock=clock,
-        lease_ttl=_lease(clock, lease_ttl),
-    )
+    runner = local_runner(store, [pipeline], clock=clock, lease_ttl=_lease(clock, lease_ttl))
     wire = _Tripwire(store.journal, runner, after, before)
     runner.journal = wire  # type: ignore[assignment]
     await runner.start()
@@ -545,7 +516,7 @@ async def replay_run(store: Store, run_id: str, pipeline: PipelineDef) -> Replay
             f"run {run_id} is of pipeline {row.pipeline!r}, not {pipeline.name!r}: a worker "
             f"would not run it with this code"
         )
-    history = await Client(store).history(run_id)
+    history = await store.events(run_id)
     return _replay_result(row.id, await execute_dry(row, history, pipeline, owner="replay"))
 
 
