@@ -67,7 +67,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
 
 # Public by name but not API: helpers the CLI and the testing kit use.
 INTERNAL_MEMBERS: dict[str, set[str]] = {
-    "Client": {"create_run", "resolve", "row", "store_now"},
+    "Client": {"create_run", "resolve", "row", "store_now", "check_resumable"},
     "RunView": {"of"},
     "PipelineDef": {"bind_inputs"},
 }

@@ -7,19 +7,20 @@ import builtins
 import math
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _serde
 from ._definition import PipelineDef, load_target, registered
 from ._engine import last_handled_failure
 from ._ids import new_id, validate_run_id
+from ._kinds import RESUMABLE_EXTRA, EventKind, Request, RunStatus
+from ._records import new_run, run_event, unleased_event
 from ._store import Store, open_store
 from ._store import schema as S
 from .errors import (
     ConfigError,
-    DurapipeError,
     InvalidInput,
     InvalidRunState,
     RunFailed,
@@ -27,10 +28,18 @@ from .errors import (
     SerializationError,
 )
 
-if TYPE_CHECKING:
-    from ._runner import Runner
+RESUMABLE = (*RESUMABLE_EXTRA, RunStatus.FAILED)
 
-RESUMABLE = ("stopped", "failed", "blocked")
+# How a cancellation runs in this process (`Client.cancel(here=True)`): the layer that executes
+# runs sits above the client, so it installs itself here (durapipe._local, imported by the
+# package) rather than being imported by it. Its third argument is the CLI's runner factory.
+CancelHere = Callable[["Client", str, Any], Awaitable[str]]
+_cancel_here: CancelHere | None = None
+
+
+def install_cancel_here(fn: CancelHere) -> None:
+    global _cancel_here
+    _cancel_here = fn
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,35 +242,25 @@ class Client:
         rid = run_id or new_id("run")
         now = self.store_now()
         pinned = pdef.pin if pin is None else pin
-        row = {
-            "id": rid,
-            "pipeline": pdef.name,
-            "version": pdef.version,
-            "entrypoint": pdef.entrypoint,
-            "pinned": pinned,
-            "status": "running" if owner else "pending",
-            "inputs": text,
-            "parent_run_id": None,
-            "parent_step": None,
-            "root_run_id": rid,
-            "depth": 0,
-            "prefix": pdef.name,
-            "created_at": now,
-            "updated_at": now,
-            "attempt": 1 if owner else 0,
-            "lease_owner": owner,
-            "lease_expires_at": now + ttl if owner else None,
-        }
-        started = {
-            "run_id": rid,
-            "seq": 1,
-            "kind": "run_started",
-            "step": None,
-            "name": pdef.name,
-            "label": None,
-            "at": now,
-            "attempt": row["attempt"],
-            "data": _serde.dumps(
+        row = new_run(
+            run_id=rid,
+            pipeline=pdef.name,
+            version=pdef.version,
+            entrypoint=pdef.entrypoint,
+            pinned=pinned,
+            inputs=text,
+            now=now,
+            owner=owner,
+            ttl=ttl,
+        )
+        started = run_event(
+            rid,
+            1,
+            EventKind.RUN_STARTED,
+            at=now,
+            attempt=row["attempt"],
+            name=pdef.name,
+            data=_serde.dumps(
                 {
                     "inputs": inputs,
                     "version": pdef.version,
@@ -271,7 +270,7 @@ class Client:
                     "pid": os.getpid(),
                 }
             ),
-        }
+        )
         existing, created = await self.store.create_run(row, [started])
         if not created and existing.pipeline != pdef.name:
             raise InvalidInput(
@@ -470,7 +469,7 @@ class Client:
         run_id: str,
         *,
         here: bool = True,
-        _runner_for: Callable[[PipelineDef], Runner] | None = None,
+        _runner_for: Callable[[PipelineDef], Any] | None = None,
     ) -> str:
         """Cancel a run, like ``durapipe cancel``: cancellation is raised at its current await,
         so its ``finally`` blocks run.
@@ -490,37 +489,11 @@ class Client:
             InvalidRunState: the run has already ended.
             RunNotFound: there is no such run.
         """
-        what = await steer(self, run_id, "cancel")
-        if what != "queued" or not here:
+        what = await steer(self, run_id, Request.CANCEL)
+        if what != "queued" or not here or _cancel_here is None:
             return what
-        from ._runner import Runner, dead_lease_holders, drive_tree
-
-        row = await self.row(run_id)
-        try:
-            pdef = load_target(row.entrypoint)
-        except DurapipeError:
-            return "queued"
-        if _runner_for is not None:  # the CLI's runner prints the cancellation's output
-            runner = _runner_for(pdef)
-        else:
-            runner = Runner(self.store, kind="run", pipelines=[pdef], suspend_after=math.inf)
-        await runner.start()
-        try:
-            runner.dead_owners = await dead_lease_holders(self.store, row.root_run_id)
-            taken = await self.store.claim_run(
-                run_id,
-                owner=runner.id,
-                ttl=runner.lease_ttl,
-                now=self.store_now(),
-                statuses=S.ACTIVE + RESUMABLE,
-                dead_owners=runner.dead_owners,
-            )
-            if taken is None:  # a worker took it meanwhile: it carries out the cancel
-                after = await self.row(run_id)
-                return str(after.status) if after.status in S.TERMINAL else "requested"
-            return await drive_tree(runner, taken, cancel=True)
-        finally:
-            await runner.close()
+        # Nobody holds it: its cancellation runs here (the CLI's runner prints its output).
+        return await _cancel_here(self, run_id, _runner_for)
 
     async def resume(self, run_id: str) -> None:
         """Make a stopped, failed or blocked run runnable again for the workers.
@@ -530,14 +503,82 @@ class Client:
             RunNotFound: there is no such run.
         """
         row = await self.row(run_id)
-        check_resumable(row)
-        await check_failure_retryable(self.store, row)
+        await self.check_resumable(row)
         if row.status in RESUMABLE:
             await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)
 
+    async def check_resumable(self, row: Any) -> None:
+        """Raise InvalidRunState, changing nothing, when resuming ``row`` is refused."""
+        _check_resumable(row)
+        await check_failure_retryable(self.store, row)
 
-def check_resumable(row: Any) -> None:
-    if row.status == "completed":
+
+class AdminClient(Client):
+    """The Client plus what the command line (and an operator's UI) reads and holds: whole
+    histories as rows, run trees, logs, workers, pipeline holds. Not API."""
+
+    @classmethod
+    async def open(cls, url: str | None = None) -> AdminClient:
+        """Open the database at ``url`` (as :meth:`Client.connect`)."""
+        return cls(await open_store(url))
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def history(self, run_id: str) -> builtins.list[Any]:
+        """The run's history as event rows (``events`` gives them as dicts)."""
+        return await self.store.events(run_id)
+
+    async def children(self, run_id: str) -> builtins.list[Any]:
+        return await self.store.children(run_id)
+
+    async def tree(self, root_run_id: str) -> builtins.list[Any]:
+        """Every run of a run tree."""
+        return await self.store.list_runs(root_run_id=root_run_id, limit=100_000)
+
+    async def overview(
+        self, *, status: str | None, pipeline: str | None, roots_only: bool, limit: int
+    ) -> tuple[builtins.list[Any], dict[str, int], dict[str, Any]]:
+        """The rows ``durapipe list`` shows, the counts by status and the rows' timelines."""
+        rows = await self.store.list_runs(
+            status=status, pipeline=pipeline, roots_only=roots_only, limit=limit
+        )
+        counts = await self.store.count_by_status(pipeline=pipeline, roots_only=roots_only)
+        return rows, counts, await self.store.timelines([r.id for r in rows])
+
+    async def read_logs(self, root_run_id: str, *, after_id: int) -> builtins.list[Any]:
+        return await self.store.read_logs(root_run_id, after_id=after_id)
+
+    async def holds(self) -> builtins.list[Any]:
+        return await self.store.holds()
+
+    async def is_held(self, pipeline: str, version: str) -> bool:
+        """Whether `durapipe stop --pipeline` holds this pipeline (all versions, or this one)."""
+        return any(
+            h.pipeline == pipeline and h.version in ("", version) for h in await self.holds()
+        )
+
+    async def hold(self, pipeline: str, version: str | None) -> int:
+        """Hold a pipeline (or one version): its running runs pause. -> how many were asked."""
+        now = self.store_now()
+        await self.store.hold(pipeline, version, now=now)
+        return await self.store.request_for_pipeline(pipeline, version, Request.HOLD, now=now)
+
+    async def unhold(self, pipeline: str, version: str | None) -> int:
+        return await self.store.unhold(pipeline, version)
+
+    async def live_workers(self, *, now: float) -> builtins.list[Any]:
+        return await self.store.live_workers(now=now, stale_after=120)
+
+    async def held_counts(self) -> dict[str, int]:
+        return await self.store.held_counts()
+
+    async def worker(self, worker_id: str) -> Any:
+        return await self.store.get_worker(worker_id)
+
+
+def _check_resumable(row: Any) -> None:
+    if row.status == RunStatus.COMPLETED:
         raise InvalidRunState(
             f"run {row.id} has completed; there is nothing to resume (`durapipe show {row.id}`)"
         )
@@ -574,7 +615,7 @@ async def steer(client: Client, run_id: str, what: str) -> str:
         if await client.store.finish_unleased(
             run_id,
             status="cancelled",
-            event={"kind": "run_cancelled", "attempt": row.attempt, "data": None},
+            event=unleased_event(EventKind.RUN_CANCELLED, row.attempt),
             now=client.store_now(),
             expect=("failed", "blocked"),
         ):
@@ -599,7 +640,7 @@ async def steer(client: Client, run_id: str, what: str) -> str:
         ok = await client.store.finish_unleased(
             run_id,
             status="stopped",
-            event={"kind": "run_stopped", "attempt": row.attempt, "data": None},
+            event=unleased_event(EventKind.RUN_STOPPED, row.attempt),
             now=now,
             expect=S.ACTIVE + ("blocked", "failed"),
         )

@@ -1,66 +1,45 @@
-"""The machinery that runs runs: claim, heartbeat, execute with the engine, finish, shut down.
+"""The composition root of a process that executes runs: a worker, or a foreground run.
 
 ``durapipe worker`` is a Runner that claims any run of the pipelines it carries;
-``durapipe run`` and ``durapipe resume`` are Runners that execute one run tree in this process.
+``durapipe run``/``resume``/``cancel`` and the testing kit use one (``durapipe._local``) to
+execute one run tree in this process. The Runner wires the parts in ``durapipe._worker`` (leases
+and heartbeats, wake-ups, log shipping, the supervisor of their side tasks) and owns what is
+left: the lifecycle, claiming, and handing each claimed run to ``durapipe._execution``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
 from . import _config, _serde
 from ._clock import SYSTEM_CLOCK, Clock
 from ._definition import PipelineDef, load_target, registered
-from ._engine import (
-    _BRANCH,
-    _CTX,
-    HOST,
-    Branch,
-    LogRecord,
-    RunContext,
-    error_data,
-    install_log_handler,
-    step_of,
-)
+from ._engine import HOST, LogRecord, RunContext, error_data, install_log_handler
+from ._execution import Outcome, execute
 from ._ids import new_id
+from ._kinds import RESUMABLE_EXTRA, TERMINAL, EventKind, Request, RunStatus
+from ._records import end_update, run_event
 from ._store import Store
-from ._store import schema as S
 from ._store.store import ClaimFilter, Op
-from .errors import (
-    DatabaseUnavailable,
-    DurapipeError,
-    LeaseLost,
-    NonDeterminismError,
-    RunStopping,
-    RunSuspending,
-    TargetNotFound,
-    VersionMismatch,
-)
+from ._worker.leases import Leases
+from ._worker.logs import LogShipper
+from ._worker.supervisor import Supervisor
+from ._worker.wakeups import Wakeups
+from .errors import DatabaseUnavailable, LeaseLost, TargetNotFound
 
 log = logging.getLogger("durapipe.worker")
-RELEASING = ("shutdown", "shutdown_now", "hold")  # requests that hand the run back untouched
 
 
 def _env_float(name: str, default: float) -> float:
     """A DURAPIPE_* setting, checked by the validator the command line uses (range, finite)."""
     setting = next(s for s in _config.ENV_SETTINGS if s.env == name)
     return setting.from_env(default)
-
-
-def _open_private(path: str) -> Any:
-    """Open ``path`` to append, created readable by its owner only (0600, like the SQLite
-    database): the log holds every line the runs print."""
-    return open(  # noqa: SIM115 - closed in Runner.close
-        path, "a", encoding="utf-8", opener=lambda p, flags: os.open(p, flags, 0o600)
-    )
 
 
 class Runner:
@@ -78,6 +57,8 @@ class Runner:
         suspend_after: float | None = None,
         clock: Clock = SYSTEM_CLOCK,
         on_record: Callable[[LogRecord], None] | None = None,
+        on_input: Callable[[str, str, str | None, bool], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
         log_file: str | None = None,
     ) -> None:
         self.store = store
@@ -101,31 +82,44 @@ class Runner:
             else _env_float("DURAPIPE_SUSPEND_AFTER", 60.0)
         )
         self.clock = clock
-        self.on_record = on_record
-        self.on_input: Callable[[str, str, str | None, bool], None] | None = None
-        self.on_tick: Callable[[], None] | None = None  # e.g. flush the console
+        self.on_input = on_input  # a run waits for an input (or no longer): e.g. prompt for it
         self.held: dict[str, RunContext] = {}
         self._prefetched: dict[str, list[Any] | None] = {}  # histories read with the claim
-        self.dead_owners: list[str] = []  # gone processes of this host (set by `resume`)
+        self.dead_owners: list[str] = []  # gone processes whose runs of the tree it takes at once
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.tasks_bg: set[asyncio.Future[Any]] = set()
-        self.outcomes: dict[str, asyncio.Future[str]] = {}
-        self._dropped_leases: dict[str, int] = {}  # run -> attempt: dropped after a failed write
-        self._log_buf: list[dict[str, Any]] = []
-        self._log_file = _open_private(log_file) if log_file else None
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._stopping = False
-        self._bg: list[asyncio.Task[Any]] = []
-        self._listener: Any = None
-        self.claimed = 0
+        # The parts.
+        self.logs = LogShipper(store, log_file=log_file, on_record=on_record, on_tick=on_tick)
+        self.leases = Leases(
+            store,
+            owner=self.id,
+            held=self.held,
+            clock=clock,
+            lease_ttl=self.lease_ttl,
+            poll_interval=self.poll_interval,
+        )
+        self.supervisor = Supervisor(self._side_task_died)
+        self.wakeups = Wakeups(
+            store,
+            held=self.held,
+            wake=self._wake,
+            closing=self._closing,
+            control_now=lambda: self.supervisor.once(self.leases.control_now()),
+        )
+
+    @property
+    def failure(self) -> tuple[str, BaseException] | None:
+        """The side task that died, and how (the worker then stops with a non-zero exit)."""
+        return self.supervisor.failure
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         install_log_handler()
-        self.journal.take_logs = self._take_logs
-        self.journal.requeue_logs = self._requeue_logs
+        self.journal.take_logs = self.logs.take
+        self.journal.requeue_logs = self.logs.requeue
         now = self.clock.now()
         await self.store.register_worker(
             {
@@ -139,66 +133,25 @@ class Runner:
                 "heartbeat_at": now,
             }
         )
-        loop = asyncio.get_running_loop()
-        self._bg = [
-            loop.create_task(self._heartbeat_loop(), name="durapipe-heartbeat"),
-            loop.create_task(self._control_loop(), name="durapipe-control"),
-            loop.create_task(self._log_loop(), name="durapipe-logs"),
-        ]
-        if not self.store.is_sqlite:
-            self._bg.append(loop.create_task(self._listen_loop(), name="durapipe-listen"))
-        else:
-            self._bg.append(loop.create_task(self._sqlite_watch(), name="durapipe-watch"))
+        self.supervisor.start("durapipe-heartbeat", self.leases.heartbeat_loop())
+        self.supervisor.start("durapipe-control", self.leases.control_loop())
+        self.supervisor.start("durapipe-logs", self.logs.loop())
+        self.supervisor.start(self.wakeups.name, self.wakeups.loop())
 
     async def close(self) -> None:
         # The listener ends by itself (cancelling asyncpg mid-connect leaks a future); the rest stop.
         self._closing.set()
-        for t in self._bg:
-            if t.get_name() != "durapipe-listen":
-                t.cancel()
-        for t in self._bg:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(t, 15)
-        self._bg = []
-        await self.flush_logs()
-        # An exiting process gives back what it still holds, so nobody waits for its leases.
-        held = {c.run_id: c.attempt for c in self.held.values() if c.request != "lost"}
-        leases = {**self._dropped_leases, **held}
-        for run_id, attempt in leases.items():
-            with contextlib.suppress(Exception):
-                await self.store.release(
-                    run_id, owner=self.id, attempt=attempt, now=self.clock.now()
-                )
+        await self.supervisor.stop(let_end=("durapipe-listen",))
+        await self.logs.flush()
+        await self.leases.release_all()
         with contextlib.suppress(Exception):
             await self.store.stop_worker(self.id, now=self.clock.now())
-        if self._log_file:
-            self._log_file.close()
+        self.logs.close()
 
     # ---------------------------------------------------------------- engine host
 
     def emit(self, rec: LogRecord) -> None:
-        self._log_buf.append(
-            {
-                "run_id": rec.run_id,
-                "root_run_id": rec.root_run_id,
-                "step": rec.step,
-                "prefix": rec.prefix,
-                "stream": rec.stream,
-                "at": rec.at,
-                "line": rec.line,
-                "attempt": rec.attempt,
-            }
-        )
-        if self._log_file:  # JSON lines: one object per line, as `durapipe logs --json`
-            row = self._log_buf[-1]
-            self._log_file.write(
-                "".join(
-                    json.dumps({**row, "line": line}, ensure_ascii=False) + "\n"
-                    for line in rec.line.split("\n")
-                )
-            )
-        if self.on_record is not None:
-            self.on_record(rec)
+        self.logs.emit(rec)
 
     def child_created(self, ctx: RunContext, child_id: str) -> None:
         self._wake.set()
@@ -215,156 +168,9 @@ class Runner:
 
     async def child_outcome(self, child_id: str) -> tuple[str, Any, Any] | None:
         row = await self.store.get_run(child_id)
-        if row is None or row.status not in S.TERMINAL:
+        if row is None or row.status not in TERMINAL:
             return None
         return row.status, _serde.loads(row.output), _serde.loads(row.error)
-
-    # ---------------------------------------------------------------- background
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            try:
-                held = {
-                    rid: ctx.attempt for rid, ctx in self.held.items() if ctx.status == "running"
-                }
-                lost, requests = await self.store.heartbeat(
-                    worker_id=self.id, held=held, ttl=self.lease_ttl, now=self.clock.now()
-                )
-            except (
-                DatabaseUnavailable,
-                Exception,
-            ) as exc:  # keep beating; the lease is the arbiter
-                log.warning("heartbeat failed: %s", exc)
-                continue
-            for rid in lost:
-                ctx = self.held.get(rid)
-                if ctx is not None:
-                    log.warning("run %s: lease lost; dropping it", rid)
-                    ctx.interrupt("lost")
-                    if ctx.task is not None:
-                        ctx.task.cancel("durapipe: lease lost")
-            self._deliver(requests)
-
-    async def _control_loop(self) -> None:
-        """Deliver stop/cancel requests promptly, and nudge runs waiting in memory."""
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            if not self.held:
-                continue
-            try:
-                requests = await self.store.requests_for(list(self.held))
-            except Exception as exc:
-                log.debug("control poll failed: %s", exc)
-                continue
-            self._deliver(requests)
-
-    def _deliver(self, requests: dict[str, str]) -> None:
-        for rid, req in requests.items():
-            ctx = self.held.get(rid)
-            if ctx is not None and ctx.request is None or (ctx is not None and req == "cancel"):
-                ctx.interrupt(req)
-
-    async def _log_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.2)
-            if self.on_tick is not None:
-                self.on_tick()
-            await self.flush_logs()
-
-    def _take_logs(self) -> list[dict[str, Any]]:
-        rows, self._log_buf = self._log_buf, []
-        return rows
-
-    def _requeue_logs(self, rows: list[dict[str, Any]]) -> None:
-        self._log_buf[:0] = _newest(rows)
-
-    async def flush_logs(self) -> None:
-        if not self._log_buf:
-            return
-        rows, self._log_buf = self._log_buf, []
-        try:
-            await self.store.write_logs(rows)
-        except Exception as exc:
-            log.warning("could not store %d log lines: %s", len(rows), exc)
-            self._log_buf[:0] = _newest(rows)
-        if self._log_file:
-            self._log_file.flush()
-
-    async def _listen_loop(self) -> None:
-        """LISTEN for new runs, inputs and finished children; reconnect when the server goes."""
-        import asyncpg
-
-        dsn = self.store.plain_pg_dsn()
-        while not self._closing.is_set():
-            try:
-                conn = await asyncpg.connect(dsn, timeout=10)
-            except Exception as exc:
-                log.debug("LISTEN connection failed: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), 2)
-                continue
-            try:
-                await conn.add_listener("durapipe", self._on_notify)
-                self._wake.set()  # anything sent while we were not listening
-                while not self._closing.is_set() and not conn.is_closed():
-                    try:
-                        await asyncio.wait_for(self._closing.wait(), 5)
-                    except TimeoutError:
-                        await conn.execute("SELECT 1", timeout=5)
-            except Exception as exc:
-                log.debug("LISTEN connection lost: %s", exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 5)
-
-    async def _sqlite_watch(self) -> None:
-        """SQLite's LISTEN: PRAGMA data_version changes when another connection commits.
-
-        Reading it costs microseconds and takes no lock, so every 50 ms is cheap; it wakes the
-        claim loop and waiting runs promptly instead of at the next poll.
-        """
-        import sqlite3
-
-        assert self.store.url.path is not None
-        conn = sqlite3.connect(self.store.url.path, timeout=1, isolation_level=None)
-        try:
-            last = conn.execute("PRAGMA data_version").fetchone()[0]
-            while True:
-                await asyncio.sleep(0.05)
-                try:
-                    now = conn.execute("PRAGMA data_version").fetchone()[0]
-                except sqlite3.Error:
-                    continue
-                if now != last:
-                    last = now
-                    self._on_notify(None, 0, "durapipe", "run")
-        finally:
-            conn.close()
-
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        if payload.startswith("input:"):
-            ctx = self.held.get(payload[6:])
-            if ctx is not None:
-                ctx.nudge.set()
-            return
-        if payload == "control":
-            for ctx in self.held.values():
-                ctx.nudge.set()
-            self._control_now()
-            return
-        self._wake.set()
-        for ctx in self.held.values():
-            ctx.nudge.set()
-
-    def _control_now(self) -> None:
-        async def once() -> None:
-            with contextlib.suppress(Exception):
-                self._deliver(await self.store.requests_for(list(self.held)))
-
-        t = asyncio.ensure_future(once())
-        self.tasks_bg.add(t)
-        t.add_done_callback(self.tasks_bg.discard)
 
     # ---------------------------------------------------------------- claiming
 
@@ -415,24 +221,14 @@ class Runner:
     def spawn(
         self, row: Any, *, resumed: str | None = None, cancel: bool = False
     ) -> asyncio.Task[str]:
-        self.claimed += 1
-        fut = self.outcomes.get(row.id)
-        if fut is None or fut.done():
-            self.outcomes[row.id] = asyncio.get_running_loop().create_future()
         t = asyncio.ensure_future(self.execute(row, resumed=resumed, cancel=cancel))
         self.tasks.add(t)
 
         def done(task: asyncio.Task[str]) -> None:
             self.tasks.discard(task)
             self._wake.set()
-            f = self.outcomes.get(row.id)
-            if f is not None and not f.done():
-                if task.cancelled():
-                    f.set_result("interrupted")
-                elif task.exception() is not None:
-                    f.set_exception(task.exception())  # type: ignore[arg-type]
-                else:
-                    f.set_result(task.result())
+            if not task.cancelled() and task.exception() is not None:
+                log.error("run %s: its execution failed: %r", row.id, task.exception())
 
         t.add_done_callback(done)
         return t
@@ -463,62 +259,24 @@ class Runner:
             pdef = self.resolve(row)
         except Exception as exc:
             self._prefetched.pop(row.id, None)
-            await self._finish_simple(row, "failed", "run_failed", error_data(exc))
+            await self._finish_simple(row, RunStatus.FAILED, EventKind.RUN_FAILED, error_data(exc))
             return "failed"
         history = await self._load_history(row.id)
         ctx = RunContext(host=self, row=row, history=history, owner=owner)
-        if cancel or row.requested == "cancel":
-            ctx.interrupt("cancel")
-        elif row.requested in ("stop", "stop_now"):
+        if cancel or row.requested == Request.CANCEL:
+            ctx.interrupt(Request.CANCEL)
+        elif row.requested in (Request.STOP, Request.STOP_NOW):
             ctx.interrupt(row.requested)
         self.held[row.id] = ctx
         try:
-            outcome = await self._execute(ctx, pdef, row, resumed)
-            if outcome == "lost":
-                await self._dropped(ctx)
+            outcome = (await execute(ctx, pdef, row, settler=self, resumed=resumed)).outcome
+            if outcome is Outcome.LOST:
+                await self.leases.dropped_run(ctx)
             return outcome
         finally:
             self.held.pop(row.id, None)
             if row.parent_run_id and row.parent_run_id in self.held:
                 self.held[row.parent_run_id].nudge.set()
-
-    async def _dropped(self, ctx: RunContext) -> None:
-        """Say why this runner dropped a run: another holder took its lease, or a history write
-        failed (the database refused it: disk full, a lost connection...). A lease that is still
-        this runner's is given back, so `durapipe resume` or a worker takes the run at once."""
-        try:
-            now = await self.store.get_run(ctx.run_id)
-        except Exception:
-            now = None
-        if now is not None and (now.lease_owner != ctx.owner or now.attempt != ctx.attempt):
-            by = f"worker {now.lease_owner}" if now.lease_owner else "a client"
-            log.warning(
-                "run %s: lease lost to %s (attempt %s, now %s); dropped it without writing more",
-                ctx.run_id,
-                by,
-                now.attempt,
-                now.status,
-            )
-            return
-        err = ctx.write_error
-        if err is None:  # dropped without a failed write (durapipe.testing's crash): keep it
-            log.debug("run %s: dropped; its lease is left to lapse", ctx.run_id)
-            return
-        if isinstance(err, DatabaseUnavailable):
-            why = str(err)
-        else:
-            detail = (str(err).strip().splitlines() or [""])[0]
-            why = f"the database refused the write: {type(err).__name__}: {detail}"
-        # Kept, not given back now: this runner would only claim it again and repeat the step
-        # against a database that refuses it. Its lease lapses, or is released when this exits.
-        self._dropped_leases[ctx.run_id] = ctx.attempt
-        log.warning(
-            "run %s: could not write its history (%s); dropped it: it is released when this "
-            "process exits (or its lease expires), and `durapipe resume %s` continues it",
-            ctx.run_id,
-            why,
-            ctx.run_id,
-        )
 
     async def _load_history(self, run_id: str) -> list[Any]:
         prefetched = self._prefetched.pop(run_id, None)
@@ -536,206 +294,65 @@ class Runner:
                 delay = min(delay * 2, 5.0)
         return await self.store.events(run_id)
 
-    async def _execute(
-        self, ctx: RunContext, pdef: PipelineDef, row: Any, resumed: str | None
-    ) -> str:
-        if row.pinned and row.version != pdef.version:
-            err = VersionMismatch(row.pipeline, row.version, pdef.version)
-            ctx.emit(None, None, "error", f"aborted: {err}")
-            return await self._end(ctx, row, "aborted", "run_aborted", error=error_data(err))
-        if resumed is not None:
-            ctx.emit(
-                None,
-                None,
-                "info",
-                f"Resuming run {row.id} (was {resumed}, execution {row.attempt})",
-            )
-            await ctx.write(
-                ctx.event(
-                    "run_resumed",
-                    data=_serde.dumps(
-                        {"from": resumed, "worker": self.id, "host": HOST, "pid": os.getpid()}
-                    ),
-                )
-            )
-        inputs = _serde.loads(row.inputs) or {}
-        root = Branch("", None)
-        cv = contextvars.copy_context()
-        cv.run(_CTX.set, ctx)
-        cv.run(_BRANCH.set, root)
-        task = asyncio.get_running_loop().create_task(pdef.fn(**inputs), context=cv)
-        root.task = task
-        ctx.task = task
-        try:
-            output = await task
-        except RunSuspending:
-            return "suspended"
-        except RunStopping as exc:
-            if ctx.request in RELEASING or str(exc) in RELEASING:
-                await self._release(ctx)
-                return "released"
-            return await self._stopped(ctx, row)
-        except LeaseLost:
-            return "lost"
-        except asyncio.CancelledError:
-            if ctx.request == "lost":
-                return "lost"
-            if ctx.cancel_delivered:
-                ctx.emit(None, None, "warn", "Cancelled")
-                return await self._end(
-                    ctx,
-                    row,
-                    "cancelled",
-                    "run_cancelled",
-                    error={"type": "Cancelled", "message": "the run was cancelled"},
-                )
-            if ctx.request in RELEASING:
-                await self._release(ctx)
-                return "released"
-            if ctx.request in ("stop", "stop_now"):
-                return await self._stopped(ctx, row)
-            raise
-        except NonDeterminismError as exc:
-            return await self._blocked(ctx, row, exc)
-        except Exception as exc:
-            if ctx.fatal is not None:
-                return await self._blocked(ctx, row, ctx.fatal)
-            failure = error_data(exc, step=_origin_step(exc))
-            ctx.emit(None, None, "error", f"failed: {failure['type']}: {failure['message']}")
-            return await self._end(ctx, row, "failed", "run_failed", error=failure)
-        if ctx.fatal is not None:
-            return await self._blocked(ctx, row, ctx.fatal)
-        left = ctx.unvisited()
-        if left:
-            first = ctx.records[left[0]][0]
-            missed = NonDeterminismError(
-                row.id,
-                left[0],
-                f"{first.kind.split('_')[0]} {first.name!r}",
-                "nothing: the pipeline returned before reaching it",
-            )
-            return await self._blocked(ctx, row, missed)
-        try:
-            text = _serde.dumps(
-                output, what=f"the output of pipeline {row.pipeline} ({type(output).__name__})"
-            )
-        except DurapipeError as exc:
-            ctx.emit(None, None, "error", f"failed: {exc}")
-            return await self._end(ctx, row, "failed", "run_failed", error=error_data(exc))
-        return await self._end(ctx, row, "completed", "run_completed", output=text)
-
-    async def _stopped(self, ctx: RunContext, row: Any) -> str:
-        # The one resume hint a stop prints: in the run's log, so `durapipe logs` has it too.
-        ctx.emit(None, None, "warn", "Stopped; continue with: durapipe resume " + row.id)
-        return await self._end(ctx, row, "stopped", "run_stopped")
-
-    async def _blocked(self, ctx: RunContext, row: Any, exc: NonDeterminismError) -> str:
-        ctx.emit(None, None, "error", f"blocked: {exc}")
-        return await self._end(
-            ctx, row, "blocked", "run_blocked", error=error_data(exc, step=exc.step)
-        )
-
-    async def _end(
-        self,
-        ctx: RunContext,
-        row: Any,
-        status: str,
-        kind: str,
-        *,
-        output: str | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> str:
-        now = self.clock.now()
-        data = output if kind == "run_completed" else (_serde.dumps(error) if error else None)
-        update: dict[str, Any] = {
-            "status": status,
-            "updated_at": now,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "wake_at": None,
-            "waiting_for": None,
-            "requested": None,
-        }
-        if output is not None:
-            update["output"] = _serde.mask_json(output)
-        # A run that ends without an error (completed, or stopped after a resume) keeps none:
-        # the error of an earlier failed attempt is history (in its events), not its state.
-        update["error"] = _serde.dumps(error) if error is not None else None  # secrets masked
-        if status in S.TERMINAL:
-            update["finished_at"] = now
-        try:
-            await ctx.write(
-                ctx.event(kind, data=data),
-                run_update=update,
-                wake_parent=row.parent_run_id if status in S.TERMINAL else None,
-            )
-        except LeaseLost:
-            return "lost"
-        ctx.status = status
-        if status in S.TERMINAL and status != "completed":
-            await self._cancel_children(row.id)
-        return status
-
-    async def _finish_simple(self, row: Any, status: str, kind: str, error: dict[str, Any]) -> None:
+    async def _finish_simple(
+        self, row: Any, status: RunStatus, kind: EventKind, error: dict[str, Any]
+    ) -> None:
         now = self.clock.now()
         with contextlib.suppress(LeaseLost):
             history = await self.store.events(row.id)
             seq = history[-1].seq if history else 0
+            event = run_event(
+                row.id, seq + 1, kind, at=now, attempt=row.attempt, data=_serde.dumps(error)
+            )
             await self.journal.submit(
                 Op(
                     run_id=row.id,
                     owner=self.id,
                     attempt=row.attempt,
-                    events=[
-                        {
-                            "run_id": row.id,
-                            "seq": seq + 1,
-                            "kind": kind,
-                            "step": None,
-                            "name": None,
-                            "label": None,
-                            "at": now,
-                            "attempt": row.attempt,
-                            "data": _serde.dumps(error),
-                        }
-                    ],
-                    run_update={
-                        "status": status,
-                        "error": _serde.dumps(error),
-                        "lease_owner": None,
-                        "lease_expires_at": None,
-                        "updated_at": now,
-                        "finished_at": now if status in S.TERMINAL else None,
-                    },
+                    events=[event],
+                    run_update=end_update(status, now=now, error=error),
                     wake_parent=row.parent_run_id,
                 )
             )
 
-    async def _release(self, ctx: RunContext) -> None:
-        with contextlib.suppress(Exception):
-            await self.store.release(
-                ctx.run_id, owner=ctx.owner, attempt=ctx.attempt, now=self.clock.now()
-            )
+    async def release(self, ctx: RunContext) -> None:
+        await self.leases.release(ctx)
 
-    async def _cancel_children(self, run_id: str) -> None:
+    async def cancel_children(self, run_id: str) -> None:
         """Cancel a finished parent's unfinished children; each runs its own finally blocks."""
         now = self.clock.now()
         for kid in await self.store.children(run_id):
-            if kid.status in S.TERMINAL:
+            if kid.status in TERMINAL:
                 continue
             local = self.held.get(kid.id)
             if local is not None:
-                local.interrupt("cancel")
+                local.interrupt(Request.CANCEL)
                 continue
-            if kid.status in ("stopped", "blocked"):
-                await self.store.make_runnable(kid.id, now=now, statuses=("stopped", "blocked"))
-            await self.store.set_request(kid.id, "cancel", now=now, wake=True)
+            if kid.status in RESUMABLE_EXTRA:
+                await self.store.make_runnable(kid.id, now=now, statuses=RESUMABLE_EXTRA)
+            await self.store.set_request(kid.id, Request.CANCEL, now=now, wake=True)
             self._wake.set()
 
-    async def _children(self, run_id: str) -> list[Any]:
-        return await self.store.children(run_id)
-
     # ---------------------------------------------------------------- stopping
+
+    def take_over(self, dead_owners: list[str]) -> None:
+        """The runs of its tree held by these gone processes are taken at once, not at expiry."""
+        self.dead_owners = list(dead_owners)
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more: :meth:`serve` returns (the runs it executes go on)."""
+        self._stopping = True
+        self._wake.set()
+
+    def nudge(self, run_id: str) -> None:
+        """Have a run this process executes look again at what it waits for."""
+        ctx = self.held.get(run_id)
+        if ctx is not None:
+            ctx.nudge.set()
+
+    def running_commands(self) -> list[Any]:
+        """The commands (``dp.exec``) the runs of this process are running now."""
+        return [p for ctx in self.held.values() for p in ctx.procs]
 
     def interrupt_all(self, request: str) -> None:
         for ctx in list(self.held.values()):
@@ -743,95 +360,20 @@ class Runner:
 
     async def shutdown(self, *, grace: float) -> None:
         """Stop claiming; let in-flight steps finish for ``grace`` seconds; release the rest."""
-        self._stopping = True
-        self._wake.set()
-        self.interrupt_all("shutdown")
+        self.stop_claiming()
+        self.interrupt_all(Request.SHUTDOWN)
         if self.tasks:
             _done, pending = await asyncio.wait(list(self.tasks), timeout=grace)
             if pending:
-                self.interrupt_all("shutdown_now")
+                self.interrupt_all(Request.SHUTDOWN_NOW)
                 for ctx in list(self.held.values()):
                     if ctx.task is not None:
                         ctx.task.cancel("durapipe: shutdown")
                 await asyncio.wait(pending, timeout=5)
         for ctx in list(self.held.values()):
-            await self._release(ctx)
+            await self.release(ctx)
 
-
-async def dead_lease_holders(store: Store, root_run_id: str) -> list[str]:
-    """The holders of leases in a run tree that are known gone, whose runs may be taken at once
-    instead of after their leases expire: processes of this host that have exited (whether they
-    said so, or were killed and could not)."""
-    dead = []
-    for w in await store.lease_holders(root_run_id):
-        if w.host != HOST:
-            continue  # another machine: only its lease expiring tells
-        if w.stopped_at is not None or not _alive(int(w.pid)):
-            dead.append(str(w.id))
-    return dead
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _origin_step(exc: BaseException) -> str | None:
-    seen = 0
-    cur: BaseException | None = exc
-    while cur is not None and seen < 20:
-        key = step_of(cur)
-        if key:
-            return key
-        cur = cur.__cause__ or cur.__context__
-        seen += 1
-    return None
-
-
-def wall() -> float:
-    return time.time()
-
-
-LOG_BACKLOG_BYTES = 16 * 1024 * 1024
-
-
-def _newest(rows: list[dict[str, Any]], budget: int = LOG_BACKLOG_BYTES) -> list[dict[str, Any]]:
-    """The newest log rows worth ``budget`` bytes: what is kept for retry while the database is
-    away (a row can hold many lines of exec output, so the cap is on size, not on rows)."""
-    total = 0
-    for i in range(len(rows) - 1, -1, -1):
-        total += len(rows[i]["line"]) + 64
-        if total > budget:
-            return rows[i + 1 :]
-    return rows
-
-
-async def drive_tree(
-    runner: Runner, row: Any, *, resumed: str | None = None, cancel: bool = False
-) -> str:
-    """Execute one run here, and any children it starts, until the run ends or parks."""
-    root = runner.spawn(row, resumed=resumed, cancel=cancel)
-    serve = asyncio.ensure_future(
-        runner.serve(runner.claim_filter(root_run_id=row.root_run_id), until=root)
-    )
-    try:
-        status = await root
-        # Children being cancelled with their parent finish here (their finally blocks run).
-        settle = runner.clock.now() + 30
-        while runner.tasks and runner.clock.now() < settle:
-            await asyncio.wait(list(runner.tasks), timeout=1)
-        return status
-    finally:
-        runner._stopping = True
-        runner._wake.set()
-        await serve
-        if runner.tasks:
-            runner.interrupt_all("stop_now")
-            await asyncio.wait(list(runner.tasks), timeout=10)
+    def _side_task_died(self, name: str, exc: BaseException) -> None:
+        """A side task died: stop claiming and hand the runs back; the worker exits non-zero."""
+        self.stop_claiming()
+        self.interrupt_all(Request.SHUTDOWN)

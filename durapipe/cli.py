@@ -17,15 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from . import _config, _serde
-from ._client import (
-    RESUMABLE,
-    Client,
-    RunView,
-    check_failure_retryable,
-    check_resumable,
-    event_json,
-    parse_inputs,
-)
+from ._client import AdminClient, RunView, event_json, parse_inputs
 from ._console import (
     LineFormatter,
     LiveConsole,
@@ -39,7 +31,8 @@ from ._console import (
 from ._definition import load_module, load_target, pipelines_in
 from ._engine import HOST, last_handled_failure
 from ._ids import validate_run_id
-from ._runner import Runner, dead_lease_holders, drive_tree
+from ._local import drive_tree, local_runner, take
+from ._runner import Runner
 from ._store import open_store
 from ._store import schema as S
 from ._store.url import redact, resolve_url
@@ -111,13 +104,13 @@ def _run(coro: Awaitable[int]) -> None:
     raise typer.Exit(code)
 
 
-async def _connect_for_run(database_url: str | None, run_id: str) -> Client:
+async def _connect_for_run(database_url: str | None, run_id: str) -> AdminClient:
     """Open the database a run id refers to; an embedded SQLite file that does not exist yet
     holds no runs, so say so without creating it."""
     url = resolve_url(database_url)
     if url.dialect == "sqlite" and url.path and not os.path.exists(url.path):  # noqa: ASYNC240 (one stat)
         raise RunNotFound(run_id)
-    return await Client.connect(database_url)
+    return await AdminClient.open(database_url)
 
 
 def _print_rich(renderable: Any) -> None:
@@ -135,21 +128,20 @@ def _print_rich(renderable: Any) -> None:
 class _Foreground:
     """A runner for one run tree in this process, with Ctrl-C turned into a clean stop."""
 
-    def __init__(self, store: Any, pipelines: list[Any], timestamps: bool) -> None:
+    def __init__(self, client: AdminClient, pipelines: list[Any], timestamps: bool) -> None:
+        self.client = client
         self.console = LiveConsole(timestamps=timestamps)
-        self.runner = Runner(
-            store,
-            kind="run",
-            pipelines=pipelines,
-            suspend_after=math.inf,
+        self.runner = local_runner(
+            client.store,
+            pipelines,
             on_record=self.console.record,
+            on_input=self._on_input if sys.stdin.isatty() else None,
+            on_tick=self.console.flush,
         )
-        self.runner.on_tick = self.console.flush
         self.interrupted = False
         self.asking: list[tuple[str, str]] = []
         self.reading = False
-        if sys.stdin.isatty():
-            self.runner.on_input = self._on_input
+        self._sending: set[asyncio.Future[Any]] = set()
 
     def _on_input(self, run_id: str, name: str, prompt: str | None, waiting: bool) -> None:
         """A person at the terminal can answer an input the run waits for."""
@@ -191,7 +183,8 @@ class _Foreground:
         self.console.answered(typed=True)
         run_id, name = self.asking[0]
         try:
-            value = _serde.dumps(_serde.parse_cli_value(line.rstrip("\n")), what=f"input {name!r}")
+            value = _serde.parse_cli_value(line.rstrip("\n"))
+            _serde.dumps(value, what=f"input {name!r}")
         except DurapipeError as exc:
             _err(f"error: {exc}")
             self._prompt()
@@ -202,19 +195,17 @@ class _Foreground:
         else:
             self._stop_reading()
         task = asyncio.ensure_future(self._deliver(run_id, name, value))
-        self.runner.tasks_bg.add(task)
-        task.add_done_callback(self.runner.tasks_bg.discard)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
-    async def _deliver(self, run_id: str, name: str, value: str) -> None:
-        await self.runner.store.send_input(run_id, name, value, now=time.time())
-        ctx = self.runner.held.get(run_id)
-        if ctx is not None:
-            ctx.nudge.set()
+    async def _deliver(self, run_id: str, name: str, value: Any) -> None:
+        await self.client.send_input(run_id, name, value)
+        self.runner.nudge(run_id)
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1)
-            procs = [p for ctx in self.runner.held.values() for p in ctx.procs]
+            procs = self.runner.running_commands()
             self.console.status(running_status(procs, now=time.monotonic()))
 
     def _on_sigint(self) -> None:
@@ -240,7 +231,7 @@ class _Foreground:
             loop.remove_signal_handler(signal.SIGTERM)
             await self.runner.close()
 
-    async def report(self, client: Client, run_id: str, status: str) -> int:
+    async def report(self, client: AdminClient, run_id: str, status: str) -> int:
         view = await client.get(run_id)
         if view.status == "completed":
             _out(json.dumps(view.output, ensure_ascii=False))
@@ -255,7 +246,7 @@ class _Foreground:
             return 1
         err = view.error or {}
         handled = (
-            last_handled_failure(await client.store.events(run_id))
+            last_handled_failure(await client.history(run_id))
             if view.status == "failed" and err.get("step")
             else None
         )
@@ -306,13 +297,13 @@ def run(
         inputs = parse_inputs(input or [], input_json)
         pdef = load_target(target)
         pdef.bind_inputs(inputs)
-        client = await Client.connect(database_url)
+        client = await AdminClient.open(database_url)
         try:
             if run_id is not None and (why := validate_run_id(run_id)):
                 raise InvalidInput(f"run id {run_id!r} is not usable: {why}")
             _serde.dumps(inputs, what="the inputs")
-            held = await _held(client, pdef.name, pdef.version)
-            fg = _Foreground(client.store, [pdef], not no_timestamps)
+            held = await client.is_held(pdef.name, pdef.version)
+            fg = _Foreground(client, [pdef], not no_timestamps)
             await fg.runner.start()
             try:
                 row, created = await client.create_run(
@@ -352,26 +343,14 @@ def run(
     _run(go())
 
 
-async def _held(client: Client, pipeline: str, version: str) -> bool:
-    """Whether `durapipe stop --pipeline` holds this pipeline (all versions, or this one)."""
-    return any(
-        h.pipeline == pipeline and h.version in ("", version) for h in await client.store.holds()
-    )
-
-
-async def _take(client: Client, row: Any, runner: Runner, statuses: tuple[str, ...]) -> Any:
+async def _take(client: AdminClient, row: Any, runner: Runner) -> Any:
     """Take a run's lease for this process, or say who holds it."""
-    store = client.store
     now = time.time()
-    dead = await dead_lease_holders(store, row.root_run_id)
-    runner.dead_owners = dead  # its children held by a dead process are taken at once too
-    taken = await store.claim_run(
-        row.id, owner=runner.id, ttl=runner.lease_ttl, now=now, statuses=statuses, dead_owners=dead
-    )
+    taken = await take(runner, row)
     if taken is None:
         fresh = await client.row(row.id)
         if fresh.lease_owner:
-            w = await store.get_worker(fresh.lease_owner)
+            w = await client.worker(fresh.lease_owner)
             where = f"{w.kind} {w.id} on {w.host} (pid {w.pid})" if w else fresh.lease_owner
             left = max(0.0, (fresh.lease_expires_at or now) - now)
             raise InvalidRunState(
@@ -406,13 +385,13 @@ def resume(
 
     async def go() -> int:
         client = await (
-            _connect_for_run(database_url, run_id) if run_id else Client.connect(database_url)
+            _connect_for_run(database_url, run_id) if run_id else AdminClient.open(database_url)
         )
         try:
             if pipeline is not None:
                 which = f"{pipeline} version {version}" if version else pipeline
-                if not await client.store.unhold(pipeline, version):
-                    holds = [h for h in await client.store.holds() if h.pipeline == pipeline]
+                if not await client.unhold(pipeline, version):
+                    holds = [h for h in await client.holds() if h.pipeline == pipeline]
                     if holds:  # held, but not by a hold of this version
                         names = ", ".join(
                             f"--version {h.version}" if h.version else "all versions" for h in holds
@@ -427,9 +406,8 @@ def resume(
                 return 0
             assert run_id is not None
             row = await client.row(run_id)
-            check_resumable(row)
-            await check_failure_retryable(client.store, row)
-            if await _held(client, row.pipeline, row.version):
+            await client.check_resumable(row)
+            if await client.is_held(row.pipeline, row.version):
                 raise InvalidRunState(
                     f"pipeline {row.pipeline} is held (`durapipe stop --pipeline {row.pipeline}`), so run {run_id} waits; "
                     f"release it with `durapipe resume --pipeline {row.pipeline}`"
@@ -440,10 +418,10 @@ def resume(
                 return 0
             root = row
             pdef = load_target(root.entrypoint)
-            fg = _Foreground(client.store, [pdef], not no_timestamps)
+            fg = _Foreground(client, [pdef], not no_timestamps)
             await fg.runner.start()
             try:
-                taken = await _take(client, row, fg.runner, RESUMABLE + S.ACTIVE)
+                taken = await _take(client, row, fg.runner)
             except BaseException:
                 await fg.runner.close()
                 raise
@@ -485,7 +463,7 @@ def start(
     async def go() -> int:
         inputs = parse_inputs(input or [], input_json)
         pdef = load_target(target)
-        async with await Client.connect(database_url) as client:
+        async with await AdminClient.open(database_url) as client:
             rid = await client.start(pdef, run_id=run_id, pin=pin or None, inputs=inputs)
         _out(rid)
         return 0
@@ -606,10 +584,9 @@ def worker(
             poll_interval=poll_interval,
             suspend_after=suspend_after,
             on_record=live.record if live else None,
+            on_tick=live.flush if live else None,
             log_file=log_file,
         )
-        if live is not None:
-            runner.on_tick = live.flush
         await runner.start()
         carried = ", ".join(f"{p.name}@{p.version}" for p in pipelines)
         _err(f"worker {runner.id} on {HOST} (pid {os.getpid()}) carrying {carried}")
@@ -635,6 +612,10 @@ def worker(
         finally:
             await runner.close()
             await store.close()
+        if runner.failure is not None:  # a side task died: the worker stopped, loudly
+            name, exc = runner.failure
+            _err(f"worker {runner.id}: stopped because its {name} task died: {exc!r}")
+            return 1
         _err(f"worker {runner.id}: stopped")
         return 0
 
@@ -657,13 +638,10 @@ def workers(database_url: DbOpt = None, json_out: JsonOpt = False) -> None:
     """List live workers: host, pid, heartbeat age, runs held, pipelines carried."""
 
     async def go() -> int:
-        store = await open_store(database_url)
-        try:
+        async with await AdminClient.open(database_url) as client:
             now = time.time()
-            rows = await store.live_workers(now=now, stale_after=120)
-            held = await store.held_counts()
-        finally:
-            await store.close()
+            rows = await client.live_workers(now=now)
+            held = await client.held_counts()
         items = [
             {
                 "id": w.id,
@@ -720,18 +698,16 @@ def list_(
     """List runs, newest first, with counts by status."""
 
     async def go() -> int:
-        async with await Client.connect(database_url) as client:
+        async with await AdminClient.open(database_url) as client:
             views = await client.list(
                 status=status, pipeline=pipeline, roots_only=roots, limit=limit
             )
             if json_out:
                 _out(json.dumps([_run_json(v) for v in views], ensure_ascii=False))
                 return 0
-            rows = await client.store.list_runs(
+            rows, counts, timelines = await client.overview(
                 status=status, pipeline=pipeline, roots_only=roots, limit=limit
             )
-            counts = await client.store.count_by_status(pipeline=pipeline, roots_only=roots)
-            timelines = await client.store.timelines([r.id for r in rows])
             _print_rich(render_list(rows, counts, now=time.time(), timelines=timelines))
         return 0
 
@@ -800,19 +776,19 @@ def _waits(v: RunView, events: list[Any]) -> list[str]:
     return out
 
 
-async def _who_can_take(client: Client, row: Any) -> str | None:
+async def _who_can_take(client: AdminClient, row: Any) -> str | None:
     """Why nobody will pick this run up, when that is so (or why it was aborted)."""
     if row.status == "aborted" and row.error:
         return "aborted: " + str(json.loads(row.error).get("message", ""))
     if row.lease_owner is not None or row.status not in ("pending", "sleeping", "waiting"):
         return None
-    for h in await client.store.holds():
+    for h in await client.holds():
         if h.pipeline == row.pipeline and h.version in ("", row.version):
             return (
                 f"held by `durapipe stop --pipeline {row.pipeline}`; "
                 f"release with: durapipe resume --pipeline {row.pipeline}"
             )
-    for w in await client.store.live_workers(now=time.time(), stale_after=120):
+    for w in await client.live_workers(now=time.time()):
         carried = json.loads(w.pipelines)
         if row.pipeline in carried and (not row.pinned or carried[row.pipeline] == row.version):
             return None
@@ -834,8 +810,8 @@ def show(
     async def go() -> int:
         async with await _connect_for_run(database_url, run_id) as client:
             view = await client.get(run_id)
-            events = await client.store.events(run_id)
-            kids = await client.store.children(run_id)
+            events = await client.history(run_id)
+            kids = await client.children(run_id)
             row = await client.row(run_id)
             note = await _who_can_take(client, row)
             if json_out:
@@ -847,7 +823,7 @@ def show(
                 return 0
             tree = kids
             if kids:  # the whole tree below this run: every run of its root, one query
-                tree = await client.store.list_runs(root_run_id=row.root_run_id, limit=100_000)
+                tree = await client.tree(row.root_run_id)
             _print_rich(
                 render_show(
                     row,
@@ -881,7 +857,7 @@ def logs(
             fmt = LineFormatter(timestamps=not no_timestamps, color=use_color(sys.stdout))
             last = 0
             while True:
-                batch = await client.store.read_logs(row.root_run_id, after_id=last)
+                batch = await client.read_logs(row.root_run_id, after_id=last)
                 if row.parent_run_id is not None:
                     batch_view = [
                         r
@@ -905,7 +881,7 @@ def logs(
                     return 0
                 cur = await client.row(run_id)
                 if cur.status in S.TERMINAL or cur.status in ("stopped", "blocked"):
-                    final = await client.store.read_logs(row.root_run_id, after_id=last)
+                    final = await client.read_logs(row.root_run_id, after_id=last)
                     if not final:
                         return 0
                     continue
@@ -996,12 +972,10 @@ def stop(
 
     async def go() -> int:
         async with await (
-            _connect_for_run(database_url, run_id) if run_id else Client.connect(database_url)
+            _connect_for_run(database_url, run_id) if run_id else AdminClient.open(database_url)
         ) as client:
             if pipeline is not None:
-                t = time.time()
-                await client.store.hold(pipeline, version, now=t)
-                asked = await client.store.request_for_pipeline(pipeline, version, "hold", now=t)
+                asked = await client.hold(pipeline, version)
                 which = f"{pipeline} version {version}" if version else pipeline
                 _out(
                     f"holding {which}: {asked} running run(s) pause at their next journaled call; "
@@ -1037,7 +1011,7 @@ def cancel(
             shown: list[_Foreground] = []
 
             def runner_for(pdef: Any) -> Runner:
-                shown.append(_Foreground(client.store, [pdef], not no_timestamps))
+                shown.append(_Foreground(client, [pdef], not no_timestamps))
                 return shown[-1].runner
 
             try:

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import json
-import math
 import os
 import time
 import uuid
@@ -44,16 +42,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from . import _serde
-from ._client import Client, RunView, steer
+from ._client import Client, RunView
 from ._clock import SYSTEM_CLOCK, Clock, SkippingClock, SystemClock
 from ._definition import PipelineDef
-from ._engine import _BRANCH, _CTX, Branch, ReplayFrontier, RunContext
-from ._runner import Runner, drive_tree
+from ._execution import Outcome, Result
+from ._execution import replay as execute_dry
+from ._local import drive_tree, local_runner, take
+from ._runner import Runner
 from ._store import Store, open_store
 from ._store import schema as S
 from ._store.store import Op
-from ._upgrade import _DryHost
-from .errors import LeaseLost, NonDeterminismError, RunNotFound, VersionMismatch
+from .errors import LeaseLost, RunNotFound
 
 __all__ = [
     "ReplayResult",
@@ -61,6 +60,7 @@ __all__ = [
     "crash_run",
     "record_commits",
     "replay",
+    "replay_run",
     "resume_run",
     "run_pipeline",
     "send_input",
@@ -98,14 +98,7 @@ async def run_pipeline(
 ) -> RunView:
     """Start ``pipeline`` and execute it (and its children) here until it ends or stops."""
     client = Client(store)
-    runner = Runner(
-        store,
-        kind="run",
-        pipelines=[pipeline],
-        suspend_after=math.inf,
-        clock=clock,
-        lease_ttl=_lease(clock, None),
-    )
+    runner = local_runner(store, [pipeline], clock=clock, lease_ttl=_lease(clock, None))
     await runner.start()
     try:
         row, _ = await client.create_run(
@@ -128,26 +121,12 @@ async def resume_run(
     """
     client = Client(store)
     row = await client.row(run_id)
-    runner = Runner(
-        store,
-        kind="run",
-        pipelines=[pipeline],
-        suspend_after=math.inf,
-        clock=clock,
-        lease_ttl=_lease(clock, None),
-    )
-    # The process that held the run is gone: the children it held are taken at once too.
-    runner.dead_owners = [row.lease_owner] if row.lease_owner else []
+    runner = local_runner(store, [pipeline], clock=clock, lease_ttl=_lease(clock, None))
     await runner.start()
     try:
-        taken = await store.claim_run(
-            run_id,
-            owner=runner.id,
-            ttl=runner.lease_ttl,
-            now=clock.now(),
-            statuses=("stopped", "failed", "blocked", *S.ACTIVE),
-            dead_owners=[row.lease_owner] if row.lease_owner else [],
-        )
+        # As `durapipe resume`: a run (and the runs of its tree) held by a process that is gone
+        # is taken at once.
+        taken = await take(runner, row)
         if taken is None:
             raise AssertionError(f"run {run_id} could not be taken (status {row.status})")
         await drive_tree(runner, taken, resumed=row.status)
@@ -181,7 +160,7 @@ async def stop_run(store: Store, run_id: str, *, now: bool = False) -> str:
     another task, or a worker) stops at its next journaled call. ``now=True`` also kills a
     running command, which then runs again on resume.
     """
-    return await steer(Client(store), run_id, "stop_now" if now else "stop")
+    return await Client(store).stop(run_id, now=now)
 
 
 async def wait_for_status(
@@ -304,8 +283,7 @@ class _Tripwire:
         self.tripped = True
         # A dead process claims nothing more: without this, its runner could still take (and
         # start executing) a child run made just before the crash.
-        self._runner._stopping = True
-        self._runner._wake.set()
+        self._runner.stop_claiming()
         me = asyncio.current_task()
         for ctx in list(self._runner.held.values()):
             ctx.interrupt("lost")  # also kills running commands' process groups
@@ -327,14 +305,7 @@ async def _run_wired(
 ) -> tuple[RunView, _Tripwire]:
     """Start ``pipeline`` here with its history writes going through a :class:`_Tripwire`."""
     client = Client(store)
-    runner = Runner(
-        store,
-        kind="run",
-        pipelines=[pipeline],
-        suspend_after=math.inf,
-        clock=clock,
-        lease_ttl=_lease(clock, lease_ttl),
-    )
+    runner = local_runner(store, [pipeline], clock=clock, lease_ttl=_lease(clock, lease_ttl))
     wire = _Tripwire(store.journal, runner, after, before)
     runner.journal = wire  # type: ignore[assignment]
     await runner.start()
@@ -531,68 +502,58 @@ async def replay(history: Any, pipeline: PipelineDef) -> ReplayResult:
             f"the history is of pipeline {row.pipeline!r}, not {pipeline.name!r}: a worker "
             f"would not run it with this code"
         )
-    if row.pinned and row.version != pipeline.version:
-        raise VersionMismatch(row.pipeline, row.version, pipeline.version)
-    ctx = RunContext(host=_DryHost(), row=row, history=events, owner="replay", dry=True)
-    root = Branch("", None)
-    cv = contextvars.copy_context()
-    cv.run(_CTX.set, ctx)
-    cv.run(_BRANCH.set, root)
-    inputs = _serde.loads(row.inputs) or {}
-    task = asyncio.get_running_loop().create_task(pipeline.fn(**inputs), context=cv)
-    root.task = task
-    ctx.task = task
-    try:
-        output = await task
-    except ReplayFrontier as stop:
-        if ctx.fatal is not None:
-            raise ctx.fatal from None
-        key = str(stop.args[0])
+    return _replay_result(row.id, await execute_dry(row, events, pipeline, owner="replay"))
+
+
+async def replay_run(store: Store, run_id: str, pipeline: PipelineDef) -> ReplayResult:
+    """:func:`replay` for a run in a database: check ``pipeline``'s current code against the
+    history of run ``run_id`` as it is stored now, with no side effects (the run is not
+    touched). Raises as :func:`replay` does, and :class:`durapipe.RunNotFound` for no such run.
+    """
+    row = await Client(store).row(run_id)
+    if row.pipeline != pipeline.name:
+        raise ValueError(
+            f"run {run_id} is of pipeline {row.pipeline!r}, not {pipeline.name!r}: a worker "
+            f"would not run it with this code"
+        )
+    history = await store.events(run_id)
+    return _replay_result(row.id, await execute_dry(row, history, pipeline, owner="replay"))
+
+
+def _replay_result(run_id: str, result: Result) -> ReplayResult:
+    """What a dry execution found, as the kit reports it: a mismatch raises."""
+    if result.outcome in (Outcome.BLOCKED, Outcome.ABORTED):
+        assert result.error is not None
+        raise result.error
+    if result.outcome is Outcome.FRONTIER:
         return ReplayResult(
-            run_id=row.id,
-            replayed=len(ctx.visited - {key}),
+            run_id=run_id,
+            replayed=result.replayed,
             completed=False,
             output=None,
-            frontier=key,
+            frontier=result.frontier,
             raised=None,
         )
-    except NonDeterminismError:
-        raise
-    except Exception as exc:
-        if ctx.fatal is not None:
-            raise ctx.fatal from None
-        _check_all_reached(ctx, row.id)
+    if result.outcome is Outcome.FAILED:
+        if result.missed is not None:  # it raised before making every recorded call
+            raise result.missed
+        exc = result.error
         return ReplayResult(
-            run_id=row.id,
-            replayed=len(ctx.visited),
+            run_id=run_id,
+            replayed=result.replayed,
             completed=True,
             output=None,
             frontier=None,
             raised=f"{type(exc).__name__}: {exc}",
         )
-    if ctx.fatal is not None:
-        raise ctx.fatal
-    _check_all_reached(ctx, row.id)
     return ReplayResult(
-        run_id=row.id,
-        replayed=len(ctx.visited),
+        run_id=run_id,
+        replayed=result.replayed,
         completed=True,
-        output=output,
+        output=result.output,
         frontier=None,
         raised=None,
     )
-
-
-def _check_all_reached(ctx: RunContext, run_id: str) -> None:
-    left = ctx.unvisited()
-    if left:
-        first = ctx.records[left[0]][0]
-        raise NonDeterminismError(
-            run_id,
-            left[0],
-            f"{first.kind.split('_')[0]} {first.name!r}",
-            "nothing: the pipeline returned before reaching it",
-        )
 
 
 # ---------------------------------------------------------------------- pytest plugin

@@ -1,0 +1,7 @@
+"""The parts of a worker, each small, wired by one composition root (``durapipe._runner.Runner``).
+
+- :mod:`.supervisor`: starts the side tasks; one that dies is logged and stops the worker.
+- :mod:`.leases`: heartbeats, lost leases, stop/cancel requests, giving leases back.
+- :mod:`.wakeups`: LISTEN (PostgreSQL) or ``PRAGMA data_version`` (SQLite) wake-ups.
+- :mod:`.logs`: the runs' log lines, shipped to the database (and a ``--log-file``).
+"""
