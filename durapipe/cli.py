@@ -31,6 +31,7 @@ from ._console import (
 from ._definition import load_module, load_target, pipelines_in
 from ._engine import HOST, last_handled_failure
 from ._ids import validate_run_id
+from ._kinds import WAIT_ENDS, WAIT_STARTS
 from ._local import drive_tree, local_runner, take
 from ._runner import Runner
 from ._store import open_store
@@ -744,10 +745,6 @@ def _run_json(v: RunView) -> dict[str, Any]:
     }
 
 
-_OPENS = {"input_requested", "timer_started", "child_started"}
-_CLOSES = {"input_received", "input_timeout", "timer_fired", "child_completed", "child_failed"}
-
-
 def _waits(v: RunView, events: list[Any]) -> list[str]:
     """Every wait the run is in (several under dp.gather), each with what ends it."""
     if v.status in S.TERMINAL:
@@ -756,9 +753,9 @@ def _waits(v: RunView, events: list[Any]) -> list[str]:
     for e in events:
         if e.step is None:
             continue
-        if e.kind in _OPENS:
+        if e.kind in WAIT_STARTS:
             open_[e.step] = e
-        elif e.kind in _CLOSES:
+        elif e.kind in WAIT_ENDS:
             open_.pop(e.step, None)
     out = []
     for e in open_.values():

@@ -49,7 +49,7 @@ from ._execution import Outcome, Result
 from ._execution import replay as execute_dry
 from ._local import drive_tree, local_runner, take
 from ._runner import Runner
-from ._store import Store, open_store
+from ._store import Store, create_database, drop_database, open_store
 from ._store import schema as S
 from ._store.store import Op
 from .errors import LeaseLost, RunNotFound
@@ -570,16 +570,6 @@ async def _migrate(url: str) -> None:
     await store.close()
 
 
-async def _pg_admin(server: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(server, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def _pg_database(server: str, name: str) -> str:
     parts = urlsplit(server)
     return urlunsplit(parts._replace(path="/" + name))
@@ -599,13 +589,13 @@ def _temporary_database(tmp_path: Path) -> Iterator[str]:
         )
     plain = urlunsplit(urlsplit(server)._replace(scheme="postgresql"))
     name = "durapipe_test_" + uuid.uuid4().hex[:12]
-    _in_thread(lambda: _pg_admin(plain, f'CREATE DATABASE "{name}"'))
+    _in_thread(lambda: create_database(plain, name))
     try:
         url = _pg_database(plain, name)
         _in_thread(lambda: _migrate(url))
         yield url
     finally:
-        _in_thread(lambda: _pg_admin(plain, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _in_thread(lambda: drop_database(plain, name))
 
 
 try:  # the plugin part: only when pytest is there (the helpers above work without it)

@@ -2,6 +2,6 @@
 
 - :mod:`.supervisor`: starts the side tasks; one that dies is logged and stops the worker.
 - :mod:`.leases`: heartbeats, lost leases, stop/cancel requests, giving leases back.
-- :mod:`.wakeups`: LISTEN (PostgreSQL) or ``PRAGMA data_version`` (SQLite) wake-ups.
+- :mod:`.wakeups`: what a change in the database (``Store.watch``) wakes.
 - :mod:`.logs`: the runs' log lines, shipped to the database (and a ``--log-file``).
 """
