@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from . import _config, _serde
-from ._client import AdminClient, RunView, event_json, parse_inputs
-from ._console import (
+from .. import _config, _serde
+from .._client import AdminClient, RunView, event_json, parse_inputs
+from .._console import (
     LineFormatter,
     LiveConsole,
     record_json,
@@ -28,16 +28,16 @@ from ._console import (
     use_color,
     visible,
 )
-from ._definition import load_module, load_target, pipelines_in
-from ._engine import HOST, last_handled_failure
-from ._ids import validate_run_id
-from ._kinds import WAIT_ENDS, WAIT_STARTS
-from ._local import drive_tree, local_runner, take
-from ._runner import Runner
-from ._store import open_store
-from ._store import schema as S
-from ._store.url import redact, resolve_url
-from .errors import ConfigError, DurapipeError, InvalidInput, InvalidRunState, RunNotFound
+from .._definition import load_module, load_target, pipelines_in
+from .._engine import HOST, last_handled_failure
+from .._ids import validate_run_id
+from .._kinds import WAIT_ENDS, WAIT_STARTS
+from .._local import drive_tree, local_runner, take
+from .._runner import Runner
+from .._store import open_store
+from .._store import schema as S
+from .._store.url import redact, resolve_url
+from ..errors import ConfigError, DurapipeError, InvalidInput, InvalidRunState, RunNotFound
 
 app = typer.Typer(
     name="durapipe",
@@ -49,7 +49,7 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .. import __version__
 
         _out(f"durapipe {__version__}")
         raise typer.Exit(0)
@@ -1040,7 +1040,7 @@ def upgrade_check(
     json_out: JsonOpt = False,
 ) -> None:
     """Replay every open run of these pipelines against the new code, with no side effects."""
-    from ._upgrade import upgrade_check as check
+    from .._upgrade import upgrade_check as check
 
     async def go() -> int:
         pipelines = []
