@@ -1,5 +1,30 @@
-"""The ``durapipe`` command: thin commands that parse, call the client or a runner, and render."""
+"""The ``durapipe`` command: thin commands that parse, call the client or a runner, and render.
 
-from ._app import app, main
+_app.py holds the typer app, the shared options and the entry point; _foreground.py the terminal
+UI of a run executed here; the commands live by what they do: run.py (run, resume, start),
+look.py (list, show, logs, result, workers), steer.py (input, stop, cancel), admin.py (worker,
+upgrade check, db upgrade, gc).
+"""
+
+from . import admin, look, run, steer
+from ._app import app, db_app, main, upgrade_app
+
+# Registered here, in one place: typer lists commands in the order they are registered, and this
+# is the order of `durapipe --help` and docs/cli.md.
+app.command()(run.run)
+app.command()(run.resume)
+app.command()(run.start)
+app.command()(look.result)
+app.command()(admin.worker)
+app.command()(look.workers)
+app.command("list")(look.list_)
+app.command()(look.show)
+app.command()(look.logs)
+app.command("input")(steer.input_)
+app.command()(steer.stop)
+app.command()(steer.cancel)
+app.command()(admin.gc)
+upgrade_app.command("check")(admin.upgrade_check)
+db_app.command("upgrade")(admin.db_upgrade)
 
 __all__ = ["app", "main"]
