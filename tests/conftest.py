@@ -60,16 +60,6 @@ def _with_db(server: str, name: str) -> str:
     return f"{base}/{name}"
 
 
-async def _pg_admin(server: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(server, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated database: a SQLite file, or a new PostgreSQL database."""
@@ -83,14 +73,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         pytest.skip(
             "no PostgreSQL server available (set DURAPIPE_TEST_PG_URL or install postgresql)"
         )
+    from durapipe._store import create_database, drop_database
+
     name = "dp_" + uuid.uuid4().hex[:16]
-    asyncio.run(_pg_admin(server, f'CREATE DATABASE "{name}"'))
+    asyncio.run(create_database(server, name))
     url = _with_db(server, name)
     _migrate(url)
     try:
         yield url
     finally:
-        asyncio.run(_pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(server, name))
 
 
 def _migrate(url: str) -> None:

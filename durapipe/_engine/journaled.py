@@ -111,11 +111,7 @@ def begin(
     ctx.check(key)
     evs = ctx.records.get(key)
     if not evs:
-        if ctx.dry:
-            raise ReplayFrontier(key)
-        if ctx.cancel_pending and not ctx.cancel_delivered:
-            ctx.cancel_delivered = True
-            raise asyncio.CancelledError("durapipe: run cancelled")
+        _at_frontier(ctx, key)
         return Call(ctx, key, name, label, None, _NOTHING)
     ctx.visited.add(key)
     first = evs[0]
@@ -127,9 +123,15 @@ def begin(
         raise err
     done = next((e for e in evs if e.kind in COMPLETIONS), None)
     if done is None:
-        if ctx.dry:
-            raise ReplayFrontier(key)
-        if ctx.cancel_pending and not ctx.cancel_delivered:
-            ctx.cancel_delivered = True
-            raise asyncio.CancelledError("durapipe: run cancelled")
+        _at_frontier(ctx, key)
     return Call(ctx, key, name, label, done, evs)
+
+
+def _at_frontier(ctx: RunContext, key: str) -> None:
+    """A call the history has not completed: a dry replay stops here, and a pending
+    cancellation is delivered here (once)."""
+    if ctx.dry:
+        raise ReplayFrontier(key)
+    if ctx.cancel_pending and not ctx.cancel_delivered:
+        ctx.cancel_delivered = True
+        raise asyncio.CancelledError("durapipe: run cancelled")

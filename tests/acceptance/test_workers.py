@@ -279,12 +279,14 @@ def test_worker_on_an_unmigrated_postgres_says_how_to_migrate(
 ) -> None:
     import uuid
 
-    from conftest import _pg_admin, _with_db, cli_env
+    from conftest import _with_db, cli_env
+
+    from durapipe._store import create_database, drop_database
 
     if pg_server is None:
         pytest.skip("no PostgreSQL server available")
     name = "dp_bare_" + uuid.uuid4().hex[:8]
-    asyncio.run(_pg_admin(pg_server, f'CREATE DATABASE "{name}"'))
+    asyncio.run(create_database(pg_server, name))
     try:
         url = _with_db(pg_server, name)
         p = subprocess.run(
@@ -298,7 +300,7 @@ def test_worker_on_an_unmigrated_postgres_says_how_to_migrate(
         assert p.returncode == 1 and "run `durapipe db upgrade` first" in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
     finally:
-        asyncio.run(_pg_admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(pg_server, name))
 
 
 def test_worker_log_file_gets_one_json_record_per_line(
