@@ -106,12 +106,6 @@ def loads(text: str | None) -> Any:
     return json.loads(text)
 
 
-def roundtrip(value: Any, *, what: str = "value") -> tuple[str, Any]:
-    """Encode a value and decode it again, so live runs see what replays will see."""
-    text = dumps(value, what=what)
-    return text, json.loads(text)
-
-
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 

@@ -43,18 +43,6 @@ class Workers(StoreBase):
 
         return await self._read(_tx)
 
-    async def workers_on_host(self, host: str) -> list[Row[Any]]:
-        w = S.workers.c
-
-        def _tx(conn: Connection) -> Any:
-            return list(
-                (
-                    conn.execute(select(S.workers).where(w.host == host, w.stopped_at.is_(None)))
-                ).all()
-            )
-
-        return await self._read(_tx)
-
     async def lease_holders(self, root_run_id: str) -> list[Row[Any]]:
         """The workers holding leases in the run tree ``root_run_id`` (by their worker rows)."""
         r, w = S.runs.c, S.workers.c
