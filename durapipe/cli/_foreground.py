@@ -14,6 +14,7 @@ from .. import _serde
 from .._client import AdminClient
 from .._console import LiveConsole, running_status, visible
 from .._engine import last_handled_failure
+from .._kinds import ACTIVE, RunStatus
 from .._local import drive_tree, local_runner
 from ..errors import DurapipeError
 from ._app import _err, _out
@@ -127,13 +128,13 @@ class _Foreground:
 
     async def report(self, client: AdminClient, run_id: str, status: str) -> int:
         view = await client.get(run_id)
-        if view.status == "completed":
+        if view.status == RunStatus.COMPLETED:
             _out(json.dumps(view.output, ensure_ascii=False))
             return 0
-        if view.status == "stopped":
+        if view.status == RunStatus.STOPPED:
             _err(f"run {run_id} stopped")  # the run's log printed how to continue it
             return 130 if self.interrupted else 1
-        if view.status in ("sleeping", "waiting", "running", "pending"):
+        if view.status in ACTIVE:
             _err(
                 f"run {run_id} is {view.status} and was left to the workers (`durapipe show {run_id}`)"
             )
@@ -141,15 +142,15 @@ class _Foreground:
         err = view.error or {}
         handled = (
             last_handled_failure(await client.history(run_id))
-            if view.status == "failed" and err.get("step")
+            if view.status == RunStatus.FAILED and err.get("step")
             else None
         )
         hint = {
-            "failed": f"fix the cause, then `durapipe resume {run_id}` retries the failed step"
+            RunStatus.FAILED: f"fix the cause, then `durapipe resume {run_id}` retries the failed step"
             if handled is None
             else f"the pipeline handled the failure of step {handled[0].label or handled[0].step}"
             " and went on, so `durapipe resume` would not retry it; start a new run",
-            "blocked": f"restore code that makes the recorded calls, then `durapipe resume {run_id}`",
+            RunStatus.BLOCKED: f"restore code that makes the recorded calls, then `durapipe resume {run_id}`",
         }.get(view.status, f"`durapipe show {run_id}` has the details")
         _err(
             f"run {run_id} {view.status}: {err.get('type', 'Error')}: {visible(str(err.get('message', '')))} — {hint}"

@@ -13,8 +13,14 @@ import typer
 from .. import _config
 from .._client import AdminClient, RunView, event_json
 from .._console import LineFormatter, record_json, render_list, render_show, use_color, visible
-from .._kinds import WAIT_ENDS, WAIT_STARTS
-from .._store import schema as S
+from .._kinds import (
+    RESUMABLE_EXTRA,
+    TERMINAL,
+    WAIT_ENDS,
+    WAIT_STARTS,
+    EventKind,
+    RunStatus,
+)
 from ._app import DbOpt, JsonOpt, NoTsOpt, _connect_for_run, _err, _out, _print_rich, _run
 
 
@@ -81,7 +87,7 @@ def _run_json(v: RunView) -> dict[str, Any]:
 
 def _waits(v: RunView, events: list[Any]) -> list[str]:
     """Every wait the run is in (several under dp.gather), each with what ends it."""
-    if v.status in S.TERMINAL:
+    if v.status in TERMINAL:
         return []
     open_: dict[str, Any] = {}
     for e in events:
@@ -94,12 +100,12 @@ def _waits(v: RunView, events: list[Any]) -> list[str]:
     out = []
     for e in open_.values():
         data = json.loads(e.data) if e.data else {}
-        if e.kind == "input_requested":
+        if e.kind == EventKind.INPUT_REQUESTED:
             prompt = f" ({data['prompt']})" if data.get("prompt") else ""
             out.append(
                 f"Waiting for input '{e.name}'{prompt} — answer with: durapipe input {v.run_id} {e.name} VALUE"
             )
-        elif e.kind == "child_started":
+        elif e.kind == EventKind.CHILD_STARTED:
             out.append(f"Waiting for child run {data.get('child_run_id')}")
         elif data.get("wake_at"):
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["wake_at"]))
@@ -109,9 +115,13 @@ def _waits(v: RunView, events: list[Any]) -> list[str]:
 
 async def _who_can_take(client: AdminClient, row: Any) -> str | None:
     """Why nobody will pick this run up, when that is so (or why it was aborted)."""
-    if row.status == "aborted" and row.error:
+    if row.status == RunStatus.ABORTED and row.error:
         return "aborted: " + str(json.loads(row.error).get("message", ""))
-    if row.lease_owner is not None or row.status not in ("pending", "sleeping", "waiting"):
+    if row.lease_owner is not None or row.status not in (
+        RunStatus.PENDING,
+        RunStatus.SLEEPING,
+        RunStatus.WAITING,
+    ):
         return None
     for h in await client.holds():
         if h.pipeline == row.pipeline and h.version in ("", row.version):
@@ -209,7 +219,7 @@ def logs(
                 if not follow:
                     return 0
                 cur = await client.row(run_id)
-                if cur.status in S.TERMINAL or cur.status in ("stopped", "blocked"):
+                if cur.status in TERMINAL or cur.status in RESUMABLE_EXTRA:
                     final = await client.read_logs(row.root_run_id, after_id=last)
                     if not final:
                         return 0
@@ -243,10 +253,10 @@ def result(
                 _out(json.dumps(out, ensure_ascii=False))
                 return 0
             view = await client.get(run_id)
-            if view.status == "completed":
+            if view.status == RunStatus.COMPLETED:
                 _out(json.dumps(view.output, ensure_ascii=False))
                 return 0
-            if view.status in S.TERMINAL or view.status == "blocked":
+            if view.status in TERMINAL or view.status == RunStatus.BLOCKED:
                 err = view.error or {}
                 _err(
                     f"run {run_id} {view.status}: {err.get('type', '')}: {visible(str(err.get('message', '')))}"

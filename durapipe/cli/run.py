@@ -11,9 +11,9 @@ from .. import _serde
 from .._client import AdminClient, parse_inputs
 from .._definition import load_target
 from .._ids import validate_run_id
+from .._kinds import TERMINAL
 from .._local import take
 from .._runner import Runner
-from .._store import schema as S
 from ..errors import InvalidInput, InvalidRunState
 from ._app import DbOpt, NoTsOpt, _connect_for_run, _err, _out, _run, _run_or_pipeline
 from ._foreground import _Foreground
@@ -75,7 +75,7 @@ def run(
             if not created:
                 await fg.runner.close()
                 _out(row.id)
-                if row.status in S.TERMINAL:
+                if row.status in TERMINAL:
                     _err(f"run {row.id} exists already and has ended; it is not run again")
                     return await fg.report(client, row.id, row.status)
                 _err(
