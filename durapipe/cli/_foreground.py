@@ -145,13 +145,14 @@ class _Foreground:
             if view.status == RunStatus.FAILED and err.get("step")
             else None
         )
-        hint = {
+        hints: dict[str, str] = {
             RunStatus.FAILED: f"fix the cause, then `durapipe resume {run_id}` retries the failed step"
             if handled is None
             else f"the pipeline handled the failure of step {handled[0].label or handled[0].step}"
             " and went on, so `durapipe resume` would not retry it; start a new run",
             RunStatus.BLOCKED: f"restore code that makes the recorded calls, then `durapipe resume {run_id}`",
-        }.get(view.status, f"`durapipe show {run_id}` has the details")
+        }
+        hint = hints.get(view.status, f"`durapipe show {run_id}` has the details")
         _err(
             f"run {run_id} {view.status}: {err.get('type', 'Error')}: {visible(str(err.get('message', '')))} — {hint}"
         )
