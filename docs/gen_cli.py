@@ -137,7 +137,7 @@ def generate() -> str:
     out = [
         "# durapipe command reference",
         "",
-        "<!-- Generated from durapipe/cli.py by docs/gen_cli.py; do not edit by hand.",
+        "<!-- Generated from durapipe/cli/ by docs/gen_cli.py; do not edit by hand.",
         "     Regenerate with: python docs/gen_cli.py > docs/cli.md -->",
         "",
         (group.help or "").strip(),
