@@ -207,3 +207,14 @@ def epoch(value: str) -> float:
     import datetime as dt
 
     return dt.datetime.fromisoformat(value).timestamp()
+
+
+def client_call(db_url: str, fn: Any) -> Any:
+    """``await fn(client)`` with a Client of ``db_url``, from sync test code."""
+    import durapipe as dp
+
+    async def go() -> Any:
+        async with await dp.Client.connect(db_url) as c:
+            return await fn(c)
+
+    return asyncio.run(go())

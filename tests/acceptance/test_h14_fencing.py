@@ -7,29 +7,18 @@ import asyncio
 import signal
 import sqlite3
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import PIPELINES, side_effects, wait_until
+from conftest import PIPELINES, client_call, side_effects, wait_until
 
 FENCING = str(PIPELINES / "fencing.py")
 COUNTING = str(PIPELINES / "counting.py")
 FAST = {"DURAPIPE_LEASE_TTL": "2", "DURAPIPE_POLL_INTERVAL": "0.1"}
 
 
-def _call(db_url: str, fn: Callable[[Any], Any]) -> Any:
-    import durapipe as dp
-
-    async def go() -> Any:
-        async with await dp.Client.connect(db_url) as c:
-            return await fn(c)
-
-    return asyncio.run(go())
-
-
 def _logs(db_url: str, run_id: str) -> list[Any]:
-    return _call(db_url, lambda c: c.store.read_logs(run_id, limit=100000))
+    return client_call(db_url, lambda c: c.store.read_logs(run_id, limit=100000))
 
 
 def test_a_worker_woken_after_a_takeover_adds_no_lines_to_the_runs_logs(
@@ -38,7 +27,7 @@ def test_a_worker_woken_after_a_takeover_adds_no_lines_to_the_runs_logs(
     from durapipe._definition import load_target
 
     pdef = load_target(f"{FENCING}:chatty")
-    rid = _call(db_url, lambda c: c.start(pdef))
+    rid = client_call(db_url, lambda c: c.start(pdef))
     a = dp_spawn("worker", "-m", FENCING, env=FAST)
     wait_until(
         lambda: any(x.line == "tick" for x in _logs(db_url, rid)),
@@ -54,7 +43,7 @@ def test_a_worker_woken_after_a_takeover_adds_no_lines_to_the_runs_logs(
         )
         (tmp_path / "go").write_text("")
         wait_until(
-            lambda: _call(db_url, lambda c: c.get(rid)).status == "completed",
+            lambda: client_call(db_url, lambda c: c.get(rid)).status == "completed",
             timeout=30,
             what="B to complete the run",
         )
@@ -141,12 +130,12 @@ def test_a_run_whose_history_write_fails_is_released_and_resumed_at_once(
     assert "could not write its history (the database refused the write" in err, err
     assert "released when this process exits" in err, err
     assert ("disk is full" if kind == "sqlite" else "No space left on device") in err, err
-    row = _call(db_url, lambda c: c.get(rid))
+    row = client_call(db_url, lambda c: c.get(rid))
     assert row.lease_owner is None and row.status == "pending", row
     _sql(db_url, _ROOM[kind])
     r = dp_cli("resume", rid, env=long, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert _call(db_url, lambda c: c.get(rid)).status == "completed"
+    assert client_call(db_url, lambda c: c.get(rid)).status == "completed"
     assert side_effects(tmp_path, "steps") == ["1", "block-1", "block-1", "2", "3"]
 
 
@@ -162,7 +151,7 @@ def test_cancel_of_a_suspended_run_with_a_worker_up_reports_the_cancel_it_caused
         r = dp_cli("start", f"{COUNTING}:guarded", "--input", "wait=input", check=True)
         ids.append(r.stdout.strip())
     wait_until(
-        lambda: all(_call(db_url, lambda c, i=i: c.get(i)).status == "waiting" for i in ids),
+        lambda: all(client_call(db_url, lambda c, i=i: c.get(i)).status == "waiting" for i in ids),
         what="the runs to suspend",
     )
     for rid in ids:
@@ -171,7 +160,7 @@ def test_cancel_of_a_suspended_run_with_a_worker_up_reports_the_cancel_it_caused
         last = r.stdout.strip().splitlines()[-1]  # after the live output of a cancel run here
         assert last in (f"run {rid}: cancelled", f"run {rid}: cancel requested"), r
         wait_until(
-            lambda rid=rid: _call(db_url, lambda c: c.get(rid)).status == "cancelled",
+            lambda rid=rid: client_call(db_url, lambda c: c.get(rid)).status == "cancelled",
             what="the run to end cancelled",
         )
     assert side_effects(tmp_path, "steps").count("cleanup") == 3

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import PIPELINES, cli_env, epoch, side_effects, wait_until
+from conftest import PIPELINES, cli_env, client_call, epoch, side_effects, wait_until
 from tcpproxy import ProxyConn, TcpProxy
 
 WORK = str(PIPELINES / "work.py")
@@ -116,16 +116,6 @@ def proxy(db_url: str) -> Iterator[TcpProxy]:
         yield p
 
 
-def _client_call(db_url: str, fn: Callable[[Any], Any]) -> Any:
-    import durapipe as dp
-
-    async def go() -> Any:
-        async with await dp.Client.connect(db_url) as c:
-            return await fn(c)
-
-    return asyncio.run(go())
-
-
 def _start(db_url: str, pipeline: str, count: int, **inputs: Any) -> list[str]:
     from durapipe._definition import load_target
 
@@ -134,7 +124,7 @@ def _start(db_url: str, pipeline: str, count: int, **inputs: Any) -> list[str]:
     async def fn(c: Any) -> list[str]:
         return [await c.start(pdef, **inputs) for _ in range(count)]
 
-    return list(_client_call(db_url, fn))
+    return list(client_call(db_url, fn))
 
 
 def _rows(db_url: str, ids: list[str]) -> dict[str, Any]:
@@ -143,7 +133,7 @@ def _rows(db_url: str, ids: list[str]) -> dict[str, Any]:
     async def fn(c: Any) -> dict[str, Any]:
         return {rid: await c.row(rid) for rid in ids}
 
-    return dict(_client_call(db_url, fn))
+    return dict(client_call(db_url, fn))
 
 
 def _recorded(db_url: str, ids: list[str]) -> dict[str, Any]:
@@ -161,7 +151,7 @@ def _recorded(db_url: str, ids: list[str]) -> dict[str, Any]:
             )
         return out
 
-    return dict(_client_call(db_url, fn))
+    return dict(client_call(db_url, fn))
 
 
 def _show(db_url: str, tmp_path: Path, rid: str) -> dict[str, Any]:

@@ -9,25 +9,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PIPELINES, side_effects, wait_until
+from conftest import PIPELINES, client_call, side_effects, wait_until
 
 WORK = str(PIPELINES / "work.py")
 FAST = {"DURAPIPE_LEASE_TTL": "2", "DURAPIPE_POLL_INTERVAL": "0.1"}
-
-
-def _client_call(db_url: str, fn: Callable[[Any], Any]) -> Any:
-    import durapipe as dp
-
-    async def go() -> Any:
-        async with await dp.Client.connect(db_url) as c:
-            return await fn(c)
-
-    return asyncio.run(go())
 
 
 def _start_many(db_url: str, pipeline: str, count: int, **inputs: Any) -> list[str]:
@@ -38,18 +27,18 @@ def _start_many(db_url: str, pipeline: str, count: int, **inputs: Any) -> list[s
     async def fn(c: Any) -> list[str]:
         return [await c.start(pdef, **inputs) for _ in range(count)]
 
-    return _client_call(db_url, fn)
+    return client_call(db_url, fn)
 
 
 def _statuses(db_url: str) -> collections.Counter[str]:
     async def fn(c: Any) -> collections.Counter[str]:
         return collections.Counter(v.status for v in await c.list(limit=100000))
 
-    return _client_call(db_url, fn)
+    return client_call(db_url, fn)
 
 
 def _events(db_url: str, run_id: str) -> list[Any]:
-    return _client_call(db_url, lambda c: c.store.events(run_id))
+    return client_call(db_url, lambda c: c.store.events(run_id))
 
 
 def _assert_history_sound(db_url: str, run_ids: list[str]) -> None:
@@ -121,12 +110,12 @@ def test_sigstop_past_the_lease_then_sigcont_records_nothing(
         lambda: f"{rid} h-start" in side_effects(tmp_path, "effects"),
         what="worker A to hold the run",
     )
-    first_attempt = _client_call(db_url, lambda c: c.get(rid)).attempt
+    first_attempt = client_call(db_url, lambda c: c.get(rid)).attempt
     a.send_signal(signal.SIGSTOP)
     try:
         b = _worker(dp_spawn)
         wait_until(
-            lambda: _client_call(db_url, lambda c: c.get(rid)).attempt > first_attempt,
+            lambda: client_call(db_url, lambda c: c.get(rid)).attempt > first_attempt,
             timeout=30,
             what="worker B to take over",
         )
@@ -136,14 +125,14 @@ def test_sigstop_past_the_lease_then_sigcont_records_nothing(
         )
         (tmp_path / "go").write_text("")
         wait_until(
-            lambda: _client_call(db_url, lambda c: c.get(rid)).status == "completed",
+            lambda: client_call(db_url, lambda c: c.get(rid)).status == "completed",
             timeout=30,
             what="B to complete",
         )
     finally:
         a.send_signal(signal.SIGCONT)
     # A wakes inside its step, finishes it, and must be refused at its next write.
-    final = _client_call(db_url, lambda c: c.get(rid)).attempt
+    final = client_call(db_url, lambda c: c.get(rid)).attempt
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(a.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
@@ -203,13 +192,13 @@ def test_sigterm_lets_the_step_finish_and_releases_the_lease(
     a.send_signal(signal.SIGTERM)
     (tmp_path / "go").write_text("")  # the in-flight step can now finish within the grace period
     assert a.wait(timeout=30) == 0
-    view = _client_call(db_url, lambda c: c.get(rid))
+    view = client_call(db_url, lambda c: c.get(rid))
     assert view.lease_owner is None and view.status == "pending"
     assert any(e.kind == "step_completed" and e.name == "hold" for e in _events(db_url, rid))
     # With a 60 s lease, a second worker only gets it this fast because A released it.
     _worker(dp_spawn, env={"DURAPIPE_LEASE_TTL": "60"})
     wait_until(
-        lambda: _client_call(db_url, lambda c: c.get(rid)).status == "completed",
+        lambda: client_call(db_url, lambda c: c.get(rid)).status == "completed",
         timeout=20,
         what="B to finish the run",
     )
@@ -230,7 +219,7 @@ def test_run_killed_under_durapipe_run_is_finished_by_a_worker(
     (tmp_path / "go").write_text("")
     _worker(dp_spawn)
     wait_until(
-        lambda: _client_call(db_url, lambda c: c.get(rid)).status == "completed",
+        lambda: client_call(db_url, lambda c: c.get(rid)).status == "completed",
         timeout=30,
         what="a worker to finish it",
     )
