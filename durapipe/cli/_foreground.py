@@ -135,8 +135,11 @@ class _Foreground:
             _err(f"run {run_id} stopped")  # the run's log printed how to continue it
             return 130 if self.interrupted else 1
         if view.status in ACTIVE:
+            # Not finished here (a failed write dropped it, or its pipeline was held): the log
+            # above says why. It is not lost: a worker or a resume continues it.
             _err(
-                f"run {run_id} is {view.status} and was left to the workers (`durapipe show {run_id}`)"
+                f"run {run_id} is {view.status}: it was not finished here; "
+                f"`durapipe resume {run_id}` continues it, or a worker does (`durapipe show {run_id}`)"
             )
             return 1
         err = view.error or {}

@@ -129,6 +129,8 @@ def test_a_run_whose_history_write_fails_is_released_and_resumed_at_once(
     assert "lease lost" not in err, err
     assert "could not write its history (the database refused the write" in err, err
     assert "released when this process exits" in err, err
+    assert f"run {rid} is pending: it was not finished here; `durapipe resume {rid}`" in err, err
+    assert "left to the workers" not in err, err  # there may be none
     assert ("disk is full" if kind == "sqlite" else "No space left on device") in err, err
     row = client_call(db_url, lambda c: c.get(rid))
     assert row.lease_owner is None and row.status == "pending", row
