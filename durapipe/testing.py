@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from . import _serde
-from ._client import Client, RunView
+from ._client import Client, RunView, check_failure_retryable
 from ._clock import SYSTEM_CLOCK, Clock, SkippingClock, SystemClock
 from ._definition import PipelineDef
 from ._execution import Outcome, Result
@@ -115,12 +115,16 @@ async def resume_run(
 ) -> RunView:
     """Continue a stopped, failed, blocked or abandoned run here with the given definition.
 
+    As ``durapipe resume``, a failed run is refused (:class:`durapipe.InvalidRunState`, nothing
+    changed) when the pipeline had caught its failure and made calls after it.
+
     A run left by :func:`crash_run` (or by a process that died) is taken at once, without
     waiting for its lease to expire, and so are the runs of its tree the same process held
     (a child it was executing).
     """
     client = Client(store)
     row = await client.row(run_id)
+    await check_failure_retryable(store, row)  # as `durapipe resume`: a handled failure stays
     runner = local_runner(store, [pipeline], clock=clock, lease_ttl=_lease(clock, None))
     await runner.start()
     try:
