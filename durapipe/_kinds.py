@@ -51,6 +51,14 @@ class EventKind(StrEnum):
     CHILD_FAILED = "child_failed"
     VALUE_RECORDED = "value_recorded"
     PATCH_MARKER = "patch_marker"
+    # messages, published state, dp.first
+    MESSAGE_SENT = "message_sent"
+    RECV_STARTED = "recv_started"
+    RECV_RECEIVED = "recv_received"
+    RECV_TIMEOUT = "recv_timeout"
+    EVENT_SET = "event_set"
+    FIRST_STARTED = "first_started"
+    FIRST_DONE = "first_done"
 
 
 class Request(StrEnum):
@@ -88,13 +96,24 @@ RUN_ENDS = (
     EventKind.RUN_CANCELLED,
     EventKind.RUN_ABORTED,
 )
-WAIT_STARTS = (EventKind.TIMER_STARTED, EventKind.INPUT_REQUESTED, EventKind.CHILD_STARTED)
+WAIT_STARTS = (
+    EventKind.TIMER_STARTED,
+    EventKind.INPUT_REQUESTED,
+    EventKind.CHILD_STARTED,
+    # messages, dp.first
+    EventKind.RECV_STARTED,
+    EventKind.FIRST_STARTED,
+)
 WAIT_ENDS = (
     EventKind.TIMER_FIRED,
     EventKind.INPUT_RECEIVED,
     EventKind.INPUT_TIMEOUT,
     EventKind.CHILD_COMPLETED,
     EventKind.CHILD_FAILED,
+    # messages, dp.first
+    EventKind.RECV_RECEIVED,
+    EventKind.RECV_TIMEOUT,
+    EventKind.FIRST_DONE,
 )
 TIMELINE_KINDS = (
     (
@@ -118,6 +137,11 @@ class Family(StrEnum):
     INPUT = "input"  # dp.await_input
     CHILD = "child"  # dp.run_subpipeline
     VALUE = "value"  # dp.now, dp.uuid4, dp.random
+    # messages, published state, dp.first
+    MESSAGE = "message"  # dp.send
+    RECV = "recv"  # dp.recv
+    EVENT = "event"  # dp.set_event
+    FIRST = "first"  # dp.first
 
 
 def family(kind: str) -> str:
@@ -127,5 +151,7 @@ def family(kind: str) -> str:
 
 # The events that end a journaled call: replay hands back what they recorded.
 COMPLETIONS = frozenset(
-    (EventKind.STEP_COMPLETED, EventKind.STEP_FAILED, EventKind.VALUE_RECORDED) + WAIT_ENDS
+    (EventKind.STEP_COMPLETED, EventKind.STEP_FAILED, EventKind.VALUE_RECORDED)
+    + WAIT_ENDS
+    + (EventKind.MESSAGE_SENT, EventKind.EVENT_SET)  # messages, published state
 )

@@ -275,6 +275,7 @@ class RunContext:
         waiting_for: dict[str, Any],
         wake_if_input: str | None = None,
         wake_if_child: str | None = None,
+        wake_if: list[tuple[str, str]] | None = None,
     ) -> bool:
         """Wait until ``ready()`` or the deadline. -> True when ready, False at the deadline.
 
@@ -289,7 +290,7 @@ class RunContext:
         }
         try:
             return await self._wait(
-                deadline, ready, status, waiting_for, wake_if_input, wake_if_child
+                deadline, ready, status, waiting_for, wake_if_input, wake_if_child, wake_if
             )
         finally:
             self.open_waits.pop(key, None)
@@ -302,6 +303,7 @@ class RunContext:
         waiting_for: dict[str, Any],
         wake_if_input: str | None,
         wake_if_child: str | None,
+        wake_if: list[tuple[str, str]] | None = None,
     ) -> bool:
         while True:
             self.check("")
@@ -324,6 +326,7 @@ class RunContext:
                     suspend=True,
                     wake_if_input=wake_if_input,
                     wake_if_child=wake_if_child,
+                    wake_if=list(wake_if or ()),
                 )
                 self.status = "suspended"
                 # Unwinding runs the pipeline's finally blocks: journaled calls there must do nothing.

@@ -41,6 +41,15 @@ class Op:
     wake_if_child: str | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)  # log lines carried by the batch
     future: asyncio.Future[None] | None = None
+    # messages and published state (dp.send, dp.recv, dp.set_event, dp.first):
+    # messages to insert (run_id: the addressee, topic, value, sender, created_at), each waking
+    # its addressee; a message this run takes (its seq in consume_seq); published keys to upsert
+    # (key, value, seq, updated_at); and more things a suspending run wakes for:
+    # ("input", name) | ("message", topic) | ("child", run_id).
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    consume_message: int | None = None
+    publish: list[dict[str, Any]] = field(default_factory=list)
+    wake_if: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Committer(Protocol):
