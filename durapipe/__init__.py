@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from ._client import Client, RunView
 from ._definition import PipelineDef, pipeline, step
-from ._engine import (
+from ._engine import (  # messages, state, first
+    FirstResult,
     RunInfo,
     await_input,
     context,
+    first,
     gather,
     logger,
     now,
     patched,
     random,
+    recv,
     run_subpipeline,
+    send,
+    set_event,
     sleep,
     uuid4,
 )
@@ -34,6 +39,7 @@ from .errors import (
     ExecFailed,
     InputTimeout,
     InvalidRunState,
+    MessageTimeout,  # messages
     NonDeterminismError,
     NotInPipeline,
     RunFailed,
@@ -84,4 +90,11 @@ __all__ = [
     "sleep",
     "step",
     "uuid4",
+    # messages, published state, dp.first
+    "FirstResult",
+    "MessageTimeout",
+    "first",
+    "recv",
+    "send",
+    "set_event",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import _serde
+from . import _client_messages, _serde
 from ._definition import PipelineDef, load_target, registered
 from ._engine import last_handled_failure
 from ._ids import new_id, validate_run_id
@@ -511,6 +511,54 @@ class Client:
         """Raise InvalidRunState, changing nothing, when resuming ``row`` is refused."""
         _check_resumable(row)
         await check_failure_retryable(self.store, row)
+
+    # ---------------------------------------------------------------- messages, published state
+
+    async def send(self, run_id: str, topic: str, value: Any = None) -> None:
+        """Send ``value`` to a run on ``topic``, like ``durapipe send``; it takes it with
+        ``dp.recv(topic)``.
+
+        The message (any JSON value, at most 1 MB encoded) is kept until the run takes it;
+        messages of one topic are taken in the order they were sent. A run suspended waiting
+        for it is woken.
+
+        Raises:
+            InvalidInput: the topic is not a short identifier (letters, digits, ``_ - . :``;
+                at most 100 characters).
+            SerializationError: the value is not JSON or is too large.
+            InvalidRunState: the run has ended.
+            RunNotFound: there is no such run.
+        """
+        await _client_messages.send(self, run_id, topic, value)
+
+    async def get_event(
+        self, run_id: str, key: str, *, wait: float | None = None, default: Any = None
+    ) -> Any:
+        """The latest value the run published under ``key`` with ``dp.set_event`` (``durapipe
+        events``). Reads never replay the run nor touch its lease: it may be running,
+        waiting or finished.
+
+        Args:
+            run_id: the run.
+            key: the key, as given to ``dp.set_event``.
+            wait: seconds to wait for the key to be published when it is not yet (woken by the
+                database's change notifications, not a tight poll); None or 0: do not wait.
+                Waiting ends early when the run ends without publishing it.
+            default: what to return when the key is not published.
+
+        Raises:
+            InvalidInput: the key is not a short identifier, or ``wait`` is negative.
+            RunNotFound: there is no such run.
+        """
+        return await _client_messages.get_event(self, run_id, key, wait=wait, default=default)
+
+    async def published(self, run_id: str) -> dict[str, Any]:
+        """Every key the run published with ``dp.set_event`` and its latest value, by key.
+
+        Raises:
+            RunNotFound: there is no such run.
+        """
+        return await _client_messages.published(self, run_id)
 
 
 class AdminClient(Client):

@@ -512,3 +512,17 @@ def render_show(
     if note:
         parts.append(Text(note, style="yellow"))
     return Group(*parts)
+
+
+# ---------------------------------------------------------------- published state (dp.set_event)
+
+
+def render_published(values: dict[str, Any]) -> Any:
+    """``durapipe events`` and the end of ``durapipe show``: each published key and its value."""
+    from rich.console import Group
+    from rich.text import Text
+
+    width = max((len(k) for k in values), default=0)
+    lines = [Text("published:", style="bold")]
+    lines += [Text(f"  {k:<{width}}  {_short(v, 400)}") for k, v in values.items()]
+    return Group(*lines) if len(lines) > 1 else Text("no published state")

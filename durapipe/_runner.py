@@ -172,6 +172,16 @@ class Runner:
             return None
         return row.status, _serde.loads(row.output), _serde.loads(row.error)
 
+    async def fetch_message(self, run_id: str, topic: str) -> tuple[int, Any, float] | None:
+        row = await self.store.next_message(run_id, topic)
+        if row is None:
+            return None
+        return int(row.id), _serde.loads(row.value), float(row.created_at)
+
+    async def run_status(self, run_id: str) -> str | None:
+        row = await self.store.get_run(run_id)
+        return None if row is None else str(row.status)
+
     # ---------------------------------------------------------------- claiming
 
     def claim_filter(self, root_run_id: str | None = None) -> ClaimFilter:

@@ -129,6 +129,17 @@ class SyncClient:
     def send_input(self, run_id: str, name: str, value: Any) -> None:
         return self._call(self._client.send_input, run_id, name, value)
 
+    def send(self, run_id: str, topic: str, value: Any = None) -> None:
+        return self._call(self._client.send, run_id, topic, value)
+
+    def get_event(
+        self, run_id: str, key: str, *, wait: float | None = None, default: Any = None
+    ) -> Any:
+        return self._call(self._client.get_event, run_id, key, wait=wait, default=default)
+
+    def published(self, run_id: str) -> dict[str, Any]:
+        return self._call(self._client.published, run_id)
+
     def stop(self, run_id: str, *, now: bool = False) -> str:
         return self._call(self._client.stop, run_id, now=now)
 
@@ -143,6 +154,20 @@ def _sync_doc(doc: str | None) -> str | None:
     return doc.replace("await client.", "client.") if doc else doc
 
 
-for _name in ("start", "get", "list", "events", "result", "send_input", "stop", "cancel", "resume"):
+for _name in (
+    "start",
+    "get",
+    "list",
+    "events",
+    "result",
+    "send_input",
+    "stop",
+    "cancel",
+    "resume",
+    # messages, published state
+    "send",
+    "get_event",
+    "published",
+):
     getattr(SyncClient, _name).__doc__ = _sync_doc(getattr(Client, _name).__doc__)
 del _name

@@ -16,6 +16,7 @@
     │   └── ExecFailed           a command exited non-zero (check=True) or timed out
     ├── SubpipelineFailed        a child run failed
     ├── InputTimeout             await_input timed out without a default
+    ├── MessageTimeout           recv timed out without a default
     └── VersionMismatch          a pinned run met a different version
 
     BaseException (not Exception: user code must not swallow them)
@@ -213,3 +214,15 @@ class RunFailed(DurapipeError):
         self.run_id = run_id
         self.status = status
         self.error = err
+
+
+class MessageTimeout(DurapipeError):
+    """``dp.recv(topic, timeout=...)`` timed out without a ``default``.
+
+    Attributes: ``topic``, ``timeout``.
+    """
+
+    def __init__(self, topic: str, timeout: float) -> None:
+        super().__init__(f"no message on topic {topic!r} arrived within {timeout:g}s")
+        self.topic = topic
+        self.timeout = timeout

@@ -12,6 +12,7 @@ its completion is journaled before the result is handed back. That mechanism is
     journaled.py  the journaled-call mechanism every primitive uses
     failures.py   errors as stored data; the step a failure came from
     step.py exec.py sleep.py inputs.py child.py values.py patched.py gather.py   the primitives
+    messages.py (send, recv) publish.py (set_event) first.py (first, and the waits it races)
 
 The names below are what the rest of durapipe imports from the engine.
 """
@@ -34,11 +35,16 @@ from .context import (
 )
 from .exec import exec_
 from .failures import error_data, error_message, step_of, tag_step
+
+# messages, published state, dp.first
+from .first import FirstResult, first, raceable  # noqa: E402
 from .gather import gather
 from .history import History, handled_failure, last_handled_failure
 from .inputs import await_input
 from .journaled import Call, ReplayFrontier, begin
+from .messages import recv, send  # noqa: E402
 from .patched import patched
+from .publish import set_event  # noqa: E402
 from .run import STEP_START_GRACE, RunContext
 from .sleep import fmt_span, sleep
 from .step import call_step
@@ -81,4 +87,11 @@ __all__ = [
     "step_of",
     "tag_step",
     "uuid4",
+    # messages, published state, dp.first
+    "FirstResult",
+    "first",
+    "raceable",
+    "recv",
+    "send",
+    "set_event",
 ]

@@ -257,3 +257,74 @@ async def first(*waits: Awaitable[Any]) -> FirstResult[Any]:
         run_update=back,
     )
     return FirstResult(index, arms[index].at_deadline())
+
+
+# ---------------------------------------------------------------- the waits of other modules
+
+
+class _SleepWait:
+    """``dp.sleep`` raced: a deadline."""
+
+    wake: tuple[str, str] | None = None
+
+    def __init__(self, duration: Any) -> None:
+        seconds = (
+            duration.total_seconds() if hasattr(duration, "total_seconds") else float(duration)
+        )
+        if seconds < 0 or seconds != seconds:
+            raise ValueError(f"dp.sleep needs a duration of 0 or more seconds, got {duration!r}")
+        self.seconds: float | None = seconds
+        self.what = f"sleep {seconds:g}s"
+
+    async def poll(self, ctx: RunContext) -> Taken | None:
+        return None
+
+    def at_deadline(self) -> Any:
+        return None
+
+    def restore(self, record: Any) -> Any:
+        return None
+
+
+class _InputWait:
+    """``dp.await_input`` raced: the next value for the input, taken only if it wins."""
+
+    def __init__(self, name: str, timeout: float | None, default: Any) -> None:
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise ValueError("an input name is a non-empty string of at most 200 characters")
+        if timeout is not None and (float(timeout) < 0 or timeout != timeout):
+            raise ValueError(f"a timeout is 0 or more seconds, got {timeout!r}")
+        self.name = name
+        self.what = f"input {name}"
+        self.seconds = None if timeout is None else float(timeout)
+        self.wake: tuple[str, str] | None = ("input", name)
+        self.default = default
+
+    async def poll(self, ctx: RunContext) -> Taken | None:
+        found = await ctx.host.fetch_input(ctx.run_id, self.name)
+        if found is None:
+            return None
+        input_id, value = found
+        return Taken(value=value, record=value, consume={"consume_input": input_id})
+
+    def at_deadline(self) -> Any:
+        from ..errors import InputTimeout
+        from .inputs import MISSING
+
+        if self.default is not MISSING:
+            return self.default
+        raise InputTimeout(self.name, float(self.seconds or 0))
+
+    def restore(self, record: Any) -> Any:
+        return record
+
+
+def _register_builtin() -> None:
+    from .inputs import await_input
+    from .sleep import sleep
+
+    register(sleep, lambda a: _SleepWait(a["duration"]))
+    register(await_input, lambda a: _InputWait(a["name"], a["timeout"], a["default"]))
+
+
+_register_builtin()

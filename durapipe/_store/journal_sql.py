@@ -91,6 +91,12 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
     ph = _Ph(pg)
     results: list[BaseException | None] = [None] * len(ops)
     fenced = sorted({op.run_id for op in ops if op.owner is not None})
+    # The addressees of messages are locked too, with the fenced runs and in the same order (no
+    # deadlock between batches): as Store.send_message does, so that a run suspending at the
+    # same moment either sees the message or is woken by it.
+    addressees = {m["run_id"] for op in ops for m in op.messages}
+    if addressees:
+        fenced = sorted(set(fenced) | addressees)
     current: dict[str, tuple[Any, Any]] = {}
     requested: dict[str, str | None] = {}  # what clients asked of the runs, read under the lock
     if fenced:
@@ -135,7 +141,7 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
     # (Also op by op when one run updates its row twice in the batch: order matters there.)
     updated = [op.run_id for op in ok if op.run_update]
     grouped = len(set(updated)) == len(updated) and not any(
-        op.wake_if_input is not None or op.wake_if_child is not None for op in ok
+        op.wake_if_input is not None or op.wake_if_child is not None or op.wake_if for op in ok
     )
     later: dict[str, list[Any]] = {}
     woken: list[Any] = []
@@ -147,9 +153,16 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
                 later.setdefault(sql, []).append([op.consume_seq, op.consume_input])
             else:
                 yield ("exec", sql, [op.consume_seq, op.consume_input])
+        if op.consume_message is not None or op.messages or op.publish:
+            notify = (yield from _messages(op, ph)) or notify
         if op.run_update:
             values = dict(op.run_update)
-            if op.suspend or op.wake_if_input is not None or op.wake_if_child is not None:
+            if (
+                op.suspend
+                or op.wake_if_input is not None
+                or op.wake_if_child is not None
+                or op.wake_if
+            ):
                 # A stop or cancel asked while this process held the run: a worker takes it
                 # at once and acts on it (the request stays on the row), not when it is due.
                 arrived = requested.get(op.run_id) in WAKING_REQUESTS
@@ -165,6 +178,13 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
                         [op.wake_if_child],
                     )
                     arrived = bool(rows) and rows[0][0] in TERMINAL
+                for what, name in op.wake_if:
+                    if arrived:
+                        break
+                    ph.reset()
+                    sql, args = _arrived(what, name, op.run_id, ph)
+                    rows = yield ("fetch", sql, args)
+                    arrived = bool(rows) and (what != "child" or rows[0][0] in TERMINAL)
                 if arrived:  # what it waits for came meanwhile: stay runnable (no lost wake-up)
                     values["wake_at"] = values.get("updated_at") or time.time()
             cols = _cols(values)
@@ -232,6 +252,51 @@ def simple(ops: list[Op]) -> bool:
             or op.consume_input is not None
             or op.wake_parent
             or not op.events
+            or op.messages
+            or op.consume_message is not None
+            or op.publish
         ):
             return False
     return True
+
+
+# ---------------------------------------------------------------- messages, published state
+
+MESSAGE_COLS = ("run_id", "topic", "value", "sender", "created_at")
+PUBLISH_COLS = ("run_id", "key", "value", "seq", "updated_at")
+
+
+def _messages(op: Op, ph: _Ph) -> Generator[Cmd, Any, bool]:
+    """An op's message taken, messages sent (each waking its addressee if it is suspended
+    waiting) and keys published. -> whether a worker should be told (NOTIFY)."""
+    if op.consume_message is not None:
+        ph.reset()
+        sql = f"UPDATE durapipe_messages SET consumed_seq = {ph()} WHERE id = {ph()} AND consumed_seq IS NULL"
+        yield ("exec", sql, [op.consume_seq, op.consume_message])
+    for m in op.messages:
+        ph.reset()
+        sql = f"INSERT INTO durapipe_messages ({', '.join(MESSAGE_COLS)}) VALUES ({', '.join(ph() for _ in MESSAGE_COLS)})"
+        yield ("exec", sql, [m[c] for c in MESSAGE_COLS])
+        ph.reset()
+        sql = f"UPDATE durapipe_runs SET wake_at = {ph()} WHERE id = {ph()} AND status = 'waiting' AND lease_owner IS NULL"
+        yield ("exec", sql, [m["created_at"], m["run_id"]])
+    for p in op.publish:
+        ph.reset()
+        sql = (
+            f"INSERT INTO durapipe_published ({', '.join(PUBLISH_COLS)}) "
+            f"VALUES ({', '.join(ph() for _ in PUBLISH_COLS)}) ON CONFLICT (run_id, key) "
+            "DO UPDATE SET value = excluded.value, seq = excluded.seq, updated_at = excluded.updated_at"
+        )
+        yield ("exec", sql, [p[c] for c in PUBLISH_COLS])
+    return bool(op.messages or op.publish)
+
+
+def _arrived(what: str, name: str, run_id: str, ph: _Ph) -> tuple[str, list[Any]]:
+    """The query that finds what a suspending run waits for (``Op.wake_if``)."""
+    if what == "child":
+        return f"SELECT status FROM durapipe_runs WHERE id = {ph()}", [name]
+    table, col = (
+        ("durapipe_messages", "topic") if what == "message" else ("durapipe_inputs", "name")
+    )
+    sql = f"SELECT id FROM {table} WHERE run_id = {ph()} AND {col} = {ph()} AND consumed_seq IS NULL LIMIT 1"
+    return sql, [run_id, name]

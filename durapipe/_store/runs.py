@@ -243,6 +243,8 @@ class Runs(StoreBase):
                 part = ids[chunk : chunk + 500]
                 conn.execute(delete(S.events).where(S.events.c.run_id.in_(part)))
                 conn.execute(delete(S.inputs).where(S.inputs.c.run_id.in_(part)))
+                conn.execute(delete(S.messages).where(S.messages.c.run_id.in_(part)))
+                conn.execute(delete(S.published).where(S.published.c.run_id.in_(part)))
                 conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
                 conn.execute(delete(S.runs).where(r.id.in_(part)))
             return len(ids)

@@ -130,6 +130,35 @@ holds = Table(
     PrimaryKeyConstraint("pipeline", "version"),
 )
 
+# Messages (dp.send / Client.send -> dp.recv): kept until the addressed run takes one, which
+# sets consumed_seq to the seq of the event that took it, in that event's transaction.
+messages = Table(
+    "durapipe_messages",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("run_id", String(140), nullable=False),  # the addressee
+    Column("topic", String(200), nullable=False),
+    Column("value", Text, nullable=False),  # JSON
+    Column("sender", String(140)),  # the run that sent it (None: a client)
+    Column("created_at", Float, nullable=False),
+    Column("consumed_seq", Integer),
+    Index("ix_durapipe_messages_run_topic", "run_id", "topic", "consumed_seq"),
+)
+
+# Published state (dp.set_event): the latest value of each key of a run, written with its event.
+published = Table(
+    "durapipe_published",
+    metadata,
+    Column("run_id", String(140), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("value", Text, nullable=False),  # JSON
+    Column("seq", Integer, nullable=False),  # the seq of the event_set event that wrote it
+    Column("updated_at", Float, nullable=False),
+    PrimaryKeyConstraint("run_id", "key"),
+)
+
 # The vocabulary (statuses, event kinds, requests) lives in durapipe/_kinds.py; these names stay
 # here for the code that reads them as ``schema.X``.
 from .._kinds import (  # noqa: E402
@@ -158,7 +187,9 @@ __all__ = [
     "holds",
     "inputs",
     "logs",
+    "messages",
     "metadata",
+    "published",
     "runs",
     "workers",
 ]

@@ -12,7 +12,15 @@ import typer
 
 from .. import _config
 from .._client import AdminClient, RunView, event_json
-from .._console import LineFormatter, record_json, render_list, render_show, use_color, visible
+from .._console import (
+    LineFormatter,
+    record_json,
+    render_list,
+    render_published,
+    render_show,
+    use_color,
+    visible,
+)
 from .._kinds import (
     RESUMABLE_EXTRA,
     TERMINAL,
@@ -107,6 +115,12 @@ def _waits(v: RunView, events: list[Any]) -> list[str]:
             )
         elif e.kind == EventKind.CHILD_STARTED:
             out.append(f"Waiting for child run {data.get('child_run_id')}")
+        elif e.kind == EventKind.RECV_STARTED:  # messages, dp.first
+            out.append(
+                f"Waiting for a message on '{e.name}' — send one with: durapipe send {v.run_id} {e.name} VALUE"
+            )
+        elif e.kind == EventKind.FIRST_STARTED:
+            out.append(f"Waiting for the first of: {', '.join(data.get('waits') or [])}")
         elif data.get("wake_at"):
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["wake_at"]))
             out.append(f"Sleeping until {at}")
@@ -159,6 +173,7 @@ def show(
                 doc["events"] = [{**event_json(e), "at": _iso(e.at)} for e in events]
                 doc["children"] = [k.id for k in kids]
                 doc["note"] = note
+                doc["published"] = await client.published(run_id)  # dp.set_event
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
             tree = kids
@@ -174,6 +189,9 @@ def show(
                     note=note,
                 )
             )
+            published = await client.published(run_id)  # dp.set_event
+            if published:
+                _print_rich(render_published(published))
         return 0
 
     _run(go())

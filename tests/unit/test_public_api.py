@@ -50,6 +50,13 @@ PUBLIC = [
     "sleep",
     "step",
     "uuid4",
+    # messages, published state, dp.first
+    "FirstResult",
+    "MessageTimeout",
+    "first",
+    "recv",
+    "send",
+    "set_event",
 ]
 
 CLIENT_METHODS = [
@@ -64,6 +71,10 @@ CLIENT_METHODS = [
     "stop",
     "cancel",
     "resume",
+    # messages, published state
+    "send",
+    "get_event",
+    "published",
 ]
 
 
