@@ -18,8 +18,8 @@ from .errors import InvalidInput, InvalidRunState, RunNotFound
 if TYPE_CHECKING:
     from ._client import Client
 
-# While waiting for a key, look again this often even if no change was heard (a missed NOTIFY
-# during a reconnect costs at most this, not a hang).
+# While waiting for a key, look again this often even if no change was heard (a missed
+# notification during a reconnect costs at most this, not a hang).
 _REREAD = 5.0
 
 

@@ -129,6 +129,16 @@ class SyncClient:
     def send_input(self, run_id: str, name: str, value: Any) -> None:
         return self._call(self._client.send_input, run_id, name, value)
 
+    def stop(self, run_id: str, *, now: bool = False) -> str:
+        return self._call(self._client.stop, run_id, now=now)
+
+    def cancel(self, run_id: str, *, here: bool = True) -> str:
+        return self._call(self._client.cancel, run_id, here=here)
+
+    def resume(self, run_id: str) -> None:
+        return self._call(self._client.resume, run_id)
+
+    # messages, published state
     def send(self, run_id: str, topic: str, value: Any = None) -> None:
         return self._call(self._client.send, run_id, topic, value)
 
@@ -139,15 +149,6 @@ class SyncClient:
 
     def published(self, run_id: str) -> dict[str, Any]:
         return self._call(self._client.published, run_id)
-
-    def stop(self, run_id: str, *, now: bool = False) -> str:
-        return self._call(self._client.stop, run_id, now=now)
-
-    def cancel(self, run_id: str, *, here: bool = True) -> str:
-        return self._call(self._client.cancel, run_id, here=here)
-
-    def resume(self, run_id: str) -> None:
-        return self._call(self._client.resume, run_id)
 
 
 def _sync_doc(doc: str | None) -> str | None:

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from .. import _serde
-from .._kinds import TERMINAL, EventKind, Family, RunStatus
+from .._kinds import ENDED, EventKind, Family, RunStatus
 from ..errors import InvalidRunState, MessageTimeout, RunNotFound
 from .context import current
 from .first import Taken, raceable
@@ -70,7 +70,7 @@ async def send(run_id: str, topic: str, value: Any = None) -> None:
             raise call.failure(_undeliverable(run_id, data.get("status")))
         return
     status = await ctx.host.run_status(run_id)
-    if status is None or status in TERMINAL:
+    if status is None or status in ENDED:
         await call.record(EventKind.MESSAGE_SENT, {"to": run_id, "error": True, "status": status})
         raise call.failure(_undeliverable(run_id, status))
     now = ctx.clock.now()

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Row
 
-from .._kinds import RunStatus
+from .._kinds import ENDED, RunStatus
 from . import schema as S
 from .base import StoreBase
 
@@ -38,7 +38,7 @@ class Messages(StoreBase):
             row = conn.execute(lock).first()
             if row is None:
                 return None, None
-            if row.status in S.TERMINAL:
+            if row.status in ENDED:
                 return None, str(row.status)
             res = conn.execute(
                 insert(S.messages).values(
