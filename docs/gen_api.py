@@ -43,6 +43,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
             "logger",
         ],
     ),
+    ("Messages, published state and first", ["send", "recv", "set_event", "first", "FirstResult"]),
     ("Starting and steering runs", ["Client", "SyncClient", "RunView", "open_store", "Store"]),
     (
         "Errors",
@@ -61,6 +62,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
             "InputTimeout",
             "VersionMismatch",
             "RunFailed",
+            "MessageTimeout",
         ],
     ),
 ]

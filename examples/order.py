@@ -1,15 +1,19 @@
 """An order that waits for its payment (a message) or gives up after a timeout, publishing its
 status as it goes.
 
-    durapipe start examples/order.py:order --input order_id=A-17 --input amount=42.5
-    durapipe events RUN_ID                          # status: awaiting_payment
+    durapipe run examples/order.py:order --input order_id=A-17 --input amount=42.5
+
+The run prints its id first and waits. From another terminal:
+
+    durapipe events RUN_ID                          # status  awaiting_payment
     durapipe send RUN_ID paid '{"receipt": "r-991"}'
     durapipe events RUN_ID --wait shipped           # waits until the run publishes it
 
-(`durapipe start` hands the run to the workers: `durapipe worker -m examples/order.py`; or use
-`durapipe run` to run it here.) A payment sent before the order asks for it is kept; a
-cancellation on topic ``cancel`` ends the wait too. The wait is one journaled call: a replay
-returns the same winner, and the message it did not take stays queued.
+A payment sent before the order asks for it is kept; a message on topic ``cancel`` ends the
+wait too, and so does the timeout (``--input timeout=SECONDS``, an hour by default). The wait is
+one journaled call: a replay returns the same winner, and a message it did not take stays
+queued. With workers: ``durapipe start`` instead of ``durapipe run``, and ``durapipe worker -m
+examples/order.py``.
 """
 
 import durapipe as dp

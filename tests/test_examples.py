@@ -144,3 +144,19 @@ async def test_reminder_sleeps_for_days_in_no_time(store: Any, tmp_path: Path) -
     assert json.loads(timer.data)["seconds"] == 3 * 86400
     echoed = [json.loads(e.data)["result"]["stdout"] for e in events if e.kind == "step_completed"]
     assert echoed == ["Reminder: renew the TLS certificate\n"]
+
+
+def test_order_paid_by_a_message_publishes_its_status(
+    dp_cli: Cli, dp_spawn: Any, examples: Path
+) -> None:
+    proc = dp_spawn(*documented_command("order"))
+    run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    status = dp_cli("events", run_id, "--wait", "status", "--timeout", "30", check=True)
+    assert status.stdout.strip() == "awaiting_payment"
+    dp_cli("send", run_id, "paid", '{"receipt": "r-991"}', check=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["status"] == "paid" and "r-991" in result["books"]
+    shipped = json.loads(dp_cli("events", run_id, "--json", check=True).stdout)
+    assert shipped == {"status": "paid", "shipped": {"order": "A-17", "amount": 42.5}}

@@ -1,0 +1,150 @@
+"""dp.first, dp.send/recv and dp.set_event through the testing kit: killed at every history
+write and resumed, always the same winners and each message taken once (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+
+import durapipe as dp
+from durapipe.testing import (
+    SkippingClock,
+    crash_run,
+    record_commits,
+    replay_run,
+    resume_run,
+    run_pipeline,
+)
+
+if not any(ep.value == "durapipe.testing" for ep in entry_points(group="pytest11")):
+    pytest_plugins = ["durapipe.testing"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def kit_database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        if server is None:
+            pytest.skip("no PostgreSQL server available")
+        monkeypatch.setenv("DURAPIPE_TEST_DATABASE_URL", server)
+    else:
+        monkeypatch.delenv("DURAPIPE_TEST_DATABASE_URL", raising=False)
+    return str(request.param)
+
+
+both = pytest.mark.usefixtures("kit_database")
+
+EXPECTED = [[1, "b1"], [1, "tb"], "a1", [1, None], {"n": 2}]
+
+
+@dp.pipeline(version="1")
+async def racer() -> list[Any]:
+    me = dp.context().run_id
+    await dp.send(me, "b", "b1")
+    # Two topics and a timer: the queued message wins, and only it is taken.
+    r1 = await dp.first(dp.recv("a"), dp.recv("b"), dp.sleep(30))
+    # Nothing comes: the recv's own timeout (5 s) is the earliest deadline.
+    r2 = await dp.first(dp.recv("a"), dp.recv("b", timeout=5, default="tb"), dp.sleep(10))
+    await dp.send(me, "a", "a1")
+    late = await dp.recv("a")  # no loser took it
+    r3 = await dp.first(dp.recv("a"), dp.sleep(1))
+    await dp.set_event("progress", {"n": 1})
+    await dp.set_event("progress", {"n": 2})  # the latest value wins
+    return [[r1.index, r1.value], [r2.index, r2.value], late, [r3.index, r3.value], {"n": 2}]
+
+
+async def _check_sound(store: Any, run_id: str) -> None:
+    rows = await store.messages_of(run_id)
+    # Sent exactly once, taken exactly once, whatever was killed where.
+    assert [(r.topic, json.loads(r.value)) for r in rows] == [("b", "b1"), ("a", "a1")]
+    assert all(r.consumed_seq is not None for r in rows)
+    events = await store.events(run_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    by_seq = {e.seq: e for e in events}
+    for r in rows:
+        assert by_seq[r.consumed_seq].kind in ("recv_received", "first_done")
+    assert [e.kind for e in events].count("first_done") == 3
+    published = await store.published(run_id)
+    assert [(p.key, json.loads(p.value)) for p in published] == [("progress", {"n": 2})]
+
+
+@both
+@pytest.mark.asyncio
+async def test_first_killed_at_every_write_and_resumed_keeps_its_winners(
+    durapipe_store: Any,
+) -> None:
+    view, commits = await record_commits(durapipe_store, racer, clock=SkippingClock())
+    assert view.status == "completed" and view.output == EXPECTED
+    await _check_sound(durapipe_store, view.run_id)
+    assert (await replay_run(durapipe_store, view.run_id, racer)).output == EXPECTED
+    # Killed right after each write (before=k is after=k-1 for this pipeline: nothing is
+    # posted without being waited for); before the completion of a first: the next test.
+    for k in range(1, len(commits) + 1):
+        for where in ("after",):
+            crashed = await crash_run(durapipe_store, racer, clock=SkippingClock(), **{where: k})
+            done = crashed
+            if crashed.status != "completed":  # after the last write: it had just ended
+                done = await resume_run(
+                    durapipe_store, racer, crashed.run_id, clock=SkippingClock()
+                )
+            assert done.status == "completed", (where, k, done.error)
+            assert done.output == EXPECTED, (where, k)
+            await _check_sound(durapipe_store, crashed.run_id)
+
+
+@both
+@pytest.mark.asyncio
+async def test_first_crashed_before_its_completion_takes_the_same_message(
+    durapipe_store: Any,
+) -> None:
+    crashed = await crash_run(durapipe_store, racer, clock=SkippingClock(), before="first_done")
+    rows = await durapipe_store.messages_of(crashed.run_id)
+    assert [r.consumed_seq for r in rows] == [None]  # not taken: the take rides with first_done
+    done = await resume_run(durapipe_store, racer, crashed.run_id, clock=SkippingClock())
+    assert done.output == EXPECTED
+
+
+@dp.pipeline(version="1")
+async def empty_first() -> None:
+    await dp.first()  # type: ignore[call-overload]
+
+
+@dp.pipeline(version="1")
+async def bad_waits() -> None:
+    await dp.first(dp.recv("a"), dp.now())  # type: ignore[arg-type]
+
+
+@dp.pipeline(version="1")
+async def bad_topic() -> None:
+    await dp.send(dp.context().run_id, "no spaces", 1)
+
+
+@dp.pipeline(version="1")
+async def to_nobody() -> str:
+    try:
+        await dp.send("run_nobody_here", "x", 1)
+    except dp.RunNotFound as exc:
+        return f"refused: {exc.run_id}"
+    return "sent"
+
+
+@both
+@pytest.mark.asyncio
+async def test_bad_calls_fail_clearly_and_record_nothing(durapipe_store: Any) -> None:
+    for pipe, needle in (
+        (empty_first, "dp.first needs at least one wait"),
+        (bad_waits, "argument 2 is not a wait it can race"),
+        (bad_topic, "is not a short identifier"),
+    ):
+        view = await run_pipeline(durapipe_store, pipe)
+        assert view.status == "failed" and needle in view.error["message"], view.error
+        kinds = [e.kind for e in await durapipe_store.events(view.run_id)]
+        assert kinds == ["run_started", "run_failed"]
+    # A send to no run is refused, recorded (a replay refuses it again) and catchable.
+    view = await run_pipeline(durapipe_store, to_nobody)
+    assert view.output == "refused: run_nobody_here"
+    assert (await replay_run(durapipe_store, view.run_id, to_nobody)).output == view.output
+    assert await durapipe_store.messages_of("run_nobody_here") == []
