@@ -108,7 +108,9 @@ class DryHost:
     async def child_outcome(self, child_id: str) -> tuple[str, Any, Any] | None:
         return None
 
-    async def fetch_message(self, run_id: str, topic: str) -> tuple[int, Any, float] | None:
+    async def fetch_message(
+        self, run_id: str, topic: str, skip: set[int]
+    ) -> tuple[int, Any, float] | None:
         return None
 
     async def run_status(self, run_id: str) -> str | None:

@@ -172,8 +172,10 @@ class Runner:
             return None
         return row.status, _serde.loads(row.output), _serde.loads(row.error)
 
-    async def fetch_message(self, run_id: str, topic: str) -> tuple[int, Any, float] | None:
-        row = await self.store.next_message(run_id, topic)
+    async def fetch_message(
+        self, run_id: str, topic: str, skip: set[int]
+    ) -> tuple[int, Any, float] | None:
+        row = await self.store.next_message(run_id, topic, skip=skip)
         if row is None:
             return None
         return int(row.id), _serde.loads(row.value), float(row.created_at)

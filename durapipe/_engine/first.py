@@ -224,6 +224,11 @@ async def first(*waits: Awaitable[Any]) -> FirstResult[Any]:
         at, i, got = min(found, key=lambda f: (f[0], f[1]))
         if deadline is not None and deadline < at:
             return False  # the deadline came first: it wins (ctx.wait sees it is due)
+        mid = got.consume.get("consume_message")
+        if mid is not None:
+            if mid in ctx.taking:  # another branch took it while the other waits were looked at
+                return False
+            ctx.taking.add(mid)  # no other branch of this run takes it meanwhile
         won.append((i, got))
         return True
 

@@ -86,6 +86,18 @@ def _undeliverable(run_id: str, status: str | None) -> Exception:
     return InvalidRunState(f"run {run_id} has ended ({status}); it takes no more messages")
 
 
+async def next_message(ctx: Any, topic: str) -> tuple[int, Any, float] | None:
+    """The oldest message of ``topic`` for the run that no branch of this execution is taking.
+
+    Two branches of a ``dp.gather`` may look at once and both find the same message before
+    either marks it (``ctx.taking``): the one that finds it already marked looks again.
+    """
+    while True:
+        found = await ctx.host.fetch_message(ctx.run_id, topic, set(ctx.taking))
+        if found is None or found[0] not in ctx.taking:
+            return found  # type: ignore[no-any-return]
+
+
 class _RecvWait:
     """``dp.recv`` as a wait :func:`dp.first <durapipe._engine.first.first>` races."""
 
@@ -97,7 +109,7 @@ class _RecvWait:
         self.default = default
 
     async def poll(self, ctx: Any) -> Taken | None:
-        found = await ctx.host.fetch_message(ctx.run_id, self.topic)
+        found = await next_message(ctx, self.topic)
         if found is None:
             return None
         mid, value, at = found
@@ -163,8 +175,9 @@ async def recv(topic: str, *, timeout: float | None = None, default: Any = MISSI
     got: list[tuple[int, Any, float]] = []
 
     async def ready() -> bool:
-        found = await ctx.host.fetch_message(ctx.run_id, topic)
+        found = await next_message(ctx, topic)
         if found is not None:
+            ctx.taking.add(found[0])  # no other branch of this run takes it meanwhile
             got.append(found)
             return True
         return False

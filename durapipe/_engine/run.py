@@ -89,6 +89,9 @@ class RunContext:
         self.cancel_pending = False
         self.cancel_delivered = False
         self.fatal: NonDeterminismError | None = None
+        # Messages this execution is taking (dp.recv, dp.first): two branches of a dp.gather
+        # waiting on one topic must not both take the oldest before either take is committed.
+        self.taking: set[int] = set()
         self.task: asyncio.Task[Any] | None = None
         self.loop = asyncio.get_running_loop()
         self.status: str = RunStatus.RUNNING  # or "suspended" once it parked itself

@@ -8,6 +8,7 @@ holds what a client does outside a lease, and the reads.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -56,15 +57,15 @@ class Messages(StoreBase):
 
         return await self._write(_tx)
 
-    async def next_message(self, run_id: str, topic: str) -> Row[Any] | None:
-        """The oldest message of ``topic`` for the run not taken yet."""
+    async def next_message(
+        self, run_id: str, topic: str, *, skip: Collection[int] = ()
+    ) -> Row[Any] | None:
+        """The oldest message of ``topic`` for the run not taken yet (nor being taken: ``skip``)."""
         c = S.messages.c
-        q = (
-            select(S.messages)
-            .where(c.run_id == run_id, c.topic == topic, c.consumed_seq.is_(None))
-            .order_by(c.id)
-            .limit(1)
-        )
+        q = select(S.messages).where(c.run_id == run_id, c.topic == topic, c.consumed_seq.is_(None))
+        if skip:
+            q = q.where(c.id.not_in(list(skip)))
+        q = q.order_by(c.id).limit(1)
 
         def _tx(conn: Connection) -> Any:
             return conn.execute(q).first()

@@ -148,3 +148,23 @@ async def test_bad_calls_fail_clearly_and_record_nothing(durapipe_store: Any) ->
     assert view.output == "refused: run_nobody_here"
     assert (await replay_run(durapipe_store, view.run_id, to_nobody)).output == view.output
     assert await durapipe_store.messages_of("run_nobody_here") == []
+
+
+@dp.pipeline(version="1")
+async def two_takers() -> list[Any]:
+    me = dp.context().run_id
+    await dp.send(me, "t", "m1")
+    await dp.send(me, "t", "m2")
+    a, b = await dp.gather(dp.recv("t"), dp.recv("t"))
+    return sorted([a, b])
+
+
+@both
+@pytest.mark.asyncio
+async def test_two_branches_receiving_one_topic_take_different_messages(
+    durapipe_store: Any,
+) -> None:
+    view = await run_pipeline(durapipe_store, two_takers)
+    assert view.status == "completed" and view.output == ["m1", "m2"], view.error
+    rows = await durapipe_store.messages_of(view.run_id)
+    assert len({r.consumed_seq for r in rows}) == 2 and None not in {r.consumed_seq for r in rows}
