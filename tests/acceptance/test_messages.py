@@ -130,9 +130,7 @@ def test_order_example_paid_by_a_message_or_expired_by_its_timer(
     wait_until(lambda: _done(sc, paid, expired), what="both orders completed")
     assert sc.get(paid).output["status"] == "paid"
     assert sc.get(expired).output == {"order": "A-2", "status": "expired"}
-    assert json.loads(dp_cli("events", expired, "--json", check=True).stdout) == {
-        "status": "expired"
-    }
+    assert sc.published(expired) == {"status": "expired"}
     assert sc.get_event(expired, "status") == "expired" and sc.get_event(paid, "nope") is None
     # The message no wait took stays queued, untouched.
     rows = _messages(sc, paid)
@@ -152,13 +150,26 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> No
 
 def test_bad_input_is_one_line_and_changes_nothing(sc: dp.SyncClient, dp_cli: Any) -> None:
     rid = _start(sc, f"{ORDER}:order", order_id="B-1", amount=1.0)
-    dp_cli("run", f"{MSGS}:quick", "--run-id", "run_msgs_done", check=True)
+    ended = _start(sc, f"{MSGS}:quick")
+    sc.cancel(ended)  # nobody held it: executed here, now (it ends before it can be cancelled)
+    status = sc.get(ended).status
+    assert status in ("completed", "cancelled")
+    # Through the CLI: one line, non-zero exit.
     _one_line_error(dp_cli("send", "run_nope", "paid", "1"), "run_nope")
-    _one_line_error(dp_cli("send", "run_msgs_done", "paid", "1"), "has ended (completed)")
-    _one_line_error(dp_cli("send", rid, "bad topic!", "1"), "not a short identifier")
+    _one_line_error(dp_cli("send", ended, "paid", "1"), f"run {ended} has ended ({status})")
     big = json.dumps("x" * 1_100_000)
     _one_line_error(dp_cli("send", rid, "paid", "-", stdin=big), "limit is 1,000,000 bytes")
     _one_line_error(dp_cli("events", rid, "--wait", "no/such"), "not a short identifier")
-    _one_line_error(dp_cli("events", rid, "--timeout", "3"), "--wait")
-    assert _messages(sc, rid) == [] and _messages(sc, "run_msgs_done") == []
+    # Through the Client: the same refusals, as exceptions.
+    with pytest.raises(dp.ConfigError, match="not a short identifier"):
+        sc.send(rid, "bad topic!", 1)
+    with pytest.raises(dp.ConfigError, match="not a short identifier"):
+        sc.send(rid, "x" * 101, 1)
+    with pytest.raises(dp.SerializationError, match="limit"):
+        sc.send(rid, "paid", "x" * 1_100_000)
+    with pytest.raises(dp.RunNotFound):
+        sc.get_event("run_nope", "status")
+    with pytest.raises(dp.ConfigError, match="not a short identifier"):
+        sc.get_event(rid, "")
+    assert _messages(sc, rid) == [] and _messages(sc, ended) == []
     assert _kinds(sc, rid) == ["run_started"]
