@@ -464,6 +464,13 @@ def render_show(
             "child_started": ("waiting", "magenta"),
             "step_started": ("running", "cyan"),
             "step_retry": ("retrying", "yellow"),
+            # messages, published state, dp.first
+            "message_sent": ("sent", "green"),
+            "recv_started": ("waiting", "magenta"),
+            "recv_received": ("received", "green"),
+            "recv_timeout": ("timed out", "yellow"),
+            "event_set": ("published", "green"),
+            "first_started": ("waiting", "magenta"),
         }.get(last) or (("done", "green") if last in COMPLETIONS else (last, ""))
         if state[0] in IN_FLIGHT and run.status not in ACTIVE:
             state = ("interrupted", "yellow")  # the run stopped or ended while this was in flight

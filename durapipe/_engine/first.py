@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 from .. import _serde
 from .._kinds import EventKind, Family, RunStatus
 from .context import current
-from .journaled import begin
+from .journaled import Call, begin
 
 if TYPE_CHECKING:
     from .run import RunContext
@@ -184,8 +184,8 @@ async def first(*waits: Awaitable[Any]) -> FirstResult[Any]:
         data = _serde.loads(call.done.data) or {}
         index = int(data["index"])
         if data.get("deadline"):
-            return FirstResult(index, arms[index].at_deadline())
-        return FirstResult(index, arms[index].restore(data.get("record")))
+            return FirstResult(index, _value(call, arms[index].at_deadline))
+        return FirstResult(index, _value(call, arms[index].restore, data.get("record")))
     started = call.first(EventKind.FIRST_STARTED)
     now = ctx.clock.now()
     if started is not None:
@@ -254,14 +254,23 @@ async def first(*waits: Awaitable[Any]) -> FirstResult[Any]:
         if consume:
             consume["consume_seq"] = ev["seq"]
         await ctx.write(ev, run_update=back, **consume)
-        return FirstResult(index, taken.value)
+        # As on replay: from the record (a failed child raises here, live and replayed alike).
+        return FirstResult(index, _value(call, arms[index].restore, taken.record))
     index = next(i for i, d in enumerate(deadlines) if d == deadline)
     await call.record(
         EventKind.FIRST_DONE,
         {"index": index, "what": arms[index].what, "record": None, "deadline": True},
         run_update=back,
     )
-    return FirstResult(index, arms[index].at_deadline())
+    return FirstResult(index, _value(call, arms[index].at_deadline))
+
+
+def _value(call: Call, fn: Callable[..., Any], *args: Any) -> Any:
+    """The winner's value; what it raises (a timeout, a failed child) is this call's failure."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        raise call.failure(exc) from None
 
 
 # ---------------------------------------------------------------- the waits of other modules
@@ -333,3 +342,35 @@ def _register_builtin() -> None:
 
 
 _register_builtin()
+
+
+class ChildWait:
+    """A child run finishing, raced: for a child handle's ``result()`` (``@raceable(lambda a:
+    ChildWait(a["self"].run_id))``). Its value is the child's output; a child that failed, was
+    cancelled or aborted raises :class:`~durapipe.errors.SubpipelineFailed` (recorded, so a
+    replay raises it again)."""
+
+    seconds: float | None = None
+
+    def __init__(self, child_run_id: str) -> None:
+        self.child_run_id = child_run_id
+        self.what = f"child {child_run_id}"
+        self.wake: tuple[str, str] | None = ("child", child_run_id)
+
+    async def poll(self, ctx: RunContext) -> Taken | None:
+        outcome = await ctx.host.child_outcome(self.child_run_id)
+        if outcome is None:
+            return None
+        status, output, error = outcome
+        return Taken(value=output, record={"status": status, "output": output, "error": error})
+
+    def at_deadline(self) -> Any:  # no deadline of its own
+        return None
+
+    def restore(self, record: Any) -> Any:
+        from .._kinds import RunStatus
+        from ..errors import SubpipelineFailed
+
+        if record.get("status") != RunStatus.COMPLETED:
+            raise SubpipelineFailed(self.child_run_id, record.get("error"))
+        return record.get("output")

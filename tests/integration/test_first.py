@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import durapipe as dp
+from durapipe._engine.first import ChildWait, raceable
 from durapipe.testing import (
     SkippingClock,
     crash_run,
@@ -168,3 +169,40 @@ async def test_two_branches_receiving_one_topic_take_different_messages(
     assert view.status == "completed" and view.output == ["m1", "m2"], view.error
     rows = await durapipe_store.messages_of(view.run_id)
     assert len({r.consumed_seq for r in rows}) == 2 and None not in {r.consumed_seq for r in rows}
+
+
+@dp.pipeline(version="1")
+async def finishes(fail: bool = False) -> str:
+    if fail:
+        raise RuntimeError("boom")
+    return "made"
+
+
+@raceable(lambda a: ChildWait(a["run_id"]))
+async def finished(run_id: str) -> Any:
+    """A stand-in for a child handle's result(): the ChildWait protocol, raced."""
+    raise AssertionError("only raced, never awaited")
+
+
+@dp.pipeline(version="1")
+async def watcher(other: str) -> list[Any]:
+    try:
+        got = await dp.first(finished(other), dp.sleep(30))
+    except dp.SubpipelineFailed as exc:
+        return ["failed", exc.child_run_id]
+    return [got.index, got.value]
+
+
+@both
+@pytest.mark.asyncio
+async def test_a_run_finishing_is_raced_through_the_child_wait_protocol(
+    durapipe_store: Any,
+) -> None:
+    ok = await run_pipeline(durapipe_store, finishes)
+    bad = await run_pipeline(durapipe_store, finishes, fail=True)
+    clock = SkippingClock()
+    view = await run_pipeline(durapipe_store, watcher, clock=clock, other=ok.run_id)
+    assert view.output == [0, "made"]
+    view = await run_pipeline(durapipe_store, watcher, clock=clock, other=bad.run_id)
+    assert view.output == ["failed", bad.run_id]
+    assert (await replay_run(durapipe_store, view.run_id, watcher)).output == view.output
