@@ -329,6 +329,10 @@ TEMPLATES: list[list[str]] = [
     ["resume", "--pipeline", HOLE],
     ["start", f"{SWEEP}:echo", "--run-id", HOLE],
     ["run", f"{SWEEP}:echo", "--run-id", HOLE],
+    # messages, published state
+    ["send", HOLE, "t", "1"],
+    ["events", HOLE, "--json"],
+    ["events", HOLE, "--wait", "k", "--timeout", "1"],
 ]
 holes: st.SearchStrategy[Arg] = (
     argv_text
