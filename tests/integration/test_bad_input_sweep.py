@@ -113,12 +113,13 @@ run_id_like = (
 
 
 async def _state(c: Any) -> Any:
-    """All runs with their histories and inputs: what no refused call may change."""
+    """All runs with their histories, inputs and messages: what no refused call may change."""
     runs = sorted(tuple(r) for r in await c.store.list_runs(limit=100000))
     return runs, {
         r[0]: (
             [tuple(e) for e in await c.store.events(r[0])],
             [tuple(i) for i in await c.store.inputs_of(r[0])],
+            [tuple(m) for m in await c.store.messages_of(r[0])],
         )
         for r in runs
     }
@@ -129,6 +130,7 @@ async def _state(c: Any) -> Any:
     run_id=run_id_like,
     op=st.sampled_from(
         ["get", "events", "result", "stop", "stop_now", "cancel", "resume", "input"]
+        + ["send", "get_event", "get_event_wait", "published"]  # messages, published state
     ),
 )
 def test_every_lookup_of_a_run_that_is_not_there_says_so(db_url: str, run_id: Any, op: str) -> None:
@@ -141,6 +143,10 @@ def test_every_lookup_of_a_run_that_is_not_there_says_so(db_url: str, run_id: An
         "cancel": lambda c: c.cancel(run_id),
         "resume": lambda c: c.resume(run_id),
         "input": lambda c: c.send_input(run_id, "k", 1),
+        "send": lambda c: c.send(run_id, "k", 1),
+        "get_event": lambda c: c.get_event(run_id, "k"),
+        "get_event_wait": lambda c: c.get_event(run_id, "k", wait=5),
+        "published": lambda c: c.published(run_id),
     }
 
     async def go() -> None:
