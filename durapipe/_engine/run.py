@@ -310,6 +310,9 @@ class RunContext:
     ) -> bool:
         while True:
             self.check("")
+            # Cleared before looking, not after: a nudge that comes while ready() reads the
+            # database (a message or input committed meanwhile) must end the pause that follows.
+            self.nudge.clear()
             if ready is not None and await self._ready(ready):
                 return True
             now = self.clock.now()
@@ -350,7 +353,6 @@ class RunContext:
             return False
 
     async def _pause(self, seconds: float) -> None:
-        self.nudge.clear()
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
         waiters = [
             sleeper,
