@@ -9,9 +9,11 @@ from __future__ import annotations
 from ._client import Client, RunView
 from ._definition import PipelineDef, pipeline, step
 from ._engine import (
+    ChildHandle,
     RunInfo,
     await_input,
     context,
+    continue_as_new,
     gather,
     logger,
     now,
@@ -19,6 +21,8 @@ from ._engine import (
     random,
     run_subpipeline,
     sleep,
+    start_subpipeline,
+    tag,
     uuid4,
 )
 from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
@@ -84,4 +88,9 @@ __all__ = [
     "sleep",
     "step",
     "uuid4",
+    # child handles, continue-as-new, tags
+    "ChildHandle",
+    "continue_as_new",
+    "start_subpipeline",
+    "tag",
 ]

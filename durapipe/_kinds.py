@@ -24,6 +24,8 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     ABORTED = "aborted"  # pinned to a version that is no longer the registered one
+    # Child handles, continue-as-new, tags (issue #16, items 4-6):
+    CONTINUED = "continued"  # ended by dp.continue_as_new: its successor carries on
 
 
 class EventKind(StrEnum):
@@ -51,6 +53,11 @@ class EventKind(StrEnum):
     CHILD_FAILED = "child_failed"
     VALUE_RECORDED = "value_recorded"
     PATCH_MARKER = "patch_marker"
+    # Child handles, continue-as-new, tags (issue #16, items 4-6):
+    CHILD_SPAWNED = "child_spawned"  # dp.start_subpipeline: the child exists (its completion)
+    CHILD_CANCEL_REQUESTED = "child_cancel_requested"  # ChildHandle.cancel()
+    RUN_CONTINUED = "run_continued"  # dp.continue_as_new: the run ended, its successor started
+    TAG_SET = "tag_set"  # dp.tag
 
 
 class Request(StrEnum):
@@ -67,7 +74,13 @@ class Request(StrEnum):
 
 
 TERMINAL = frozenset(
-    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.ABORTED}
+    {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.ABORTED,
+        RunStatus.CONTINUED,
+    }
 )
 SUSPENDABLE = (RunStatus.SLEEPING, RunStatus.WAITING)
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SLEEPING, RunStatus.WAITING)
@@ -87,6 +100,7 @@ RUN_ENDS = (
     EventKind.RUN_COMPLETED,
     EventKind.RUN_CANCELLED,
     EventKind.RUN_ABORTED,
+    EventKind.RUN_CONTINUED,
 )
 WAIT_STARTS = (EventKind.TIMER_STARTED, EventKind.INPUT_REQUESTED, EventKind.CHILD_STARTED)
 WAIT_ENDS = (
@@ -118,6 +132,7 @@ class Family(StrEnum):
     INPUT = "input"  # dp.await_input
     CHILD = "child"  # dp.run_subpipeline
     VALUE = "value"  # dp.now, dp.uuid4, dp.random
+    TAG = "tag"  # dp.tag
 
 
 def family(kind: str) -> str:
@@ -127,5 +142,7 @@ def family(kind: str) -> str:
 
 # The events that end a journaled call: replay hands back what they recorded.
 COMPLETIONS = frozenset(
-    (EventKind.STEP_COMPLETED, EventKind.STEP_FAILED, EventKind.VALUE_RECORDED) + WAIT_ENDS
+    (EventKind.STEP_COMPLETED, EventKind.STEP_FAILED, EventKind.VALUE_RECORDED)
+    + WAIT_ENDS
+    + (EventKind.CHILD_SPAWNED, EventKind.CHILD_CANCEL_REQUESTED, EventKind.TAG_SET)
 )

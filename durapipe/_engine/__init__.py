@@ -12,12 +12,13 @@ its completion is journaled before the result is handed back. That mechanism is
     journaled.py  the journaled-call mechanism every primitive uses
     failures.py   errors as stored data; the step a failure came from
     step.py exec.py sleep.py inputs.py child.py values.py patched.py gather.py   the primitives
+    continue_as_new.py tags.py                                                   (and these)
 
 The names below are what the rest of durapipe imports from the engine.
 """
 
 from .._kinds import COMPLETIONS
-from .child import run_subpipeline
+from .child import ChildHandle, run_subpipeline, start_subpipeline
 from .context import (
     _BRANCH,
     _CTX,
@@ -32,6 +33,7 @@ from .context import (
     install_log_handler,
     logger,
 )
+from .continue_as_new import ContinueAsNew, continue_as_new
 from .exec import exec_
 from .failures import error_data, error_message, step_of, tag_step
 from .gather import gather
@@ -42,6 +44,7 @@ from .patched import patched
 from .run import STEP_START_GRACE, RunContext
 from .sleep import fmt_span, sleep
 from .step import call_step
+from .tags import check_tags, parse_tags, tag
 from .values import now, random, uuid4
 
 __all__ = [
@@ -81,4 +84,12 @@ __all__ = [
     "step_of",
     "tag_step",
     "uuid4",
+    # child handles, continue-as-new, tags
+    "ChildHandle",
+    "ContinueAsNew",
+    "check_tags",
+    "continue_as_new",
+    "parse_tags",
+    "start_subpipeline",
+    "tag",
 ]

@@ -98,6 +98,9 @@ class RunContext:
         self._unsent_since = 0.0
         self._unsent_timer: asyncio.TimerHandle | None = None
         self._unsent_task: asyncio.Task[None] | None = None
+        # dp.continue_as_new was called (a ContinueAsNew): the run ends continued, whatever
+        # its unwinding raises after it (see durapipe._execution).
+        self.continued: Any = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -236,6 +239,8 @@ class RunContext:
         """At every journaled call: deliver stops and pending cancellation."""
         if self.fatal is not None:
             raise self.fatal
+        if self.continued is not None:  # unwinding after dp.continue_as_new: do nothing
+            raise self.continued
         request = self.request
         if request is None:  # nearly always: nothing asked for
             return

@@ -41,6 +41,10 @@ class Op:
     wake_if_child: str | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)  # log lines carried by the batch
     future: asyncio.Future[None] | None = None
+    # Tags (dp.tag, --tag): set these keys of the run's tags (replacing a key's value); and
+    # copy the run's tags to another run (a continue-as-new successor), after they are set.
+    tags: dict[str, str] | None = None
+    copy_tags_to: str | None = None
 
 
 class Committer(Protocol):
