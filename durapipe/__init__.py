@@ -51,6 +51,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildHandle",
     "Client",
     "ConfigError",
     "DatabaseUnavailable",
@@ -75,6 +76,7 @@ __all__ = [
     "VersionMismatch",
     "await_input",
     "context",
+    "continue_as_new",
     "exec",
     "gather",
     "logger",
@@ -86,11 +88,8 @@ __all__ = [
     "run_subpipeline",
     "secret",
     "sleep",
-    "step",
-    "uuid4",
-    # child handles, continue-as-new, tags
-    "ChildHandle",
-    "continue_as_new",
     "start_subpipeline",
+    "step",
     "tag",
+    "uuid4",
 ]

@@ -283,17 +283,17 @@ def result(
                     return 3
                 _out(json.dumps(out, ensure_ascii=False))
                 return 0
-            view = await client.get(run_id)
+            view = await client.get((await client.live_row(run_id)).id)  # a chain: its end
             if view.status == RunStatus.COMPLETED:
                 _out(json.dumps(view.output, ensure_ascii=False))
                 return 0
             if view.status in TERMINAL or view.status == RunStatus.BLOCKED:
                 err = view.error or {}
                 _err(
-                    f"run {run_id} {view.status}: {err.get('type', '')}: {visible(str(err.get('message', '')))}"
+                    f"run {view.run_id} {view.status}: {err.get('type', '')}: {visible(str(err.get('message', '')))}"
                 )
                 return 1
-            _err(f"run {run_id} is {view.status}; use --wait to wait for it")
+            _err(f"run {view.run_id} is {view.status}; use --wait to wait for it")
             return 3
 
     _run(go())
