@@ -470,13 +470,14 @@ class Client:
         """Deliver ``value`` for ``dp.await_input(name)`` in the run, like ``durapipe input``.
 
         The value (any JSON value) is kept until the run asks for it; several values for one
-        name are taken in order.
+        name are taken in order. A run that continued as new passes it to its chain's live link.
 
         Raises:
             InvalidRunState: the run has ended.
             RunNotFound: there is no such run.
         """
-        row = await self.row(run_id)
+        row = await self._live_row(run_id)
+        run_id = row.id
         if row.status in ("completed", "cancelled", "aborted"):
             raise InvalidRunState(f"run {run_id} has ended ({row.status}); it takes no more input")
         if not _serde.storable_text(name) or not name or len(name) > 200:
@@ -542,7 +543,8 @@ class Client:
             InvalidRunState: the run has completed, or was cancelled or aborted.
             RunNotFound: there is no such run.
         """
-        row = await self.row(run_id)
+        row = await self._live_row(run_id)  # a chain (continue-as-new): its live link
+        run_id = row.id
         await self.check_resumable(row)
         if row.status in RESUMABLE:
             await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)

@@ -320,8 +320,9 @@ async def _end(
     except LeaseLost:
         return Result(outcome=Outcome.LOST)
     ctx.status = status
-    if status in TERMINAL:
-        # Children it started and did not wait for end with it (detached ones go on).
+    if status in TERMINAL and (status != RunStatus.COMPLETED or ctx.spawned):
+        # Children it started and did not wait for end with it (detached ones go on); only
+        # dp.start_subpipeline can leave one unfinished when the run completes.
         await settler.cancel_children(row.id)
     return result
 

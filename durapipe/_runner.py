@@ -24,7 +24,7 @@ from ._engine import HOST, LogRecord, RunContext, error_data, install_log_handle
 from ._execution import Outcome, execute
 from ._ids import new_id
 from ._kinds import RESUMABLE_EXTRA, TERMINAL, EventKind, Request, RunStatus
-from ._records import end_update, run_event
+from ._records import end_update, run_event, unleased_event
 from ._store import Store
 from ._store.store import ClaimFilter, Op
 from ._worker.leases import Leases
@@ -342,6 +342,18 @@ class Runner:
         if local is not None:
             local.interrupt(Request.CANCEL)
             return
+        if (
+            kid.status == RunStatus.PENDING
+            and kid.attempt == 0
+            and await self.store.finish_unleased(
+                kid.id,
+                status=RunStatus.CANCELLED,
+                event=unleased_event(EventKind.RUN_CANCELLED, 0),
+                now=now,
+                expect=(RunStatus.PENDING,),
+            )
+        ):
+            return  # never claimed: none of its code ran, so it ends here (no worker needed)
         if kid.status in RESUMABLE_EXTRA:
             await self.store.make_runnable(kid.id, now=now, statuses=RESUMABLE_EXTRA)
         await self.store.set_request(kid.id, Request.CANCEL, now=now, wake=True)

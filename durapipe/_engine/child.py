@@ -389,6 +389,7 @@ async def start_subpipeline(  # type: ignore[misc]  # run_id/detached are the ca
                 "give the child an id of its own"
             )
         )
+    ctx.spawned = True
     child_id = await _launch(
         ctx, call, pdef, inputs, kind=EventKind.CHILD_SPAWNED, run_id=run_id, detached=detached
     )

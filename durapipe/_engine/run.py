@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _exec, _serde
-from .._kinds import KILLING, Request, RunStatus
+from .._kinds import KILLING, EventKind, Request, RunStatus
 from .._secrets import scrub
 from .._store.store import Op
 from ..errors import (
@@ -101,6 +101,9 @@ class RunContext:
         # dp.continue_as_new was called (a ContinueAsNew): the run ends continued, whatever
         # its unwinding raises after it (see durapipe._execution).
         self.continued: Any = None
+        # dp.start_subpipeline started a child in this run (now or in its history): it may be
+        # left unfinished when the run completes, and then ends with it.
+        self.spawned = any(e.kind == EventKind.CHILD_SPAWNED for e in history)
 
     # ---------------------------------------------------------------- helpers
 

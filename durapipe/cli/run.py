@@ -168,7 +168,7 @@ def resume(
                 _out(f"pipeline {which} released: the workers take its runs again")
                 return 0
             assert run_id is not None
-            row = await client.row(run_id)
+            row = await client.live_row(run_id)  # a chain (continue-as-new): its live link
             await client.check_resumable(row)
             if await client.is_held(row.pipeline, row.version):
                 raise InvalidRunState(
@@ -188,7 +188,7 @@ def resume(
             except BaseException:
                 await fg.runner.close()
                 raise
-            _out(run_id)
+            _out(row.id)
             status = await fg.drive(taken, resumed=row.status)
             return await fg.report(client, run_id, status)
         finally:
