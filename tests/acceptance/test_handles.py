@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import PIPELINES, side_effects, wait_until
+from conftest import PIPELINES, client_call, side_effects, wait_until
 
 H = str(PIPELINES / "handles.py")
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -26,6 +26,15 @@ def _runs(dp_cli: Cli, *extra: str) -> list[dict[str, Any]]:
 
 def _last_json(p: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _status(db_url: str, run_id: str) -> str:
+    """A run's status, read in-process (polling through `durapipe show` costs a process a look)."""
+
+    async def get(c: Any) -> str:
+        return str((await c.get(run_id)).status)
+
+    return str(client_call(db_url, get))
 
 
 # ---------------------------------------------------------------- child handles
@@ -57,7 +66,7 @@ def test_five_children_started_without_waiting_survive_a_sigkill_exactly_once(
 
 
 def test_a_detached_child_outlives_its_parent_and_an_attached_one_is_cancelled(
-    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path, db_url: str
 ) -> None:
     r = dp_cli("run", f"{H}:leaves_children")
     assert r.returncode == 0, r.stderr
@@ -74,7 +83,7 @@ def test_a_detached_child_outlives_its_parent_and_an_attached_one_is_cancelled(
     dp_spawn("worker", "-m", H)
     (tmp_path / "kept").write_text("")
     wait_until(
-        lambda: _show(dp_cli, "kept-child")["status"] == "completed",
+        lambda: _status(db_url, "kept-child") == "completed",
         what="the detached child to complete",
     )
     assert _show(dp_cli, "kept-child")["output"] == "kept done"
@@ -123,20 +132,23 @@ def test_durapipe_run_follows_the_chain_here(dp_cli: Cli) -> None:
 
 
 def test_stop_and_cancel_on_the_first_id_act_on_the_live_link(
-    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path, db_url: str
 ) -> None:
     first = dp_cli("start", f"{H}:parks_at_the_end", check=True).stdout.strip()
     dp_spawn("worker", "-m", H, "--suspend-after", "0.2")
 
-    def live() -> dict[str, Any]:
-        runs = _runs(dp_cli, "--pipeline", "parks_at_the_end")
-        return runs[0] if runs and runs[0]["inputs"].get("n") == 2 else {}
+    def live() -> str | None:
+        async def look(c: Any) -> str | None:
+            runs = await c.list(pipeline="parks_at_the_end")
+            ok = runs and runs[0].inputs.get("n") == 2 and runs[0].status == "waiting"
+            return str(runs[0].run_id) if ok else None
 
-    wait_until(lambda: live().get("status") == "waiting", what="the last link to wait")
-    last = live()["run_id"]
+        return client_call(db_url, look)  # type: ignore[no-any-return]
+
+    last = wait_until(live, what="the last link to wait")
     r = dp_cli("stop", first)
     assert r.returncode == 0, r.stderr
-    wait_until(lambda: _show(dp_cli, last)["status"] == "stopped", what="the live link to stop")
+    wait_until(lambda: _status(db_url, last) == "stopped", what="the live link to stop")
     assert _show(dp_cli, first)["status"] == "continued"  # the ended link is left as it was
     r = dp_cli("cancel", first)
     assert r.returncode == 0, r.stderr
