@@ -8,6 +8,7 @@ parent's event in one write, so a crash leaves both or neither) and wait for it 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any, Generic, Literal, overload
 
@@ -394,3 +395,21 @@ async def start_subpipeline(  # type: ignore[misc]  # run_id/detached are the ca
         ctx, call, pdef, inputs, kind=EventKind.CHILD_SPAWNED, run_id=run_id, detached=detached
     )
     return ChildHandle(child_id, pdef.name, detached=detached)
+
+
+def _raceable_results() -> None:
+    """Let ``dp.first`` race ``h.result()`` (``dp.first(h.result(), dp.sleep(60))``).
+
+    ``dp.first`` (``_engine/first.py``) lives on another branch until the two are merged; it
+    races any primitive registered with its ``register``, and its ``ChildWait`` is the wait of
+    a child run. Looked up by name so that this module works with or without it.
+    """
+    try:
+        first = importlib.import_module(".first", __package__)
+    except ImportError:
+        return
+    child_wait = first.ChildWait
+    first.register(ChildHandle.result, lambda a: child_wait(a["self"].run_id))
+
+
+_raceable_results()
