@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from ._client import Client, RunView
 from ._definition import PipelineDef, pipeline, step
-from ._engine import (  # messages, state, first
+from ._engine import (
+    ChildHandle,
     FirstResult,
     RunInfo,
     await_input,
     context,
+    continue_as_new,
     first,
     gather,
     logger,
@@ -24,6 +26,8 @@ from ._engine import (  # messages, state, first
     send,
     set_event,
     sleep,
+    start_subpipeline,
+    tag,
     uuid4,
 )
 from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
@@ -53,6 +57,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildHandle",
     "Client",
     "ConfigError",
     "DatabaseUnavailable",
@@ -77,6 +82,7 @@ __all__ = [
     "VersionMismatch",
     "await_input",
     "context",
+    "continue_as_new",
     "exec",
     "gather",
     "logger",
@@ -88,7 +94,9 @@ __all__ = [
     "run_subpipeline",
     "secret",
     "sleep",
+    "start_subpipeline",
     "step",
+    "tag",
     "uuid4",
     # messages, published state, dp.first
     "FirstResult",

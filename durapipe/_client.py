@@ -7,13 +7,13 @@ import builtins
 import math
 import os
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import _client_messages, _serde
 from ._definition import PipelineDef, load_target, registered
-from ._engine import last_handled_failure
+from ._engine import check_tags, last_handled_failure
 from ._ids import new_id, validate_run_id
 from ._kinds import RESUMABLE_EXTRA, EventKind, Request, RunStatus
 from ._records import new_run, run_event, unleased_event
@@ -51,7 +51,7 @@ class RunView:
         pipeline: the pipeline's name.
         version: the pipeline version the run started on.
         status: ``pending``, ``running``, ``sleeping``, ``waiting``, ``stopped``, ``blocked``,
-            ``completed``, ``failed``, ``cancelled`` or ``aborted``.
+            ``completed``, ``failed``, ``cancelled``, ``aborted`` or ``continued``.
         inputs: the run's inputs.
         output: what the pipeline returned (when completed).
         error: ``{"type", "message", "traceback", "step"}`` when it failed.
@@ -66,6 +66,9 @@ class RunView:
         wake_at: when a sleeping run is due.
         waiting_for: what it waits for (a timer, an input, a child run).
         lease_owner: the worker or process holding it.
+        tags: its tags (``--tag``, ``dp.tag``).
+        continued_from: the run it continues (``dp.continue_as_new``).
+        detached: a child started with ``detached=True`` (it outlives its parent).
     """
 
     run_id: str
@@ -86,9 +89,12 @@ class RunView:
     wake_at: float | None
     waiting_for: Any
     lease_owner: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    continued_from: str | None = None
+    detached: bool = False
 
     @classmethod
-    def of(cls, row: Any) -> RunView:
+    def of(cls, row: Any, tags: dict[str, str] | None = None) -> RunView:
         return cls(
             run_id=row.id,
             pipeline=row.pipeline,
@@ -108,6 +114,9 @@ class RunView:
             wake_at=row.wake_at,
             waiting_for=_serde.loads(row.waiting_for),
             lease_owner=row.lease_owner,
+            tags=dict(tags or {}),
+            continued_from=getattr(row, "continued_from", None),
+            detached=bool(getattr(row, "detached", None)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -226,8 +235,10 @@ class Client:
         pin: bool | None = None,
         owner: str | None = None,
         ttl: float = 30.0,
+        tags: Mapping[str, Any] | None = None,
     ) -> tuple[Any, bool]:
         """Insert a run (leased to ``owner`` when given). -> (row, created)."""
+        checked_tags = check_tags(tags, where="--tag")
         if run_id is not None:
             why = validate_run_id(run_id)
             if why:
@@ -268,10 +279,11 @@ class Client:
                     "pinned": pinned,
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
+                    **({"tags": checked_tags} if checked_tags else {}),
                 }
             ),
         )
-        existing, created = await self.store.create_run(row, [started])
+        existing, created = await self.store.create_run(row, [started], checked_tags)
         if not created and existing.pipeline != pdef.name:
             raise InvalidInput(
                 f"run id {rid!r} is taken by a run of pipeline {existing.pipeline!r}"
@@ -291,6 +303,7 @@ class Client:
         run_id: str | None = None,
         pin: bool | None = None,
         inputs: dict[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
         **kw_inputs: Any,
     ) -> str:
         """Queue a run for the workers and return its id.
@@ -310,14 +323,17 @@ class Client:
             pin: abort the run rather than continue it on another version (default: the
                 pipeline's ``pin``).
             inputs: the inputs as a dict (for names that collide with these parameters).
+            tags: the run's tags, ``{"env": "prod"}``: ``list(tags=...)`` finds runs by them.
+                Keys are short identifiers, values text (at most 200 characters).
             **kw_inputs: the inputs by name.
 
         Raises:
-            ConfigError: an unknown pipeline, inputs that do not fit it, an unusable run id.
+            ConfigError: an unknown pipeline, inputs that do not fit it, an unusable run id
+                or tag.
         """
         pdef = self.resolve(pipeline)
         row, _ = await self.create_run(
-            pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin
+            pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin, tags=tags
         )
         return str(row.id)
 
@@ -354,7 +370,15 @@ class Client:
         Raises:
             RunNotFound: there is no such run.
         """
-        return RunView.of(await self.row(run_id))
+        row = await self.row(run_id)
+        return RunView.of(row, (await self.store.tags_of([row.id])).get(row.id))
+
+    async def _live_row(self, run_id: str) -> Any:
+        """The run's row, or, when it continued as new, the row of its chain's live link."""
+        row = await self.row(run_id)
+        if row.status != RunStatus.CONTINUED:
+            return row
+        return await self.store.live_link(run_id) or row
 
     async def list(
         self,
@@ -363,16 +387,21 @@ class Client:
         pipeline: str | None = None,
         roots_only: bool = False,
         limit: int = 200,
+        tags: Mapping[str, str] | None = None,
     ) -> builtins.list[RunView]:
         """Runs, newest first, like ``durapipe list``.
+
+        Runs that continued as new (status ``continued``) are left out unless
+        ``status="continued"`` asks for them: a chain shows as its live link.
 
         Args:
             status: only runs with this status (``pending``, ``running``, ``sleeping``,
                 ``waiting``, ``stopped``, ``blocked``, ``completed``, ``failed``,
-                ``cancelled``, ``aborted``).
+                ``cancelled``, ``aborted``, ``continued``).
             pipeline: only runs of the pipeline with this name.
             roots_only: leave out child runs.
             limit: at most this many runs.
+            tags: only runs with all these tags (``{"env": "prod", "team": "infra"}``).
         """
         if status is not None and status not in S.ACTIVE + S.RESUMABLE_EXTRA + tuple(S.TERMINAL):
             raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(S.ALL_STATUSES)}")
@@ -381,10 +410,17 @@ class Client:
         limit = min(limit, 2**62)  # more than any database holds; fits SQLite and int8
         if pipeline is not None and (not pipeline or not _serde.storable_text(pipeline)):
             return []  # no pipeline has such a name
+        wanted = check_tags(tags, where="tag")
         rows = await self.store.list_runs(
-            status=status, pipeline=pipeline, roots_only=roots_only, limit=limit
+            status=status,
+            pipeline=pipeline,
+            roots_only=roots_only,
+            limit=limit,
+            tags=wanted,
+            latest_only=True,
         )
-        return [RunView.of(r) for r in rows]
+        found = await self.store.tags_of([r.id for r in rows])
+        return [RunView.of(r, found.get(r.id)) for r in rows]
 
     async def events(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """The run's history, as the events of ``durapipe show RUN_ID --json``.
@@ -401,6 +437,9 @@ class Client:
     async def result(self, run_id: str, *, timeout: float | None = None, poll: float = 0.2) -> Any:
         """Wait for the run to end and return its output.
 
+        A run that continued as new (``dp.continue_as_new``) is followed along its chain: the
+        output is that of the link that ends otherwise.
+
         Args:
             run_id: the run.
             timeout: seconds to wait at most (None: until it ends).
@@ -416,11 +455,11 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            row = await self.row(run_id)
+            row = await self._live_row(run_id)
             if row.status == "completed":
                 return _serde.loads(row.output)
             if row.status in S.TERMINAL or row.status == "blocked":
-                raise RunFailed(run_id, row.status, _serde.loads(row.error))
+                raise RunFailed(row.id, row.status, _serde.loads(row.error))
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"run {run_id} is still {row.status} after {timeout:g}s")
             await asyncio.sleep(poll)
@@ -431,13 +470,14 @@ class Client:
         """Deliver ``value`` for ``dp.await_input(name)`` in the run, like ``durapipe input``.
 
         The value (any JSON value) is kept until the run asks for it; several values for one
-        name are taken in order.
+        name are taken in order. A run that continued as new passes it to its chain's live link.
 
         Raises:
             InvalidRunState: the run has ended.
             RunNotFound: there is no such run.
         """
-        row = await self.row(run_id)
+        row = await self._live_row(run_id)
+        run_id = row.id
         if row.status in ("completed", "cancelled", "aborted"):
             raise InvalidRunState(f"run {run_id} has ended ({row.status}); it takes no more input")
         if not _serde.storable_text(name) or not name or len(name) > 200:
@@ -489,6 +529,7 @@ class Client:
             InvalidRunState: the run has already ended.
             RunNotFound: there is no such run.
         """
+        run_id = (await self._live_row(run_id)).id  # a chain (continue-as-new): its live link
         what = await steer(self, run_id, Request.CANCEL)
         if what != "queued" or not here or _cancel_here is None:
             return what
@@ -502,7 +543,8 @@ class Client:
             InvalidRunState: the run has completed, or was cancelled or aborted.
             RunNotFound: there is no such run.
         """
-        row = await self.row(run_id)
+        row = await self._live_row(run_id)  # a chain (continue-as-new): its live link
+        run_id = row.id
         await self.check_resumable(row)
         if row.status in RESUMABLE:
             await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)
@@ -573,6 +615,16 @@ class AdminClient(Client):
     async def __aenter__(self) -> AdminClient:
         return self
 
+    async def live_row(self, run_id: str) -> Any:
+        """The run's row, or that of its chain's live link when it continued as new."""
+        return await self._live_row(run_id)
+
+    async def successor(self, row: Any) -> str | None:
+        """The run that continues ``row`` (dp.continue_as_new), if it continued."""
+        if row.status != RunStatus.CONTINUED:
+            return None
+        return await self.store.successor(row.id, row.chain_id or row.id)
+
     async def history(self, run_id: str) -> builtins.list[Any]:
         """The run's history as event rows (``events`` gives them as dicts)."""
         return await self.store.events(run_id)
@@ -585,11 +637,22 @@ class AdminClient(Client):
         return await self.store.list_runs(root_run_id=root_run_id, limit=100_000)
 
     async def overview(
-        self, *, status: str | None, pipeline: str | None, roots_only: bool, limit: int
+        self,
+        *,
+        status: str | None,
+        pipeline: str | None,
+        roots_only: bool,
+        limit: int,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[builtins.list[Any], dict[str, int], dict[str, Any]]:
         """The rows ``durapipe list`` shows, the counts by status and the rows' timelines."""
         rows = await self.store.list_runs(
-            status=status, pipeline=pipeline, roots_only=roots_only, limit=limit
+            status=status,
+            pipeline=pipeline,
+            roots_only=roots_only,
+            limit=limit,
+            tags=check_tags(tags, where="tag"),
+            latest_only=True,
         )
         counts = await self.store.count_by_status(pipeline=pipeline, roots_only=roots_only)
         return rows, counts, await self.store.timelines([r.id for r in rows])
@@ -655,8 +718,11 @@ async def check_failure_retryable(store: Store, row: Any) -> None:
 
 
 async def steer(client: Client, run_id: str, what: str) -> str:
-    """Stop (``stop``/``stop_now``) or cancel a run wherever it is. -> what happened."""
-    row = await client.row(run_id)
+    """Stop (``stop``/``stop_now``) or cancel a run wherever it is. -> what happened.
+
+    Given a run that continued as new, it acts on the live link of its chain."""
+    row = await client._live_row(run_id)
+    run_id = row.id
     verb = "cancel" if what == "cancel" else "stop"
     if verb == "cancel" and row.status in ("failed", "blocked"):
         # Its code already unwound (failed) or cannot run (blocked): nothing is left to clean up.

@@ -237,6 +237,7 @@ STATUS_STYLE = {
     "sleeping": "blue",
     "waiting": "magenta",
     "pending": "white",
+    "continued": "green",
 }
 
 
@@ -382,6 +383,7 @@ def render_show(
     waits: list[str],
     now: float,
     note: str | None = None,
+    links: list[str] | None = None,
 ) -> Any:
     from rich.console import Group
     from rich.text import Text
@@ -412,6 +414,8 @@ def render_show(
     inputs = json.loads(run.inputs) if run.inputs else {}
     if inputs:
         tree.add(Text(f"inputs: {_short(inputs, 200)}", style="dim"))
+    for link in links or []:
+        tree.add(Text(link, style="dim"))
     steps: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     began: dict[int, float] = {}  # when each execution of the run (its attempt) wrote first
@@ -471,6 +475,9 @@ def render_show(
             "recv_timeout": ("timed out", "yellow"),
             "event_set": ("published", "green"),
             "first_started": ("waiting", "magenta"),
+            "child_spawned": ("started", "green"),
+            "child_cancel_requested": ("cancel asked", "yellow"),
+            "run_continued": ("continued", "green"),
         }.get(last) or (("done", "green") if last in COMPLETIONS else (last, ""))
         if state[0] in IN_FLIGHT and run.status not in ACTIVE:
             state = ("interrupted", "yellow")  # the run stopped or ended while this was in flight

@@ -32,8 +32,10 @@ from ._engine import (
     error_data,
     step_of,
 )
+from ._engine.continue_as_new import ContinueAsNew
+from ._ids import new_id
 from ._kinds import RELEASING, TERMINAL, EventKind, Request, RunStatus
-from ._records import end_update
+from ._records import continued_run, end_update, run_event
 from .errors import (
     DurapipeError,
     LeaseLost,
@@ -56,6 +58,7 @@ class Outcome(StrEnum):
     STOPPED = RunStatus.STOPPED.value
     CANCELLED = RunStatus.CANCELLED.value
     ABORTED = RunStatus.ABORTED.value  # pinned to another version
+    CONTINUED = RunStatus.CONTINUED.value  # dp.continue_as_new: ended, its successor started
     SUSPENDED = "suspended"  # parked on a long wait (sleeping/waiting); its lease given up
     RELEASED = "released"  # handed back untouched (shutdown, hold)
     LOST = "lost"  # this process may write nothing more (lease lost, a write failed)
@@ -116,6 +119,12 @@ class DryHost:
     async def run_status(self, run_id: str) -> str | None:
         return None
 
+    async def find_run(self, run_id: str) -> Any | None:
+        raise AssertionError("dry replay must not start children")
+
+    async def cancel_child(self, child_id: str) -> None:
+        raise AssertionError("dry replay must not cancel children")
+
 
 async def execute(
     ctx: RunContext,
@@ -143,6 +152,8 @@ async def execute(
         where = {"from": resumed, "worker": settler.id, "host": HOST, "pid": os.getpid()}
         await ctx.write(ctx.event(EventKind.RUN_RESUMED, data=_serde.dumps(where)))
     result = await _attempt(ctx, pdef, row)
+    if result.outcome is Outcome.CONTINUED and settler is not None:
+        return await _continue(ctx, pdef, row, result, settler)
     return result if settler is None else await _settle(ctx, row, result, settler)
 
 
@@ -160,10 +171,20 @@ def start_task(ctx: RunContext, pdef: PipelineDef, inputs: dict[str, Any]) -> as
 
 async def _attempt(ctx: RunContext, pdef: PipelineDef, row: Any) -> Result:
     """Run the code and judge how it ended; write nothing."""
+    result = await _run_code(ctx, pdef, row)
+    if ctx.continued is not None and result.outcome is not Outcome.LOST:
+        # dp.continue_as_new: whatever its unwinding raised after it (finally blocks).
+        return Result(outcome=Outcome.CONTINUED, output=ctx.continued.inputs)
+    return result
+
+
+async def _run_code(ctx: RunContext, pdef: PipelineDef, row: Any) -> Result:
     recorded = len(ctx.records)
     task = start_task(ctx, pdef, _serde.loads(row.inputs) or {})
     try:
         output = await task
+    except ContinueAsNew:
+        return Result(outcome=Outcome.CONTINUED)
     except RunSuspending:
         return Result(outcome=Outcome.SUSPENDED)
     except ReplayFrontier as stop:
@@ -307,9 +328,58 @@ async def _end(
     except LeaseLost:
         return Result(outcome=Outcome.LOST)
     ctx.status = status
-    if status in TERMINAL and status != RunStatus.COMPLETED:
+    if status in TERMINAL and (status != RunStatus.COMPLETED or ctx.spawned):
+        # Children it started and did not wait for end with it (detached ones go on); only
+        # dp.start_subpipeline can leave one unfinished when the run completes.
         await settler.cancel_children(row.id)
     return result
+
+
+async def _continue(
+    ctx: RunContext, pdef: PipelineDef, row: Any, result: Result, settler: Settler
+) -> Result:
+    """End the run ``continued`` and create its successor, in one write (dp.continue_as_new)."""
+    stop = ctx.continued
+    now = ctx.clock.now()
+    successor = new_id("run")
+    chain = getattr(row, "chain_id", None) or row.id
+    inputs = stop.inputs
+    text = _serde.dumps(inputs, what=f"the inputs of {row.pipeline}")
+    nxt = continued_run(
+        row,
+        run_id=successor,
+        version=pdef.version,
+        entrypoint=pdef.entrypoint,
+        inputs=text,
+        now=now,
+    )
+    started = run_event(
+        successor,
+        1,
+        EventKind.RUN_STARTED,
+        at=now,
+        attempt=0,
+        name=row.pipeline,
+        data=_serde.dumps(
+            {"inputs": inputs, "version": pdef.version, "continued_from": row.id, "host": HOST}
+        ),
+    )
+    update = end_update(RunStatus.CONTINUED, now=now, error=None)
+    update.update(wake_at=None, waiting_for=None, requested=None, chain_id=chain)
+    ended = ctx.event(
+        EventKind.RUN_CONTINUED,
+        step=stop.key,
+        name="continue_as_new",
+        data=_serde.dumps({"successor": successor, "inputs": inputs}),
+    )
+    try:
+        await ctx.write(ended, started, run_update=update, new_runs=[nxt], copy_tags_to=successor)
+    except LeaseLost:
+        return Result(outcome=Outcome.LOST)
+    ctx.emit(None, None, "info", f"Continued as new run {successor}")
+    ctx.status = RunStatus.CONTINUED
+    await settler.cancel_children(row.id)
+    return Result(outcome=Outcome.CONTINUED, output=successor)
 
 
 def _origin_step(exc: BaseException) -> str | None:

@@ -24,6 +24,8 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     ABORTED = "aborted"  # pinned to a version that is no longer the registered one
+    # Child handles, continue-as-new, tags (issue #16, items 4-6):
+    CONTINUED = "continued"  # ended by dp.continue_as_new: its successor carries on
 
 
 class EventKind(StrEnum):
@@ -59,6 +61,11 @@ class EventKind(StrEnum):
     EVENT_SET = "event_set"
     FIRST_STARTED = "first_started"
     FIRST_DONE = "first_done"
+    # Child handles, continue-as-new, tags (issue #16, items 4-6):
+    CHILD_SPAWNED = "child_spawned"  # dp.start_subpipeline: the child exists (its completion)
+    CHILD_CANCEL_REQUESTED = "child_cancel_requested"  # ChildHandle.cancel()
+    RUN_CONTINUED = "run_continued"  # dp.continue_as_new: the run ended, its successor started
+    TAG_SET = "tag_set"  # dp.tag
 
 
 class Request(StrEnum):
@@ -75,7 +82,13 @@ class Request(StrEnum):
 
 
 TERMINAL = frozenset(
-    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.ABORTED}
+    {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.ABORTED,
+        RunStatus.CONTINUED,
+    }
 )
 SUSPENDABLE = (RunStatus.SLEEPING, RunStatus.WAITING)
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SLEEPING, RunStatus.WAITING)
@@ -98,6 +111,7 @@ RUN_ENDS = (
     EventKind.RUN_COMPLETED,
     EventKind.RUN_CANCELLED,
     EventKind.RUN_ABORTED,
+    EventKind.RUN_CONTINUED,
 )
 WAIT_STARTS = (
     EventKind.TIMER_STARTED,
@@ -145,6 +159,7 @@ class Family(StrEnum):
     RECV = "recv"  # dp.recv
     EVENT = "event"  # dp.set_event
     FIRST = "first"  # dp.first
+    TAG = "tag"  # dp.tag
 
 
 def family(kind: str) -> str:
@@ -157,4 +172,5 @@ COMPLETIONS = frozenset(
     (EventKind.STEP_COMPLETED, EventKind.STEP_FAILED, EventKind.VALUE_RECORDED)
     + WAIT_ENDS
     + (EventKind.MESSAGE_SENT, EventKind.EVENT_SET)  # messages, published state
+    + (EventKind.CHILD_SPAWNED, EventKind.CHILD_CANCEL_REQUESTED, EventKind.TAG_SET)
 )

@@ -99,21 +99,35 @@ async def take(runner: Runner, row: Any, statuses: tuple[str, ...] = TAKEABLE) -
 async def drive_tree(
     runner: Runner, row: Any, *, resumed: str | None = None, cancel: bool = False
 ) -> str:
-    """Execute one run here, and any children it starts, until the run ends or parks."""
-    root = runner.spawn(row, resumed=resumed, cancel=cancel)
-    serve = asyncio.ensure_future(
-        runner.serve(runner.claim_filter(root_run_id=row.root_run_id), until=root)
-    )
+    """Execute one run here, and any children it starts, until the run ends or parks.
+
+    A run that continues as new (``dp.continue_as_new``) is followed: its successor is taken
+    and executed here too, until a link of the chain ends otherwise (or a worker took it).
+    """
+    serve: asyncio.Future[None] | None = None
     try:
-        status = await root
-        # Children being cancelled with their parent finish here (their finally blocks run).
-        settle = runner.clock.now() + 30
-        while runner.tasks and runner.clock.now() < settle:
-            await asyncio.wait(list(runner.tasks), timeout=1)
-        return status
+        while True:
+            root = runner.spawn(row, resumed=resumed, cancel=cancel)
+            serve = asyncio.ensure_future(
+                runner.serve(runner.claim_filter(root_run_id=row.root_run_id), until=root)
+            )
+            status = await root
+            # Children being cancelled with their parent finish here (their finally blocks run).
+            settle = runner.clock.now() + 30
+            while runner.tasks and runner.clock.now() < settle:
+                await asyncio.wait(list(runner.tasks), timeout=1)
+            if status != RunStatus.CONTINUED:
+                return status
+            nxt = await runner.store.live_link(row.id)
+            taken = None if nxt is None or nxt.id == row.id else await take(runner, nxt)
+            if taken is None:  # a worker took the successor: it is theirs now
+                return status
+            await serve  # it returns now that its run ended
+            row, resumed, cancel = taken, None, False
     finally:
         runner.stop_claiming()
-        await serve
+        if serve is not None:
+            await serve
         if runner.tasks:
             runner.interrupt_all(Request.STOP_NOW)
             await asyncio.wait(list(runner.tasks), timeout=10)

@@ -89,3 +89,31 @@ def new_run(
         "lease_owner": owner,
         "lease_expires_at": now + ttl if owner else None,
     }
+
+
+def continued_run(
+    row: Any, *, run_id: str, version: str, entrypoint: str, inputs: str, now: float
+) -> dict[str, Any]:
+    """The row of the run that continues ``row`` (dp.continue_as_new): pending, in the same
+    place of its run tree, in the chain of ``row`` (whose first run's id is the chain's id)."""
+    top = row.parent_run_id is None
+    return {
+        "id": run_id,
+        "pipeline": row.pipeline,
+        "version": version,
+        "entrypoint": entrypoint,
+        "pinned": bool(row.pinned),
+        "status": RunStatus.PENDING,
+        "inputs": inputs,
+        "parent_run_id": row.parent_run_id,
+        "parent_step": row.parent_step,
+        "root_run_id": run_id if top else row.root_run_id,
+        "depth": row.depth,
+        "prefix": row.prefix,
+        "created_at": now,
+        "updated_at": now,
+        "attempt": 0,
+        "continued_from": row.id,
+        "chain_id": getattr(row, "chain_id", None) or row.id,
+        "detached": getattr(row, "detached", None),
+    }

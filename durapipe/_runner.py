@@ -24,7 +24,7 @@ from ._engine import HOST, LogRecord, RunContext, error_data, install_log_handle
 from ._execution import Outcome, execute
 from ._ids import new_id
 from ._kinds import RESUMABLE_EXTRA, TERMINAL, EventKind, Request, RunStatus
-from ._records import end_update, run_event
+from ._records import end_update, run_event, unleased_event
 from ._store import Store
 from ._store.store import ClaimFilter, Op
 from ._worker.leases import Leases
@@ -167,7 +167,7 @@ class Runner:
         return int(row.id), _serde.loads(row.value)
 
     async def child_outcome(self, child_id: str) -> tuple[str, Any, Any] | None:
-        row = await self.store.get_run(child_id)
+        row = await self.store.live_link(child_id)  # a child continued as new: its live link
         if row is None or row.status not in TERMINAL:
             return None
         return row.status, _serde.loads(row.output), _serde.loads(row.error)
@@ -331,19 +331,45 @@ class Runner:
         await self.leases.release(ctx)
 
     async def cancel_children(self, run_id: str) -> None:
-        """Cancel a finished parent's unfinished children; each runs its own finally blocks."""
-        now = self.clock.now()
+        """Cancel a finished parent's unfinished children (not the detached ones, which outlive
+        it); each runs its own finally blocks."""
         for kid in await self.store.children(run_id):
-            if kid.status in TERMINAL:
-                continue
-            local = self.held.get(kid.id)
-            if local is not None:
-                local.interrupt(Request.CANCEL)
-                continue
-            if kid.status in RESUMABLE_EXTRA:
-                await self.store.make_runnable(kid.id, now=now, statuses=RESUMABLE_EXTRA)
-            await self.store.set_request(kid.id, Request.CANCEL, now=now, wake=True)
-            self._wake.set()
+            if not kid.detached:
+                await self._cancel(kid)
+
+    async def find_run(self, run_id: str) -> Any | None:
+        return await self.store.get_run(run_id)
+
+    async def cancel_child(self, child_id: str) -> None:
+        """Cancel one child (``ChildHandle.cancel``): its live link if it continued as new."""
+        kid = await self.store.live_link(child_id)
+        if kid is not None:
+            await self._cancel(kid)
+
+    async def _cancel(self, kid: Any) -> None:
+        if kid.status in TERMINAL:
+            return
+        now = self.clock.now()
+        local = self.held.get(kid.id)
+        if local is not None:
+            local.interrupt(Request.CANCEL)
+            return
+        if (
+            kid.status == RunStatus.PENDING
+            and kid.attempt == 0
+            and await self.store.finish_unleased(
+                kid.id,
+                status=RunStatus.CANCELLED,
+                event=unleased_event(EventKind.RUN_CANCELLED, 0),
+                now=now,
+                expect=(RunStatus.PENDING,),
+            )
+        ):
+            return  # never claimed: none of its code ran, so it ends here (no worker needed)
+        if kid.status in RESUMABLE_EXTRA:
+            await self.store.make_runnable(kid.id, now=now, statuses=RESUMABLE_EXTRA)
+        await self.store.set_request(kid.id, Request.CANCEL, now=now, wake=True)
+        self._wake.set()
 
     # ---------------------------------------------------------------- stopping
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import functools
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
@@ -99,10 +99,17 @@ class SyncClient:
         run_id: str | None = None,
         pin: bool | None = None,
         inputs: dict[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
         **kw_inputs: Any,
     ) -> str:
         return self._call(
-            self._client.start, pipeline, run_id=run_id, pin=pin, inputs=inputs, **kw_inputs
+            self._client.start,
+            pipeline,
+            run_id=run_id,
+            pin=pin,
+            inputs=inputs,
+            tags=tags,
+            **kw_inputs,
         )
 
     def get(self, run_id: str) -> RunView:
@@ -115,9 +122,15 @@ class SyncClient:
         pipeline: str | None = None,
         roots_only: bool = False,
         limit: int = 200,
+        tags: Mapping[str, str] | None = None,
     ) -> builtins.list[RunView]:
         return self._call(
-            self._client.list, status=status, pipeline=pipeline, roots_only=roots_only, limit=limit
+            self._client.list,
+            status=status,
+            pipeline=pipeline,
+            roots_only=roots_only,
+            limit=limit,
+            tags=tags,
         )
 
     def events(self, run_id: str) -> builtins.list[dict[str, Any]]:

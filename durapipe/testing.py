@@ -96,7 +96,9 @@ async def run_pipeline(
     pin: bool | None = None,
     **inputs: Any,
 ) -> RunView:
-    """Start ``pipeline`` and execute it (and its children) here until it ends or stops."""
+    """Start ``pipeline`` and execute it (and its children) here until it ends or stops.
+
+    A run that continues as new is followed: the view is that of its chain's last run."""
     client = Client(store)
     runner = local_runner(store, [pipeline], clock=clock, lease_ttl=_lease(clock, None))
     await runner.start()
@@ -107,7 +109,7 @@ async def run_pipeline(
         await drive_tree(runner, row)
     finally:
         await runner.close()
-    return await client.get(row.id)
+    return await client.get((await client._live_row(row.id)).id)
 
 
 async def resume_run(
@@ -136,7 +138,7 @@ async def resume_run(
         await drive_tree(runner, taken, resumed=row.status)
     finally:
         await runner.close()
-    return await client.get(run_id)
+    return await client.get((await client._live_row(run_id)).id)
 
 
 # ---------------------------------------------------------------------- steering

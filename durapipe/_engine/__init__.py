@@ -13,12 +13,13 @@ its completion is journaled before the result is handed back. That mechanism is
     failures.py   errors as stored data; the step a failure came from
     step.py exec.py sleep.py inputs.py child.py values.py patched.py gather.py   the primitives
     messages.py (send, recv) publish.py (set_event) first.py (first, and the waits it races)
+    continue_as_new.py tags.py                                                   (and these)
 
 The names below are what the rest of durapipe imports from the engine.
 """
 
 from .._kinds import COMPLETIONS
-from .child import run_subpipeline
+from .child import ChildHandle, run_subpipeline, start_subpipeline
 from .context import (
     _BRANCH,
     _CTX,
@@ -33,6 +34,7 @@ from .context import (
     install_log_handler,
     logger,
 )
+from .continue_as_new import ContinueAsNew, continue_as_new
 from .exec import exec_
 from .failures import error_data, error_message, step_of, tag_step
 
@@ -48,6 +50,7 @@ from .publish import set_event  # noqa: E402
 from .run import STEP_START_GRACE, RunContext
 from .sleep import fmt_span, sleep
 from .step import call_step
+from .tags import check_tags, parse_tags, tag
 from .values import now, random, uuid4
 
 __all__ = [
@@ -94,4 +97,12 @@ __all__ = [
     "recv",
     "send",
     "set_event",
+    # child handles, continue-as-new, tags
+    "ChildHandle",
+    "ContinueAsNew",
+    "check_tags",
+    "continue_as_new",
+    "parse_tags",
+    "start_subpipeline",
+    "tag",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _exec, _serde
-from .._kinds import KILLING, Request, RunStatus
+from .._kinds import KILLING, EventKind, Request, RunStatus
 from .._secrets import scrub
 from .._store.store import Op
 from ..errors import (
@@ -101,6 +101,12 @@ class RunContext:
         self._unsent_since = 0.0
         self._unsent_timer: asyncio.TimerHandle | None = None
         self._unsent_task: asyncio.Task[None] | None = None
+        # dp.continue_as_new was called (a ContinueAsNew): the run ends continued, whatever
+        # its unwinding raises after it (see durapipe._execution).
+        self.continued: Any = None
+        # dp.start_subpipeline started a child in this run (now or in its history): it may be
+        # left unfinished when the run completes, and then ends with it.
+        self.spawned = any(e.kind == EventKind.CHILD_SPAWNED for e in history)
 
     # ---------------------------------------------------------------- helpers
 
@@ -239,6 +245,8 @@ class RunContext:
         """At every journaled call: deliver stops and pending cancellation."""
         if self.fatal is not None:
             raise self.fatal
+        if self.continued is not None:  # unwinding after dp.continue_as_new: do nothing
+            raise self.continued
         request = self.request
         if request is None:  # nearly always: nothing asked for
             return

@@ -50,6 +50,10 @@ class Op:
     consume_message: int | None = None
     publish: list[dict[str, Any]] = field(default_factory=list)
     wake_if: list[tuple[str, str]] = field(default_factory=list)
+    # Tags (dp.tag, --tag): set these keys of the run's tags (replacing a key's value); and
+    # copy the run's tags to another run (a continue-as-new successor), after they are set.
+    tags: dict[str, str] | None = None
+    copy_tags_to: str | None = None
 
 
 class Committer(Protocol):

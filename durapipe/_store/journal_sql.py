@@ -172,10 +172,12 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
                     arrived = bool((yield ("fetch", sql, [op.run_id, op.wake_if_input])))
                 if not arrived and op.wake_if_child is not None:
                     ph.reset()
+                    # The child, or the live link of its continue-as-new chain.
                     rows = yield (
                         "fetch",
-                        f"SELECT status FROM durapipe_runs WHERE id = {ph()}",
-                        [op.wake_if_child],
+                        f"SELECT status FROM durapipe_runs WHERE (id = {ph()} OR chain_id = {ph()}) "
+                        "AND status <> 'continued'",
+                        [op.wake_if_child, op.wake_if_child],
                     )
                     arrived = bool(rows) and rows[0][0] in TERMINAL
                 for what, name in op.wake_if:
@@ -207,6 +209,9 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
             notify = True
     for sql, rows in later.items():
         yield ("many", sql, rows)
+    for op in ok:
+        if op.tags or op.copy_tags_to:
+            yield from _tag_cmds(op, ph)
     if woken:
         yield ("many", _WAKE_PARENT[pg], woken)
     logs = [row for op in ops for row in op.logs]
@@ -241,6 +246,25 @@ _WAKE_PARENT = {
 }
 
 
+def _tag_cmds(op: Op, ph: _Ph) -> Generator[Cmd, Any, None]:
+    """Set the op's tags on its run (a key's new value replaces the old), copy them onward."""
+    for key, value in (op.tags or {}).items():
+        ph.reset()
+        sql = f"DELETE FROM durapipe_tags WHERE run_id = {ph()} AND key = {ph()}"
+        yield ("exec", sql, [op.run_id, key])
+        ph.reset()
+        sql = f"INSERT INTO durapipe_tags (run_id, key, value) VALUES ({ph()}, {ph()}, {ph()})"
+        yield ("exec", sql, [op.run_id, key, value])
+    if op.copy_tags_to:
+        ph.reset()
+        cast = "::varchar" if ph.pg else ""
+        sql = (
+            f"INSERT INTO durapipe_tags (run_id, key, value) SELECT {ph()}{cast}, key, value "
+            f"FROM durapipe_tags WHERE run_id = {ph()}"
+        )
+        yield ("exec", sql, [op.copy_tags_to, op.run_id])
+
+
 def simple(ops: list[Op]) -> bool:
     """Ops that only append events under a lease (a step's completion): the common case."""
     for op in ops:
@@ -251,6 +275,8 @@ def simple(ops: list[Op]) -> bool:
             or op.new_runs
             or op.consume_input is not None
             or op.wake_parent
+            or op.tags
+            or op.copy_tags_to
             or not op.events
             or op.messages
             or op.consume_message is not None

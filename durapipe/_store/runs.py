@@ -23,7 +23,10 @@ class Runs(StoreBase):
     """Reading and writing runs, their events, inputs and logs (outside a lease's journal)."""
 
     async def create_run(
-        self, row: dict[str, Any], first_events: list[dict[str, Any]]
+        self,
+        row: dict[str, Any],
+        first_events: list[dict[str, Any]],
+        tags: dict[str, str] | None = None,
     ) -> tuple[Any, bool]:
         """Insert a run; if its id exists already return that run instead. -> (row, created).
 
@@ -33,7 +36,14 @@ class Runs(StoreBase):
         full = {c: row.get(c) for c in _RUN_FIELDS}
         try:
             await self.journal.submit(
-                Op(run_id=row["id"], owner=None, attempt=None, new_runs=[full], events=first_events)
+                Op(
+                    run_id=row["id"],
+                    owner=None,
+                    attempt=None,
+                    new_runs=[full],
+                    events=first_events,
+                    tags=tags or None,
+                )
             )
         except Exception as exc:
             if not errors.is_integrity(exc):
@@ -67,8 +77,16 @@ class Runs(StoreBase):
         roots_only: bool = False,
         root_run_id: str | None = None,
         limit: int = 200,
+        tags: dict[str, str] | None = None,
+        latest_only: bool = False,
     ) -> list[Row[Any]]:
         q = select(S.runs)
+        # Tags AND together: one indexed lookup of (key, value) per tag.
+        for key, value in (tags or {}).items():
+            t = S.tags.c
+            q = q.where(S.runs.c.id.in_(select(t.run_id).where(t.key == key, t.value == value)))
+        if latest_only and not status:
+            q = q.where(S.runs.c.status != RunStatus.CONTINUED)
         if status:
             q = q.where(S.runs.c.status == status)
         if pipeline:
@@ -246,6 +264,7 @@ class Runs(StoreBase):
                 conn.execute(delete(S.messages).where(S.messages.c.run_id.in_(part)))
                 conn.execute(delete(S.published).where(S.published.c.run_id.in_(part)))
                 conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
+                conn.execute(delete(S.tags).where(S.tags.c.run_id.in_(part)))
                 conn.execute(delete(S.runs).where(r.id.in_(part)))
             return len(ids)
 

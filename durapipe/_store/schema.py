@@ -54,6 +54,11 @@ runs = Table(
     Column("lease_expires_at", Float),
     Column("attempt", Integer, nullable=False, default=0),  # fencing token, bumped by every claim
     Column("requested", String(20)),  # 'stop' | 'stop_now' | 'cancel'
+    # Continue-as-new and child handles (migration 0003):
+    Column("continued_from", String(140)),  # the run this one continues (dp.continue_as_new)
+    Column("chain_id", String(140)),  # the first run of its continue-as-new chain
+    Column("detached", Boolean),  # a child started detached=True: it outlives its parent
+    Index("ix_durapipe_runs_chain", "chain_id"),
     Index("ix_durapipe_runs_status_wake", "status", "wake_at"),
     Index("ix_durapipe_runs_lease", "lease_expires_at"),
     Index("ix_durapipe_runs_parent", "parent_run_id"),
@@ -159,6 +164,17 @@ published = Table(
     PrimaryKeyConstraint("run_id", "key"),
 )
 
+# A run's tags (`--tag key=value`, dp.tag): one value per key; `list --tag` finds runs by them.
+tags = Table(
+    "durapipe_tags",
+    metadata,
+    Column("run_id", String(140), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("value", String(200), nullable=False),
+    PrimaryKeyConstraint("run_id", "key"),
+    Index("ix_durapipe_tags_key_value", "key", "value"),
+)
+
 # The vocabulary (statuses, event kinds, requests) lives in durapipe/_kinds.py; these names stay
 # here for the code that reads them as ``schema.X``.
 from .._kinds import (  # noqa: E402
@@ -192,4 +208,5 @@ __all__ = [
     "published",
     "runs",
     "workers",
+    "tags",
 ]

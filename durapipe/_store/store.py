@@ -8,6 +8,7 @@ and ``postgres``; :class:`Store` puts them together behind one set of methods.
 from __future__ import annotations
 
 from .base import SCHEMA_REVISION
+from .chains import Chains
 from .claims import Claimed, ClaimFilter, Claims
 from .control import Control
 from .journal import Journal, Op
@@ -20,7 +21,7 @@ from .workers import Workers
 __all__ = ["SCHEMA_REVISION", "ClaimFilter", "Claimed", "Journal", "Op", "Store", "open_store"]
 
 
-class Store(Runs, Claims, Control, Workers, Messages):
+class Store(Runs, Claims, Control, Workers, Messages, Chains):
     """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
 
     Open one with ``await dp.open_store(url)`` (the pytest fixture ``durapipe_store`` is one)

@@ -127,6 +127,7 @@ class _Foreground:
             await self.runner.close()
 
     async def report(self, client: AdminClient, run_id: str, status: str) -> int:
+        run_id = (await client.live_row(run_id)).id  # a chain (continue-as-new): its last link
         view = await client.get(run_id)
         if view.status == RunStatus.COMPLETED:
             _out(json.dumps(view.output, ensure_ascii=False))

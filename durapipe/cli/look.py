@@ -21,6 +21,7 @@ from .._console import (
     use_color,
     visible,
 )
+from .._engine import parse_tags
 from .._kinds import (
     RESUMABLE_EXTRA,
     TERMINAL,
@@ -41,21 +42,31 @@ def list_(
     ] = None,
     roots: Annotated[bool, typer.Option("--roots", help="Hide child runs.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many runs.")] = 50,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag", help="KEY=VALUE: only runs with this tag. Repeatable (all must match)."
+        ),
+    ] = None,
     database_url: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List runs, newest first, with counts by status."""
+    """List runs, newest first, with counts by status.
+
+    A continue-as-new chain shows as its live link (`--status continued` lists the ended links).
+    """
 
     async def go() -> int:
+        tags = parse_tags(tag)
         async with await AdminClient.open(database_url) as client:
             views = await client.list(
-                status=status, pipeline=pipeline, roots_only=roots, limit=limit
+                status=status, pipeline=pipeline, roots_only=roots, limit=limit, tags=tags
             )
             if json_out:
                 _out(json.dumps([_run_json(v) for v in views], ensure_ascii=False))
                 return 0
             rows, counts, timelines = await client.overview(
-                status=status, pipeline=pipeline, roots_only=roots, limit=limit
+                status=status, pipeline=pipeline, roots_only=roots, limit=limit, tags=tags
             )
             _print_rich(render_list(rows, counts, now=time.time(), timelines=timelines))
         return 0
@@ -90,7 +101,24 @@ def _run_json(v: RunView) -> dict[str, Any]:
         "updated_at": _iso(v.updated_at),
         "finished_at": _iso(v.finished_at),
         "waiting_for": v.waiting_for,
+        "tags": v.tags,
+        "continued_from": v.continued_from,
+        "detached": v.detached,
     }
+
+
+def _links(v: RunView, successor: str | None) -> list[str]:
+    """What `show` says of a run's tags and its continue-as-new chain."""
+    out = []
+    if v.tags:
+        out.append("tags: " + ", ".join(f"{k}={val}" for k, val in sorted(v.tags.items())))
+    if v.continued_from:
+        out.append(f"continues run {v.continued_from}")
+    if successor:
+        out.append(f"continued as run {successor}")
+    if v.detached:
+        out.append(f"detached from its parent {v.parent_run_id}")
+    return out
 
 
 def _waits(v: RunView, events: list[Any]) -> list[str]:
@@ -168,10 +196,12 @@ def show(
             kids = await client.children(run_id)
             row = await client.row(run_id)
             note = await _who_can_take(client, row)
+            successor = await client.successor(row)
             if json_out:
                 doc = _run_json(view)
                 doc["events"] = [{**event_json(e), "at": _iso(e.at)} for e in events]
                 doc["children"] = [k.id for k in kids]
+                doc["continued_as"] = successor
                 doc["note"] = note
                 doc["published"] = await client.published(run_id)  # dp.set_event
                 _out(json.dumps(doc, ensure_ascii=False))
@@ -187,6 +217,7 @@ def show(
                     waits=_waits(view, events),
                     now=time.time(),
                     note=note,
+                    links=_links(view, successor),
                 )
             )
             published = await client.published(run_id)  # dp.set_event
@@ -270,17 +301,17 @@ def result(
                     return 3
                 _out(json.dumps(out, ensure_ascii=False))
                 return 0
-            view = await client.get(run_id)
+            view = await client.get((await client.live_row(run_id)).id)  # a chain: its end
             if view.status == RunStatus.COMPLETED:
                 _out(json.dumps(view.output, ensure_ascii=False))
                 return 0
             if view.status in TERMINAL or view.status == RunStatus.BLOCKED:
                 err = view.error or {}
                 _err(
-                    f"run {run_id} {view.status}: {err.get('type', '')}: {visible(str(err.get('message', '')))}"
+                    f"run {view.run_id} {view.status}: {err.get('type', '')}: {visible(str(err.get('message', '')))}"
                 )
                 return 1
-            _err(f"run {run_id} is {view.status}; use --wait to wait for it")
+            _err(f"run {view.run_id} is {view.status}; use --wait to wait for it")
             return 3
 
     _run(go())

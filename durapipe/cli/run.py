@@ -10,6 +10,7 @@ import typer
 from .. import _serde
 from .._client import AdminClient, parse_inputs
 from .._definition import load_target
+from .._engine import parse_tags
 from .._ids import validate_run_id
 from .._kinds import TERMINAL
 from .._local import take
@@ -43,6 +44,12 @@ def run(
             "--pin", help="Abort the run instead of continuing on another version of the pipeline."
         ),
     ] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag", help="KEY=VALUE: a tag of the run (`list --tag` finds it). Repeatable."
+        ),
+    ] = None,
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
 ) -> None:
@@ -50,6 +57,7 @@ def run(
 
     async def go() -> int:
         inputs = parse_inputs(input or [], input_json)
+        tags = parse_tags(tag)
         pdef = load_target(target)
         pdef.bind_inputs(inputs)
         client = await AdminClient.open(database_url)
@@ -68,6 +76,7 @@ def run(
                     pin=pin or None,
                     owner=None if held else fg.runner.id,
                     ttl=fg.runner.lease_ttl,
+                    tags=tags,
                 )
             except BaseException:
                 await fg.runner.close()
@@ -159,7 +168,7 @@ def resume(
                 _out(f"pipeline {which} released: the workers take its runs again")
                 return 0
             assert run_id is not None
-            row = await client.row(run_id)
+            row = await client.live_row(run_id)  # a chain (continue-as-new): its live link
             await client.check_resumable(row)
             if await client.is_held(row.pipeline, row.version):
                 raise InvalidRunState(
@@ -179,7 +188,7 @@ def resume(
             except BaseException:
                 await fg.runner.close()
                 raise
-            _out(run_id)
+            _out(row.id)
             status = await fg.drive(taken, resumed=row.status)
             return await fg.report(client, run_id, status)
         finally:
@@ -206,15 +215,22 @@ def start(
     pin: Annotated[
         bool, typer.Option("--pin", help="Pin the run to this version of the pipeline.")
     ] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag", help="KEY=VALUE: a tag of the run (`list --tag` finds it). Repeatable."
+        ),
+    ] = None,
     database_url: DbOpt = None,
 ) -> None:
     """Queue a run for the workers and print its id."""
 
     async def go() -> int:
         inputs = parse_inputs(input or [], input_json)
+        tags = parse_tags(tag)
         pdef = load_target(target)
         async with await AdminClient.open(database_url) as client:
-            rid = await client.start(pdef, run_id=run_id, pin=pin or None, inputs=inputs)
+            rid = await client.start(pdef, run_id=run_id, pin=pin or None, inputs=inputs, tags=tags)
         _out(rid)
         return 0
 

@@ -13,6 +13,7 @@ import durapipe as dp
 ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
+    "ChildHandle",
     "Client",
     "ConfigError",
     "DatabaseUnavailable",
@@ -37,6 +38,7 @@ PUBLIC = [
     "VersionMismatch",
     "await_input",
     "context",
+    "continue_as_new",
     "exec",
     "gather",
     "logger",
@@ -48,7 +50,9 @@ PUBLIC = [
     "run_subpipeline",
     "secret",
     "sleep",
+    "start_subpipeline",
     "step",
+    "tag",
     "uuid4",
     # messages, published state, dp.first
     "FirstResult",

@@ -73,8 +73,26 @@ async def parent(sha: str) -> dict[str, object]:
     return {"ok": ok, "both": both, "id": await dp.uuid4(), "r": await dp.random()}
 
 
+@dp.pipeline(version="1")
+async def handles(sha: str, rounds: int = 0) -> int:
+    h = await dp.start_subpipeline(child, sha=sha)
+    assert_type(h, dp.ChildHandle[list[str]])
+    assert_type(await h.result(), list[str])
+    named = await dp.start_subpipeline(child, sha=sha, run_id="c-1", detached=True)
+    assert_type(await named.result(), list[str])
+    assert_type(await dp.start_subpipeline(child, sha, detached=True), dp.ChildHandle[list[str]])
+    await h.cancel()
+    run_id: str = h.run_id
+    await dp.tag(env="prod", n=3, on=True)
+    if rounds < 10:
+        await dp.continue_as_new(sha=run_id, rounds=rounds + 1)
+    return rounds
+
+
 async def program(url: str) -> None:
     async with await dp.Client.connect(url) as client:
+        assert_type(await client.start(handles, sha="a", tags={"env": "prod"}), str)
+        assert_type(await client.list(tags={"env": "prod"}), list[dp.RunView])
         run_id: str = await client.start(parent, sha="abc", run_id="r-1")
         view: dp.RunView = await client.get(run_id)
         assert_type(await client.list(status="completed", limit=10), list[dp.RunView])
@@ -124,6 +142,10 @@ async def parent() -> None:
     m: str = await double(2)  # E: assignment
     await double("2")  # E: arg-type
     await dp.sleep("5")  # E: arg-type
+    await dp.start_subpipeline(child, sha=3)  # E: call-overload
+    await dp.start_subpipeline(child, nope=1)  # E: call-overload
+    k: str = await (await dp.start_subpipeline(child, sha="x")).result()  # E: assignment
+    await dp.tag(env=["x"])  # E: arg-type
 
 
 @dp.pipeline  # E: arg-type

@@ -1,0 +1,43 @@
+"""A poller that checks something every hour, for ever, with a bounded history.
+
+    durapipe start examples/poller.py:poller --input url=https://example.com/health --tag app=web
+    durapipe worker -m examples/poller.py
+    durapipe list --tag app=web            # one line: the poller's live run
+    durapipe stop FIRST_RUN_ID             # stops whichever run of the chain is live
+
+Each run makes 24 checks (a day) and then continues as new: it ends `continued` and, in the same
+transaction, its successor starts with a fresh history, carrying the count of failures so far
+and the run's tags. A history never holds more than a day's calls, however long it runs. The
+hourly sleeps suspend the run on a worker (no memory held between checks).
+
+To try it without waiting hours: `--input every=2 --input per_run=3`.
+"""
+
+import urllib.request
+
+import durapipe as dp
+
+
+@dp.step(retries=2, retry_delay=5.0)
+def check(url: str) -> bool:
+    """One look at the URL: True when it answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return 200 <= int(resp.status) < 300
+    except OSError:
+        return False
+
+
+@dp.pipeline(version="1")
+async def poller(
+    url: str, every: float = 3600.0, per_run: int = 24, checks: int = 0, failures: int = 0
+) -> None:
+    for _ in range(per_run):
+        if not await check(url):
+            failures += 1
+            dp.logger.warning("%s is down (%d failures in %d checks)", url, failures, checks + 1)
+        checks += 1
+        await dp.sleep(every)
+    await dp.continue_as_new(
+        url=url, every=every, per_run=per_run, checks=checks, failures=failures
+    )
