@@ -24,6 +24,8 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     ABORTED = "aborted"  # pinned to a version that is no longer the registered one
+    TIMED_OUT = "timed_out"  # its run timeout passed: cancelled, its finally blocks ran
+    DEAD = "dead"  # its executions kept dying (max_recoveries); `durapipe resume` continues it
 
 
 class EventKind(StrEnum):
@@ -51,6 +53,8 @@ class EventKind(StrEnum):
     CHILD_FAILED = "child_failed"
     VALUE_RECORDED = "value_recorded"
     PATCH_MARKER = "patch_marker"
+    RUN_TIMED_OUT = "run_timed_out"
+    RUN_DEAD = "run_dead"
 
 
 class Request(StrEnum):
@@ -67,11 +71,17 @@ class Request(StrEnum):
 
 
 TERMINAL = frozenset(
-    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.ABORTED}
+    {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.ABORTED,
+        RunStatus.TIMED_OUT,
+    }
 )
 SUSPENDABLE = (RunStatus.SLEEPING, RunStatus.WAITING)
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SLEEPING, RunStatus.WAITING)
-RESUMABLE_EXTRA = (RunStatus.STOPPED, RunStatus.BLOCKED)
+RESUMABLE_EXTRA = (RunStatus.STOPPED, RunStatus.BLOCKED, RunStatus.DEAD)
 ALL_STATUSES = tuple(RunStatus)
 # Requests that hand a run back untouched (another process continues it).
 RELEASING = (Request.SHUTDOWN, Request.SHUTDOWN_NOW, Request.HOLD)
@@ -87,6 +97,8 @@ RUN_ENDS = (
     EventKind.RUN_COMPLETED,
     EventKind.RUN_CANCELLED,
     EventKind.RUN_ABORTED,
+    EventKind.RUN_TIMED_OUT,
+    EventKind.RUN_DEAD,
 )
 WAIT_STARTS = (EventKind.TIMER_STARTED, EventKind.INPUT_REQUESTED, EventKind.CHILD_STARTED)
 WAIT_ENDS = (

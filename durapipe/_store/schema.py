@@ -54,6 +54,10 @@ runs = Table(
     Column("lease_expires_at", Float),
     Column("attempt", Integer, nullable=False, default=0),  # fencing token, bumped by every claim
     Column("requested", String(20)),  # 'stop' | 'stop_now' | 'cancel'
+    # Run timeouts and the recovery limit (migration 0005).
+    Column("deadline_at", Float),  # the run times out at this instant (its timeout, recorded)
+    # Claims of the run whose previous holder died holding it; reset by `durapipe resume`.
+    Column("recoveries", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_durapipe_runs_status_wake", "status", "wake_at"),
     Index("ix_durapipe_runs_lease", "lease_expires_at"),
     Index("ix_durapipe_runs_parent", "parent_run_id"),
