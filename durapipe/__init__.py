@@ -40,6 +40,7 @@ from .errors import (
     RunNotFound,
     SerializationError,
     StepFailed,
+    StepTimeout,
     SubpipelineFailed,
     VersionMismatch,
 )
@@ -84,4 +85,5 @@ __all__ = [
     "sleep",
     "step",
     "uuid4",
+    "StepTimeout",
 ]

@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 from . import _serde
@@ -16,6 +17,7 @@ from ._definition import PipelineDef, load_target, registered
 from ._engine import last_handled_failure
 from ._ids import new_id, validate_run_id
 from ._kinds import RESUMABLE_EXTRA, EventKind, Request, RunStatus
+from ._policy import check_timeout
 from ._records import new_run, run_event, unleased_event
 from ._store import Store, open_store
 from ._store import schema as S
@@ -226,8 +228,11 @@ class Client:
         pin: bool | None = None,
         owner: str | None = None,
         ttl: float = 30.0,
+        timeout: float | timedelta | None = None,
     ) -> tuple[Any, bool]:
-        """Insert a run (leased to ``owner`` when given). -> (row, created)."""
+        """Insert a run (leased to ``owner`` when given). -> (row, created).
+
+        ``timeout`` (default: the pipeline's) becomes the run's recorded deadline."""
         if run_id is not None:
             why = validate_run_id(run_id)
             if why:
@@ -239,6 +244,12 @@ class Client:
                 f"the path of pipeline {pdef.name!r} ({pdef.entrypoint!r}) is not valid UTF-8 "
                 "text, so it cannot be stored with the run; move or rename its file"
             )
+        try:
+            seconds = check_timeout("timeout", timeout)
+        except ConfigError as exc:
+            raise InvalidInput(str(exc)) from None
+        if seconds is None:
+            seconds = pdef.timeout
         rid = run_id or new_id("run")
         now = self.store_now()
         pinned = pdef.pin if pin is None else pin
@@ -252,6 +263,7 @@ class Client:
             now=now,
             owner=owner,
             ttl=ttl,
+            deadline_at=now + seconds if seconds is not None else None,
         )
         started = run_event(
             rid,
@@ -266,6 +278,7 @@ class Client:
                     "version": pdef.version,
                     "entrypoint": pdef.entrypoint,
                     "pinned": pinned,
+                    **({"timeout": seconds} if seconds is not None else {}),
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                 }
@@ -291,6 +304,7 @@ class Client:
         run_id: str | None = None,
         pin: bool | None = None,
         inputs: dict[str, Any] | None = None,
+        timeout: float | timedelta | None = None,
         **kw_inputs: Any,
     ) -> str:
         """Queue a run for the workers and return its id.
@@ -310,14 +324,18 @@ class Client:
             pin: abort the run rather than continue it on another version (default: the
                 pipeline's ``pin``).
             inputs: the inputs as a dict (for names that collide with these parameters).
+            timeout: seconds (or a ``timedelta``) the run may take from now, suspensions and
+                resumes included (default: the pipeline's ``timeout``); past it the run is
+                cancelled and ends ``timed_out``.
             **kw_inputs: the inputs by name.
 
         Raises:
-            ConfigError: an unknown pipeline, inputs that do not fit it, an unusable run id.
+            ConfigError: an unknown pipeline, inputs that do not fit it, an unusable run id,
+                a timeout that is not a finite number of seconds above 0.
         """
         pdef = self.resolve(pipeline)
         row, _ = await self.create_run(
-            pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin
+            pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin, timeout=timeout
         )
         return str(row.id)
 

@@ -237,6 +237,8 @@ STATUS_STYLE = {
     "sleeping": "blue",
     "waiting": "magenta",
     "pending": "white",
+    "timed_out": "red",
+    "dead": "bold red",
 }
 
 
@@ -250,7 +252,7 @@ def _span(secs: float) -> str:
     return fmt_span(secs)
 
 
-IDLE = frozenset({"stopped", "blocked", "failed"})  # nothing runs until someone resumes it
+IDLE = frozenset({"stopped", "blocked", "failed", "dead"})  # nothing runs until someone resumes it
 
 
 def run_times(events: list[Any], *, status: str, now: float) -> tuple[float, float]:
@@ -336,7 +338,9 @@ def render_list(
     return Group(table, summary)
 
 
-ERRORED = frozenset({"failed", "blocked", "aborted", "cancelled"})  # statuses an error explains
+ERRORED = frozenset(
+    {"failed", "blocked", "aborted", "cancelled", "timed_out", "dead"}
+)  # statuses an error explains
 IN_FLIGHT = frozenset({"running", "waiting", "sleeping", "retrying"})
 ACTIVE = frozenset({"pending", "running", "sleeping", "waiting"})
 SHOWN_CHILDREN = 50  # per parent; `durapipe list --json` has them all

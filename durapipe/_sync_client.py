@@ -7,6 +7,7 @@ import functools
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -99,10 +100,17 @@ class SyncClient:
         run_id: str | None = None,
         pin: bool | None = None,
         inputs: dict[str, Any] | None = None,
+        timeout: float | timedelta | None = None,
         **kw_inputs: Any,
     ) -> str:
         return self._call(
-            self._client.start, pipeline, run_id=run_id, pin=pin, inputs=inputs, **kw_inputs
+            self._client.start,
+            pipeline,
+            run_id=run_id,
+            pin=pin,
+            inputs=inputs,
+            timeout=timeout,
+            **kw_inputs,
         )
 
     def get(self, run_id: str) -> RunView:

@@ -13,7 +13,8 @@
     ├── NonDeterminismError      code no longer matches the recorded history
     ├── SerializationError       a result or input that is not JSON
     ├── StepFailed               a step failed after its retries
-    │   └── ExecFailed           a command exited non-zero (check=True) or timed out
+    │   ├── ExecFailed           a command exited non-zero (check=True) or timed out
+    │   └── StepTimeout          a @dp.step ran past its timeout (on its last try)
     ├── SubpipelineFailed        a child run failed
     ├── InputTimeout             await_input timed out without a default
     └── VersionMismatch          a pinned run met a different version
@@ -153,6 +154,21 @@ class SubpipelineFailed(DurapipeError):
         super().__init__(f"child run {child_run_id} failed: {why}")
         self.child_run_id = child_run_id
         self.error = err
+
+
+class StepTimeout(StepFailed):
+    """A ``@dp.step(timeout=...)`` ran past its timeout on its last try.
+
+    An async step is cancelled at its timeout. A sync step runs in a thread, which Python cannot
+    kill: the step fails at its timeout while the thread runs on in the background until its
+    function returns (its result is then dropped).
+
+    Attributes: ``step``, ``timeout`` (seconds).
+    """
+
+    def __init__(self, step: str, timeout: float) -> None:
+        super().__init__(step, "StepTimeout", f"timed out after {timeout:g}s")
+        self.timeout = timeout
 
 
 class InputTimeout(DurapipeError):

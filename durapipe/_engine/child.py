@@ -14,6 +14,7 @@ from .._kinds import EventKind, Family, RunStatus
 from ..errors import ConfigError, DurapipeError, SubpipelineFailed
 from .context import current
 from .journaled import Call, begin
+from .run import earliest
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,6 +130,10 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
             "created_at": now,
             "updated_at": now,
             "attempt": 0,
+            # A child ends by its parent's deadline at the latest (it times out with it).
+            "deadline_at": earliest(
+                now + pdef.timeout if pdef.timeout is not None else None, ctx.deadline_at
+            ),
         }
         child_start = {
             "run_id": child_id,
