@@ -90,4 +90,5 @@ def new_run(
         "lease_owner": owner,
         "lease_expires_at": now + ttl if owner else None,
         "deadline_at": deadline_at,
+        "recoveries": 0,
     }

@@ -168,6 +168,7 @@ class StepTimeout(StepFailed):
 
     def __init__(self, step: str, timeout: float) -> None:
         super().__init__(step, "StepTimeout", f"timed out after {timeout:g}s")
+        self.args = (f"step {step} timed out after {timeout:g}s",)
         self.timeout = timeout
 
 
