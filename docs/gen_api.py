@@ -57,6 +57,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
             "SerializationError",
             "StepFailed",
             "ExecFailed",
+            "StepTimeout",
             "SubpipelineFailed",
             "InputTimeout",
             "VersionMismatch",

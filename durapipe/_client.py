@@ -514,10 +514,11 @@ class Client:
         return await _cancel_here(self, run_id, _runner_for)
 
     async def resume(self, run_id: str) -> None:
-        """Make a stopped, failed or blocked run runnable again for the workers.
+        """Make a stopped, failed, blocked or dead run runnable again for the workers (a dead
+        run's recovery count starts again).
 
         Raises:
-            InvalidRunState: the run has completed, or was cancelled or aborted.
+            InvalidRunState: the run has completed, or was cancelled, aborted or timed out.
             RunNotFound: there is no such run.
         """
         row = await self.row(run_id)
@@ -603,6 +604,10 @@ def _check_resumable(row: Any) -> None:
     if row.status in ("cancelled", "aborted"):
         raise InvalidRunState(
             f"run {row.id} was {row.status}; it cannot be resumed — start a new run"
+        )
+    if row.status == RunStatus.TIMED_OUT:
+        raise InvalidRunState(
+            f"run {row.id} timed out; it cannot be resumed — start a new run (with a longer --timeout)"
         )
 
 

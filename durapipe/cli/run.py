@@ -167,7 +167,7 @@ def resume(
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
 ) -> None:
-    """Continue a stopped, crashed, failed or blocked run from where it left off."""
+    """Continue a stopped, crashed, failed, blocked or dead run from where it left off."""
     _run_or_pipeline(run_id, pipeline, version, "to release a held pipeline")
 
     async def go() -> int:

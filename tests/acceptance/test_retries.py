@@ -167,3 +167,27 @@ def test_bad_timeout_on_the_command_line_changes_nothing(db_url: str, dp_cli: An
         assert out.returncode != 0
         assert out.stderr.startswith("error: --timeout") and out.stderr.count("\n") == 1
     assert client_call(db_url, lambda c: c.list()) == []
+
+
+def test_a_parent_timeout_ends_its_child_timed_out_too(
+    db_url: str, dp_cli: Any, dp_spawn: Any, tmp_path: Path
+) -> None:
+    _worker(dp_spawn)
+    rid = _start(db_url, "parent_times_out")  # timeout=4 on the pipeline
+    wait_until(lambda: _row(db_url, rid).status == "timed_out", what="the parent to time out")
+    kids = client_call(db_url, lambda c: c.store.children(rid))
+    assert len(kids) == 1 and kids[0].deadline_at == _row(db_url, rid).deadline_at
+    wait_until(lambda: _row(db_url, kids[0].id).status == "timed_out", what="the child")
+    assert sorted(side_effects(tmp_path, "effects")) == ["child finally", "parent finally"]
+    out = dp_cli("resume", rid)
+    assert out.returncode == 1 and out.stderr.startswith(f"error: run {rid} timed out;")
+
+
+def test_dp_exec_retries_a_failing_command(db_url: str, dp_cli: Any) -> None:
+    out = dp_cli("run", f"{P}:exec_retries", "--no-timestamps", check=True)
+    rid = out.stdout.splitlines()[0]
+    assert out.stdout.splitlines()[-1] == '"ok"'
+    kinds = [e.kind for e in _events(db_url, rid) if e.name == "exec"]
+    assert kinds == ["step_started", "step_retry", "step_started", "step_completed"]
+    retry = next(_data(e) for e in _events(db_url, rid) if e.kind == "step_retry")
+    assert retry["result"]["exit_code"] == 3 and retry["error"]["type"] == "ExecFailed"

@@ -114,3 +114,28 @@ def crash_unless_fixed() -> str:
 @dp.pipeline(version="1", max_recoveries=1)
 async def crasher() -> str:
     return await crash_unless_fixed()
+
+
+@dp.pipeline(version="1")
+async def child_waits() -> None:
+    try:
+        await dp.await_input("never")
+    finally:
+        await mark("child finally")
+
+
+@dp.pipeline(version="1", timeout=4)
+async def parent_times_out() -> None:
+    try:
+        await dp.run_subpipeline(child_waits)
+    finally:
+        await mark("parent finally")
+
+
+@dp.pipeline(version="1")
+async def exec_retries() -> str:
+    """A command that fails until its second try (a file marks the first)."""
+    side = os.environ["SIDE_DIR"]
+    script = f"test -e {side}/tried && echo ok || {{ touch {side}/tried; exit 3; }}"
+    out = await dp.exec(script, shell=True, retries=2, retry_delay=0.1, jitter=False)
+    return out.stdout.strip()
