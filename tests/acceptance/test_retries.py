@@ -111,7 +111,7 @@ def test_a_retry_delay_survives_a_sigkill_of_the_worker(
 
 
 def test_a_long_retry_delay_suspends_the_run_and_non_retryable_fails_at_once(
-    db_url: str, dp_spawn: Any, tmp_path: Path
+    db_url: str, dp_cli: Any, dp_spawn: Any, tmp_path: Path
 ) -> None:
     _worker(dp_spawn, DURAPIPE_SUSPEND_AFTER="0.5")
     rid = _start(db_url, "retry_suspends")
@@ -124,6 +124,8 @@ def test_a_long_retry_delay_suspends_the_run_and_non_retryable_fails_at_once(
     assert row.wake_at == _data(retry)["retry_at"]  # woken at the recorded instant
     delay = _data(retry)["delay"]
     assert 0.75 <= delay <= 1.5  # jitter: between half and all of retry_delay (backoff 1)
+    show = dp_cli("show", rid, check=True).stdout
+    assert "Retrying until_file_1 (try " in show
     (tmp_path / "ready").touch()
     wait_until(lambda: _row(db_url, rid).status == "completed", what="the run to complete")
     (tmp_path / "bad").touch()
