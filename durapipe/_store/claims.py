@@ -177,8 +177,9 @@ class Claims(StoreBase):
                 status=RunStatus.RUNNING,
                 requested=None,
                 updated_at=now,
-                # A dead run is resumed by a person who fixed its cause: it starts counting anew.
-                recoveries=case((r.status == RunStatus.DEAD, 0), else_=_recovered(owner)),
+                # Taken on a person's command (run, resume, cancel here), not by a worker's
+                # automatic claim: the count of deaths starts anew (a dead run's cause is fixed).
+                recoveries=0,
             )
             .returning(*S.runs.c)
         )
