@@ -425,7 +425,7 @@ class Client:
             poll: seconds between two looks at the run.
 
         Raises:
-            RunFailed: the run failed, was cancelled or aborted, or is blocked.
+            RunFailed: the run failed, was cancelled, aborted or timed out, or is blocked or dead.
             TimeoutError: it did not end within ``timeout``.
             RunNotFound: there is no such run.
         """
@@ -437,7 +437,7 @@ class Client:
             row = await self.row(run_id)
             if row.status == "completed":
                 return _serde.loads(row.output)
-            if row.status in S.TERMINAL or row.status == "blocked":
+            if row.status in S.TERMINAL or row.status in ("blocked", "dead"):  # (a person's turn)
                 raise RunFailed(run_id, row.status, _serde.loads(row.error))
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"run {run_id} is still {row.status} after {timeout:g}s")
