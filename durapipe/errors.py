@@ -217,7 +217,7 @@ class RunSuspending(RunInterrupted):
 
 
 class RunFailed(DurapipeError):
-    """A run ended without completing (failed, cancelled, aborted, or blocked).
+    """A run ended without completing (failed, cancelled, aborted, timed out), or is blocked or dead.
 
     Raised by ``Client.result()``. Attributes: ``run_id``, ``status``, and ``error`` (the run's
     ``{"type", "message", "traceback", "step"}``, empty when it has none).
