@@ -130,17 +130,7 @@ class StepOptions:
     jitter: bool = True
     non_retryable: tuple[type[BaseException], ...] = ()
     timeout: float | None = None
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(
-            retries=self.retries,
-            retry_delay=self.retry_delay,
-            backoff=self.backoff,
-            max_delay=self.max_delay,
-            jitter=self.jitter,
-            non_retryable=self.non_retryable,
-        )
+    policy: RetryPolicy = field(default_factory=RetryPolicy)  # the options above, checked
 
 
 @overload
@@ -337,6 +327,7 @@ def step(
             jitter=policy.jitter,
             non_retryable=policy.non_retryable,
             timeout=step_timeout,
+            policy=policy,
         )
         is_async = inspect.iscoroutinefunction(f)
         journaled: Any
