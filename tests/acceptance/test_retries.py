@@ -193,3 +193,15 @@ def test_dp_exec_retries_a_failing_command(db_url: str, dp_cli: Any) -> None:
     assert kinds == ["step_started", "step_retry", "step_started", "step_completed"]
     retry = next(_data(e) for e in _events(db_url, rid) if e.kind == "step_retry")
     assert retry["result"]["exit_code"] == 3 and retry["error"]["type"] == "ExecFailed"
+
+
+def test_run_timeout_under_durapipe_run_cancels_the_run_here(
+    db_url: str, dp_cli: Any, tmp_path: Path
+) -> None:
+    out = dp_cli("run", f"{P}:wait_forever", "--timeout", "2s", "--no-timestamps")
+    assert out.returncode == 1
+    rid = out.stdout.splitlines()[0]
+    assert _row(db_url, rid).status == "timed_out"
+    assert side_effects(tmp_path, "effects") == ["finally"]
+    assert f"run {rid} timed_out: RunTimeout: the run passed its timeout" in out.stderr
+    assert "cannot be resumed; start a new run" in out.stderr
