@@ -62,6 +62,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
             "SerializationError",
             "StepFailed",
             "ExecFailed",
+            "StepTimeout",
             "SubpipelineFailed",
             "InputTimeout",
             "VersionMismatch",

@@ -50,6 +50,7 @@ from .errors import (
     RunNotFound,
     SerializationError,
     StepFailed,
+    StepTimeout,
     SubpipelineFailed,
     VersionMismatch,
 )
@@ -105,4 +106,5 @@ __all__ = [
     "recv",
     "send",
     "set_event",
+    "StepTimeout",
 ]

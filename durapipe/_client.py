@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from . import _client_messages, _serde
@@ -16,6 +17,7 @@ from ._definition import PipelineDef, load_target, registered
 from ._engine import check_tags, last_handled_failure
 from ._ids import new_id, validate_run_id
 from ._kinds import RESUMABLE_EXTRA, EventKind, Request, RunStatus
+from ._policy import check_timeout
 from ._records import new_run, run_event, unleased_event
 from ._store import Store, open_store
 from ._store import schema as S
@@ -236,8 +238,11 @@ class Client:
         owner: str | None = None,
         ttl: float = 30.0,
         tags: Mapping[str, Any] | None = None,
+        timeout: float | timedelta | None = None,
     ) -> tuple[Any, bool]:
-        """Insert a run (leased to ``owner`` when given). -> (row, created)."""
+        """Insert a run (leased to ``owner`` when given). -> (row, created).
+
+        ``timeout`` (default: the pipeline's) becomes the run's recorded deadline."""
         checked_tags = check_tags(tags, where="--tag")
         if run_id is not None:
             why = validate_run_id(run_id)
@@ -250,6 +255,12 @@ class Client:
                 f"the path of pipeline {pdef.name!r} ({pdef.entrypoint!r}) is not valid UTF-8 "
                 "text, so it cannot be stored with the run; move or rename its file"
             )
+        try:
+            seconds = check_timeout("timeout", timeout)
+        except ConfigError as exc:
+            raise InvalidInput(str(exc)) from None
+        if seconds is None:
+            seconds = pdef.timeout
         rid = run_id or new_id("run")
         now = self.store_now()
         pinned = pdef.pin if pin is None else pin
@@ -263,6 +274,7 @@ class Client:
             now=now,
             owner=owner,
             ttl=ttl,
+            deadline_at=now + seconds if seconds is not None else None,
         )
         started = run_event(
             rid,
@@ -277,6 +289,7 @@ class Client:
                     "version": pdef.version,
                     "entrypoint": pdef.entrypoint,
                     "pinned": pinned,
+                    **({"timeout": seconds} if seconds is not None else {}),
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                     **({"tags": checked_tags} if checked_tags else {}),
@@ -304,6 +317,7 @@ class Client:
         pin: bool | None = None,
         inputs: dict[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        timeout: float | timedelta | None = None,
         **kw_inputs: Any,
     ) -> str:
         """Queue a run for the workers and return its id.
@@ -325,15 +339,23 @@ class Client:
             inputs: the inputs as a dict (for names that collide with these parameters).
             tags: the run's tags, ``{"env": "prod"}``: ``list(tags=...)`` finds runs by them.
                 Keys are short identifiers, values text (at most 200 characters).
+            timeout: seconds (or a ``timedelta``) the run may take from now, suspensions and
+                resumes included (default: the pipeline's ``timeout``); past it the run is
+                cancelled and ends ``timed_out``.
             **kw_inputs: the inputs by name.
 
         Raises:
             ConfigError: an unknown pipeline, inputs that do not fit it, an unusable run id
-                or tag.
+                or tag, a timeout that is not a finite number of seconds above 0.
         """
         pdef = self.resolve(pipeline)
         row, _ = await self.create_run(
-            pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin, tags=tags
+            pdef,
+            {**(inputs or {}), **kw_inputs},
+            run_id=run_id,
+            pin=pin,
+            tags=tags,
+            timeout=timeout,
         )
         return str(row.id)
 
@@ -446,7 +468,7 @@ class Client:
             poll: seconds between two looks at the run.
 
         Raises:
-            RunFailed: the run failed, was cancelled or aborted, or is blocked.
+            RunFailed: the run failed, was cancelled, aborted or timed out, or is blocked or dead.
             TimeoutError: it did not end within ``timeout``.
             RunNotFound: there is no such run.
         """
@@ -460,6 +482,8 @@ class Client:
                 return _serde.loads(row.output)
             if row.status in S.TERMINAL or row.status == "blocked":
                 raise RunFailed(row.id, row.status, _serde.loads(row.error))
+            if row.status in S.TERMINAL or row.status in ("blocked", "dead"):  # (a person's turn)
+                raise RunFailed(run_id, row.status, _serde.loads(row.error))
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"run {run_id} is still {row.status} after {timeout:g}s")
             await asyncio.sleep(poll)
@@ -537,10 +561,11 @@ class Client:
         return await _cancel_here(self, run_id, _runner_for)
 
     async def resume(self, run_id: str) -> None:
-        """Make a stopped, failed or blocked run runnable again for the workers.
+        """Make a stopped, failed, blocked or dead run runnable again for the workers (a dead
+        run's recovery count starts again).
 
         Raises:
-            InvalidRunState: the run has completed, or was cancelled or aborted.
+            InvalidRunState: the run has completed, or was cancelled, aborted or timed out.
             RunNotFound: there is no such run.
         """
         row = await self._live_row(run_id)  # a chain (continue-as-new): its live link
@@ -696,6 +721,10 @@ def _check_resumable(row: Any) -> None:
     if row.status in ("cancelled", "aborted"):
         raise InvalidRunState(
             f"run {row.id} was {row.status}; it cannot be resumed — start a new run"
+        )
+    if row.status == RunStatus.TIMED_OUT:
+        raise InvalidRunState(
+            f"run {row.id} timed out; it cannot be resumed — start a new run (with a longer --timeout)"
         )
 
 

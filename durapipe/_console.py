@@ -238,6 +238,8 @@ STATUS_STYLE = {
     "waiting": "magenta",
     "pending": "white",
     "continued": "green",
+    "timed_out": "red",
+    "dead": "bold red",
 }
 
 
@@ -251,7 +253,7 @@ def _span(secs: float) -> str:
     return fmt_span(secs)
 
 
-IDLE = frozenset({"stopped", "blocked", "failed"})  # nothing runs until someone resumes it
+IDLE = frozenset({"stopped", "blocked", "failed", "dead"})  # nothing runs until someone resumes it
 
 
 def run_times(events: list[Any], *, status: str, now: float) -> tuple[float, float]:
@@ -337,7 +339,9 @@ def render_list(
     return Group(table, summary)
 
 
-ERRORED = frozenset({"failed", "blocked", "aborted", "cancelled"})  # statuses an error explains
+ERRORED = frozenset(
+    {"failed", "blocked", "aborted", "cancelled", "timed_out", "dead"}
+)  # statuses an error explains
 IN_FLIGHT = frozenset({"running", "waiting", "sleeping", "retrying"})
 ACTIVE = frozenset({"pending", "running", "sleeping", "waiting"})
 SHOWN_CHILDREN = 50  # per parent; `durapipe list --json` has them all

@@ -12,11 +12,13 @@ import sys
 import textwrap
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Generic, NoReturn, Protocol, overload
 
 from typing_extensions import ParamSpec, TypeVar
 
+from ._policy import RetryPolicy, check_timeout, make_policy
 from .errors import ConfigError, InvalidInput, TargetNotFound
 
 # A pipeline's or step's parameters and result. The defaults make a bare ``PipelineDef`` mean
@@ -27,6 +29,8 @@ Q = ParamSpec("Q")
 T = TypeVar("T")
 
 _REGISTRY: dict[str, PipelineDef] = {}
+# How many times a run whose process died holding it is taken again before it ends dead.
+DEFAULT_MAX_RECOVERIES = 10
 _FILE_MODULES: dict[
     str, str
 ] = {}  # module name -> absolute file path, for modules we loaded from files
@@ -55,6 +59,9 @@ class PipelineDef(Generic[P, R]):
         version: the author's version, or a hash of the function's source.
         pin: runs abort instead of continuing on a different version.
         signature: the function's signature: its parameters are the run's inputs.
+        timeout: seconds a run may take, start to end, suspensions included (None: no limit).
+        max_recoveries: how many times a run whose process died holding it is taken again
+            before it ends ``dead``.
     """
 
     fn: Callable[P, Coroutine[Any, Any, R]]
@@ -62,6 +69,8 @@ class PipelineDef(Generic[P, R]):
     version: str
     pin: bool
     signature: inspect.Signature = field(repr=False)
+    timeout: float | None = None
+    max_recoveries: int = DEFAULT_MAX_RECOVERIES
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> NoReturn:
         raise TypeError(
@@ -114,17 +123,26 @@ class PipelineDef(Generic[P, R]):
 @dataclass(frozen=True, kw_only=True)
 class StepOptions:
     name: str
-    retries: int = 0
+    retries: int | None = 0
     retry_delay: float = 1.0
     backoff: float = 2.0
     max_delay: float = 60.0
+    jitter: bool = True
+    non_retryable: tuple[type[BaseException], ...] = ()
+    timeout: float | None = None
+    policy: RetryPolicy = field(default_factory=RetryPolicy)  # the options above, checked
 
 
 @overload
 def pipeline(fn: Callable[Q, Coroutine[Any, Any, T]], /) -> PipelineDef[Q, T]: ...
 @overload
 def pipeline(
-    *, name: str | None = None, version: str | None = None, pin: bool = False
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    pin: bool = False,
+    timeout: float | timedelta | None = None,
+    max_recoveries: int = DEFAULT_MAX_RECOVERIES,
 ) -> Callable[[Callable[Q, Coroutine[Any, Any, T]]], PipelineDef[Q, T]]: ...
 
 
@@ -134,6 +152,8 @@ def pipeline(
     name: str | None = None,
     version: str | None = None,
     pin: bool = False,
+    timeout: float | timedelta | None = None,
+    max_recoveries: int = DEFAULT_MAX_RECOVERIES,
 ) -> Any:
     """Make an ``async def`` a durable pipeline; use it bare or with options.
 
@@ -151,10 +171,28 @@ def pipeline(
         name: the pipeline's name (default: the function's name), 1-200 characters.
         version: the author's version; without it a hash of the function's source stands in.
         pin: runs abort instead of continuing on a different version.
+        timeout: seconds (or a ``timedelta``) a run may take from its start, on the durable
+            clock: its deadline is recorded when it starts and holds across suspensions,
+            crashes and resumes. At the deadline the run is cancelled (its ``finally`` blocks
+            run) and ends ``timed_out``, its children too; a suspended run is ended by the next
+            worker that looks. ``Client.start(timeout=)`` and ``--timeout`` override it.
+        max_recoveries: how many times a run whose process died holding it (a crash, an OOM
+            kill, a step that kills its process) is taken again; one more such death ends it
+            ``dead``, with the reason and its last execution's log lines, until ``durapipe
+            resume`` continues it (default 10).
 
     Raises:
-        ConfigError: ``fn`` is not an ``async def``, is decorated twice, or the name is unusable.
+        ConfigError: ``fn`` is not an ``async def``, is decorated twice, the name is unusable,
+            the timeout is not a finite number of seconds above 0, or ``max_recoveries`` is
+            negative.
     """
+    run_timeout = check_timeout("@dp.pipeline", timeout)
+    if (
+        isinstance(max_recoveries, bool)
+        or not isinstance(max_recoveries, int)
+        or max_recoveries < 0
+    ):
+        raise ConfigError(f"@dp.pipeline: max_recoveries must be 0 or more, got {max_recoveries!r}")
 
     def wrap(f: Callable[..., Any]) -> PipelineDef:
         if isinstance(f, PipelineDef):
@@ -172,6 +210,8 @@ def pipeline(
             version=str(version) if version is not None else _source_hash(f),
             pin=pin,
             signature=inspect.signature(f),
+            timeout=run_timeout,
+            max_recoveries=max_recoveries,
         )
         functools.update_wrapper(d, f)
         _REGISTRY[pname] = d
@@ -190,10 +230,13 @@ def step(fn: Callable[Q, T], /) -> Callable[Q, Coroutine[Any, Any, T]]: ...
 def step(
     *,
     name: str | None = None,
-    retries: int = 0,
+    retries: int | None = 0,
     retry_delay: float = 1.0,
     backoff: float = 2.0,
     max_delay: float = 60.0,
+    jitter: bool = True,
+    non_retryable: tuple[type[BaseException], ...] | type[BaseException] = (),
+    timeout: float | timedelta | None = None,
 ) -> StepDecorator: ...
 
 
@@ -201,10 +244,13 @@ def step(
     fn: Any = None,
     *,
     name: str | None = None,
-    retries: int = 0,
+    retries: int | None = 0,
     retry_delay: float = 1.0,
     backoff: float = 2.0,
     max_delay: float = 60.0,
+    jitter: bool = True,
+    non_retryable: tuple[type[BaseException], ...] | type[BaseException] = (),
+    timeout: float | timedelta | None = None,
 ) -> Any:
     """Make a function (sync or async) a journaled step; use it bare or with options.
 
@@ -230,17 +276,39 @@ def step(
     Args:
         fn: the function (when used bare, ``@dp.step``).
         name: the step's name in the history and the console (default: the function's name).
-        retries: how many times a failing call is tried again (0: no retries).
+        retries: how many times a failing call is tried again (0: no retries; None: until it
+            succeeds). Every failed try is recorded (``step_retry``) with the instant the next
+            one is due, so a retry waits out the rest of its delay after a crash or a resume,
+            and a long delay suspends the run like ``dp.sleep``. ``dp.context().attempt`` in
+            the body is the try (1-based).
         retry_delay: seconds before the first retry.
-        backoff: each further delay is the previous one times this.
+        backoff: each further delay is the previous one times this (1 or more).
         max_delay: the longest delay between two tries, in seconds.
+        jitter: draw each delay between half and all of its exponential value, so calls that
+            failed together do not retry together. It is drawn once and recorded.
+        non_retryable: exception classes that fail the step at once, without retries.
+        timeout: seconds (or a ``timedelta``) one try may take. An async body is cancelled at
+            its timeout; a sync body runs in a thread, which cannot be killed: the try fails
+            at the timeout while the thread runs on until the function returns (its result is
+            dropped). A timed-out try is a failed try (``dp.StepTimeout``) and is retried.
 
     Raises:
-        ConfigError: ``fn`` is not a function, or ``retries`` is negative.
-        StepFailed: (when called in a run) the body raised on its last try.
+        ConfigError: ``fn`` is not a function, or an option is out of range (``retries``
+            below 0, a negative or non-finite delay or timeout, a ``non_retryable`` that is not
+            an exception class).
+        StepFailed: (when called in a run) the body raised on its last try
+            (``StepTimeout`` when that try timed out).
     """
-    if retries < 0:
-        raise ConfigError("retries must be 0 or more")
+    policy = make_policy(
+        "@dp.step",
+        retries=retries,
+        retry_delay=retry_delay,
+        backoff=backoff,
+        max_delay=max_delay,
+        jitter=jitter,
+        non_retryable=non_retryable,
+    )
+    step_timeout = check_timeout("@dp.step", timeout)
 
     def wrap(f: Any) -> Any:
         from ._engine import call_step, in_run_on_loop
@@ -252,10 +320,14 @@ def step(
 
         opts = StepOptions(
             name=name or f.__name__,
-            retries=retries,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            max_delay=max_delay,
+            retries=policy.retries,
+            retry_delay=policy.retry_delay,
+            backoff=policy.backoff,
+            max_delay=policy.max_delay,
+            jitter=policy.jitter,
+            non_retryable=policy.non_retryable,
+            timeout=step_timeout,
+            policy=policy,
         )
         is_async = inspect.iscoroutinefunction(f)
         journaled: Any

@@ -33,6 +33,7 @@ from ._engine import (
     step_of,
 )
 from ._engine.continue_as_new import ContinueAsNew
+from ._engine.sleep import fmt_span
 from ._ids import new_id
 from ._kinds import RELEASING, TERMINAL, EventKind, Request, RunStatus
 from ._records import continued_run, end_update, run_event
@@ -59,6 +60,7 @@ class Outcome(StrEnum):
     CANCELLED = RunStatus.CANCELLED.value
     ABORTED = RunStatus.ABORTED.value  # pinned to another version
     CONTINUED = RunStatus.CONTINUED.value  # dp.continue_as_new: ended, its successor started
+    TIMED_OUT = RunStatus.TIMED_OUT.value  # cancelled at its run timeout
     SUSPENDED = "suspended"  # parked on a long wait (sleeping/waiting); its lease given up
     RELEASED = "released"  # handed back untouched (shutdown, hold)
     LOST = "lost"  # this process may write nothing more (lease lost, a write failed)
@@ -181,6 +183,19 @@ async def _attempt(ctx: RunContext, pdef: PipelineDef, row: Any) -> Result:
 async def _run_code(ctx: RunContext, pdef: PipelineDef, row: Any) -> Result:
     recorded = len(ctx.records)
     task = start_task(ctx, pdef, _serde.loads(row.inputs) or {})
+    timer = None
+    if ctx.deadline_at is not None and not ctx.dry:
+        # The run's deadline while it executes here (a suspended run is woken at it instead).
+        left = max(0.0, ctx.deadline_at - ctx.clock.now())
+        timer = asyncio.get_running_loop().call_later(left, ctx.time_out)
+    try:
+        return await _judge(ctx, task, row, recorded)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+async def _judge(ctx: RunContext, task: asyncio.Task[Any], row: Any, recorded: int) -> Result:
     try:
         output = await task
     except ContinueAsNew:
@@ -207,6 +222,10 @@ async def _run_code(ctx: RunContext, pdef: PipelineDef, row: Any) -> Result:
         if ctx.request == Request.LOST:
             return Result(outcome=Outcome.LOST)
         if ctx.cancel_delivered:
+            # A cancel that comes after the deadline (a parent's, ending its children when it
+            # timed out) is the timeout too.
+            if ctx.timed_out or ctx.past_deadline():
+                return Result(outcome=Outcome.TIMED_OUT)
             return Result(outcome=Outcome.CANCELLED)
         if ctx.request in RELEASING:
             return Result(outcome=Outcome.RELEASED)
@@ -266,6 +285,13 @@ async def _settle(ctx: RunContext, row: Any, result: Result, settler: Settler) -
         ctx.emit(None, None, "warn", "Cancelled")
         cancelled = {"type": "Cancelled", "message": "the run was cancelled"}
         return await _end(ctx, row, result, settler, error=cancelled)
+    if out is Outcome.TIMED_OUT:
+        deadline = ctx.deadline_at or ctx.clock.now()
+        started = row.created_at if row.created_at is not None else deadline
+        message = f"the run passed its timeout ({fmt_span(max(0.0, deadline - started))} after it started)"
+        ctx.emit(None, None, "error", f"Timed out: {message}")
+        timed_out = {"type": "RunTimeout", "message": message}
+        return await _end(ctx, row, result, settler, error=timed_out)
     if out is Outcome.BLOCKED:
         exc = result.error
         assert isinstance(exc, NonDeterminismError)
@@ -296,6 +322,7 @@ _END_EVENTS = {
     Outcome.STOPPED: EventKind.RUN_STOPPED,
     Outcome.CANCELLED: EventKind.RUN_CANCELLED,
     Outcome.ABORTED: EventKind.RUN_ABORTED,
+    Outcome.TIMED_OUT: EventKind.RUN_TIMED_OUT,
 }
 
 

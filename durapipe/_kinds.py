@@ -26,6 +26,8 @@ class RunStatus(StrEnum):
     ABORTED = "aborted"  # pinned to a version that is no longer the registered one
     # Child handles, continue-as-new, tags (issue #16, items 4-6):
     CONTINUED = "continued"  # ended by dp.continue_as_new: its successor carries on
+    TIMED_OUT = "timed_out"  # its run timeout passed: cancelled, its finally blocks ran
+    DEAD = "dead"  # its executions kept dying (max_recoveries); `durapipe resume` continues it
 
 
 class EventKind(StrEnum):
@@ -66,6 +68,8 @@ class EventKind(StrEnum):
     CHILD_CANCEL_REQUESTED = "child_cancel_requested"  # ChildHandle.cancel()
     RUN_CONTINUED = "run_continued"  # dp.continue_as_new: the run ended, its successor started
     TAG_SET = "tag_set"  # dp.tag
+    RUN_TIMED_OUT = "run_timed_out"
+    RUN_DEAD = "run_dead"
 
 
 class Request(StrEnum):
@@ -88,11 +92,12 @@ TERMINAL = frozenset(
         RunStatus.CANCELLED,
         RunStatus.ABORTED,
         RunStatus.CONTINUED,
+        RunStatus.TIMED_OUT,
     }
 )
 SUSPENDABLE = (RunStatus.SLEEPING, RunStatus.WAITING)
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SLEEPING, RunStatus.WAITING)
-RESUMABLE_EXTRA = (RunStatus.STOPPED, RunStatus.BLOCKED)
+RESUMABLE_EXTRA = (RunStatus.STOPPED, RunStatus.BLOCKED, RunStatus.DEAD)
 ALL_STATUSES = tuple(RunStatus)
 # Requests that hand a run back untouched (another process continues it).
 RELEASING = (Request.SHUTDOWN, Request.SHUTDOWN_NOW, Request.HOLD)
@@ -112,6 +117,8 @@ RUN_ENDS = (
     EventKind.RUN_CANCELLED,
     EventKind.RUN_ABORTED,
     EventKind.RUN_CONTINUED,
+    EventKind.RUN_TIMED_OUT,
+    EventKind.RUN_DEAD,
 )
 WAIT_STARTS = (
     EventKind.TIMER_STARTED,

@@ -68,6 +68,7 @@ def new_run(
     now: float,
     owner: str | None,
     ttl: float,
+    deadline_at: float | None = None,
 ) -> dict[str, Any]:
     """The row of a new top-level run: pending, or running leased to ``owner``."""
     return {
@@ -88,6 +89,8 @@ def new_run(
         "attempt": 1 if owner else 0,
         "lease_owner": owner,
         "lease_expires_at": now + ttl if owner else None,
+        "deadline_at": deadline_at,
+        "recoveries": 0,
     }
 
 

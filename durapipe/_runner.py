@@ -23,7 +23,7 @@ from ._definition import PipelineDef, load_target, registered
 from ._engine import HOST, LogRecord, RunContext, error_data, install_log_handler
 from ._execution import Outcome, execute
 from ._ids import new_id
-from ._kinds import RESUMABLE_EXTRA, TERMINAL, EventKind, Request, RunStatus
+from ._kinds import COMPLETIONS, RESUMABLE_EXTRA, TERMINAL, EventKind, Request, RunStatus
 from ._records import end_update, run_event, unleased_event
 from ._store import Store
 from ._store.store import ClaimFilter, Op
@@ -273,6 +273,9 @@ class Runner:
             self._prefetched.pop(row.id, None)
             await self._finish_simple(row, RunStatus.FAILED, EventKind.RUN_FAILED, error_data(exc))
             return "failed"
+        if (row.recoveries or 0) > pdef.max_recoveries:
+            await self._end_dead(row, pdef)
+            return RunStatus.DEAD
         history = await self._load_history(row.id)
         ctx = RunContext(host=self, row=row, history=history, owner=owner)
         if cancel or row.requested == Request.CANCEL:
@@ -306,15 +309,60 @@ class Runner:
                 delay = min(delay * 2, 5.0)
         return await self.store.events(run_id)
 
+    async def _end_dead(self, row: Any, pdef: PipelineDef) -> None:
+        """End a run whose executions kept dying: ``dead``, with why and what it last said."""
+        history = await self._load_history(row.id)
+        done = {e.step for e in history if e.step and e.kind in COMPLETIONS}
+        open_steps = [e for e in history if e.step and e.step not in done]
+        where = (
+            f" (last in step {open_steps[-1].label or open_steps[-1].step})" if open_steps else ""
+        )
+        died = int(row.recoveries)
+        message = (
+            f"its process died {died} times in a row while running it{where}, more than "
+            f"max_recoveries={pdef.max_recoveries}; fix the cause, then: durapipe resume {row.id}"
+        )
+        lines = await self.store.last_log_lines(row.id, before_attempt=row.attempt)
+        error = {"type": "RecoveryLimit", "message": message}
+        self.emit(
+            LogRecord(
+                run_id=row.id,
+                root_run_id=row.root_run_id,
+                step=None,
+                prefix=row.prefix,
+                stream="error",
+                line=f"dead: {message}",
+                at=self.clock.now(),
+                attempt=row.attempt,
+            )
+        )
+        logs = [
+            {"at": ln.at, "prefix": ln.prefix, "stream": ln.stream, "line": ln.line} for ln in lines
+        ]
+        await self._finish_simple(
+            row, RunStatus.DEAD, EventKind.RUN_DEAD, error, data={**error, "logs": logs}
+        )
+
     async def _finish_simple(
-        self, row: Any, status: RunStatus, kind: EventKind, error: dict[str, Any]
+        self,
+        row: Any,
+        status: RunStatus,
+        kind: EventKind,
+        error: dict[str, Any],
+        *,
+        data: dict[str, Any] | None = None,
     ) -> None:
         now = self.clock.now()
         with contextlib.suppress(LeaseLost):
             history = await self.store.events(row.id)
             seq = history[-1].seq if history else 0
             event = run_event(
-                row.id, seq + 1, kind, at=now, attempt=row.attempt, data=_serde.dumps(error)
+                row.id,
+                seq + 1,
+                kind,
+                at=now,
+                attempt=row.attempt,
+                data=_serde.dumps(error if data is None else data),
             )
             await self.journal.submit(
                 Op(

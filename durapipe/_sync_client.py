@@ -7,6 +7,7 @@ import functools
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -100,6 +101,7 @@ class SyncClient:
         pin: bool | None = None,
         inputs: dict[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        timeout: float | timedelta | None = None,
         **kw_inputs: Any,
     ) -> str:
         return self._call(
@@ -109,6 +111,7 @@ class SyncClient:
             pin=pin,
             inputs=inputs,
             tags=tags,
+            timeout=timeout,
             **kw_inputs,
         )
 

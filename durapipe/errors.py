@@ -13,7 +13,8 @@
     ├── NonDeterminismError      code no longer matches the recorded history
     ├── SerializationError       a result or input that is not JSON
     ├── StepFailed               a step failed after its retries
-    │   └── ExecFailed           a command exited non-zero (check=True) or timed out
+    │   ├── ExecFailed           a command exited non-zero (check=True) or timed out
+    │   └── StepTimeout          a @dp.step ran past its timeout (on its last try)
     ├── SubpipelineFailed        a child run failed
     ├── InputTimeout             await_input timed out without a default
     ├── MessageTimeout           recv timed out without a default
@@ -156,6 +157,22 @@ class SubpipelineFailed(DurapipeError):
         self.error = err
 
 
+class StepTimeout(StepFailed):
+    """A ``@dp.step(timeout=...)`` ran past its timeout on its last try.
+
+    An async step is cancelled at its timeout. A sync step runs in a thread, which Python cannot
+    kill: the step fails at its timeout while the thread runs on in the background until its
+    function returns (its result is then dropped).
+
+    Attributes: ``step``, ``timeout`` (seconds).
+    """
+
+    def __init__(self, step: str, timeout: float) -> None:
+        super().__init__(step, "StepTimeout", f"timed out after {timeout:g}s")
+        self.args = (f"step {step} timed out after {timeout:g}s",)
+        self.timeout = timeout
+
+
 class InputTimeout(DurapipeError):
     """``dp.await_input(name, timeout=...)`` timed out without a ``default``.
 
@@ -201,7 +218,7 @@ class RunSuspending(RunInterrupted):
 
 
 class RunFailed(DurapipeError):
-    """A run ended without completing (failed, cancelled, aborted, or blocked).
+    """A run ended without completing (failed, cancelled, aborted, timed out), or is blocked or dead.
 
     Raised by ``Client.result()``. Attributes: ``run_id``, ``status``, and ``error`` (the run's
     ``{"type", "message", "traceback", "step"}``, empty when it has none).

@@ -21,7 +21,7 @@ from .._kinds import EventKind, Family, RunStatus
 from ..errors import ConfigError, DurapipeError, InvalidInput, SubpipelineFailed
 from .context import current
 from .journaled import Call, begin
-from .run import RunContext
+from .run import RunContext, earliest
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -123,6 +123,12 @@ async def _launch(
         "created_at": now,
         "updated_at": now,
         "attempt": 0,
+        # A child ends by its parent's deadline at the latest (it times out with it), unless it
+        # is detached: then only its own timeout counts.
+        "deadline_at": earliest(
+            now + pdef.timeout if pdef.timeout is not None else None,
+            None if detached else ctx.deadline_at,
+        ),
     }
     if detached:
         child["detached"] = True

@@ -71,7 +71,8 @@ class RunInfo:
         run_id: the run's id.
         pipeline: the pipeline's name.
         version: the pipeline version the run started on.
-        attempt: how many times a process has taken the run.
+        attempt: inside a step, which try of this call it is (1 on the first, 2 on the first
+            retry...); elsewhere, how many times a process has taken the run.
         root_run_id: the id of the top run of its tree.
         parent_run_id: the parent's id in a child run.
         step_id: inside a step, an id that is the same on every try of this call: an
@@ -114,6 +115,8 @@ _IN_STEP: contextvars.ContextVar[str | None] = contextvars.ContextVar("durapipe_
 _STEP_LOG: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "durapipe_step_log", default=None
 )
+# Inside a step: which try of the call this is (1-based), for dp.context().attempt.
+_STEP_TRY: contextvars.ContextVar[int] = contextvars.ContextVar("durapipe_step_try", default=0)
 
 logger = logging.getLogger("durapipe.pipeline")
 logger.setLevel(logging.INFO)
@@ -193,12 +196,16 @@ def current(what: str, *, step: bool = False) -> tuple[RunContext, Branch]:
 
 
 def context() -> RunInfo:
-    """Where the current code runs: run id, pipeline, version, attempt and (in a step) step id."""
+    """Where the current code runs: run id, pipeline, version, attempt and (in a step) step id.
+
+    Inside a step, ``attempt`` is the step's try (1-based): it counts the recorded retries of the
+    call, so it carries on across crashes and resumes."""
     ctx = _CTX.get()
     if ctx is None:
         raise NotInPipeline("dp.context() works only inside a running pipeline or step")
     step = _IN_STEP.get()
     info = ctx.info()
     if step:
-        return RunInfo(**{**info.__dict__, "step_id": step})
+        tries = _STEP_TRY.get() or info.attempt
+        return RunInfo(**{**info.__dict__, "step_id": step, "attempt": tries})
     return info

@@ -6,13 +6,16 @@ import asyncio
 import signal
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from .. import _exec, _serde
 from .._kinds import KILLING, EventKind, Family, Request
+from .._policy import check_timeout, make_policy
 from .._secrets import Secret, reveal
 from ..errors import ExecFailed, LeaseLost, RunStopping
 from .context import HOST, current
 from .journaled import Call, begin
+from .retry import pending_retry, schedule_retry, wait_retry
 
 
 def replay(call: Call, args: list[str]) -> _exec.ExecResult:
@@ -46,6 +49,11 @@ async def exec_(
     env: Mapping[str, str | Secret] | None = None,
     check: bool = True,
     timeout: float | None = None,
+    retries: int | None = 0,
+    retry_delay: float = 1.0,
+    backoff: float = 2.0,
+    max_delay: float = 60.0,
+    jitter: bool = True,
 ) -> _exec.ExecResult:
     """Run a command as a journaled step and return what it left (``dp.exec``).
 
@@ -67,15 +75,34 @@ async def exec_(
         cwd: the working directory (default: the worker's).
         env: the environment (replaces the worker's when given); values may be ``dp.Secret``.
         check: raise ``dp.ExecFailed`` on a non-zero exit (False: return the result anyway).
-        timeout: seconds before the command is killed and the step fails.
+        timeout: seconds before the command is killed and the try fails.
+        retries: how many times a failed command (a non-zero exit with ``check``, or a timeout)
+            is run again (0: never; None: until it succeeds). As with ``@dp.step``, every failed
+            try is recorded with the instant the next is due, so a retry waits out the rest of
+            its delay after a crash, and a long delay suspends the run.
+        retry_delay: seconds before the first retry.
+        backoff: each further delay is the previous one times this (1 or more).
+        max_delay: the longest delay between two tries, in seconds.
+        jitter: draw each delay between half and all of its value (drawn once, recorded).
 
     Returns:
         An :class:`ExecResult` (``exit_code``, ``stdout``, ``stderr``, ``duration``, ``ok``).
 
     Raises:
-        ExecFailed: the command exited non-zero (with ``check``) or timed out.
+        ExecFailed: the command exited non-zero (with ``check``) or timed out, on its last try.
+        ConfigError: a retry option or the timeout is out of range.
         NotInPipeline: called outside a running pipeline.
     """
+    policy = make_policy(
+        "dp.exec",
+        retries=retries,
+        retry_delay=retry_delay,
+        backoff=backoff,
+        max_delay=max_delay,
+        jitter=jitter,
+    )
+    if timeout is not None:
+        timeout = check_timeout("dp.exec", timeout)
     ctx, branch = current("exec")
     if not argv:
         raise ValueError("dp.exec needs a command: dp.exec('make', 'test')")
@@ -92,12 +119,59 @@ async def exec_(
     label = call.label
     assert label is not None
     shown = args[0] if shell else _exec.quote(args)
+    tries = sum(1 for e in call.events if e.kind == EventKind.STEP_RETRY)
+    retry_at = pending_retry(call)
     again = (
         " (again: the last attempt did not finish)"
-        if call.first(EventKind.STEP_STARTED) is not None
+        if retry_at is None and call.first(EventKind.STEP_STARTED) is not None
         else ""
     )
-    call.emit("info", f"$ {shown}{again}")
+    while True:
+        if retry_at is not None:
+            await wait_retry(call, retry_at)
+            again = f" (try {tries + 1})"
+        tries += 1
+        result, timed_out, failed = await _run_once(
+            ctx, call, label, args, real_args, shell, cwd, real_env, check, timeout, shown + again
+        )
+        if not failed:
+            break
+        why = f"timed out after {timeout:g}s" if timed_out else f"exit {result['exit_code']}"
+        err = {"type": "ExecFailed", "message": f"{shown}: {why}"}
+        if not policy.may_retry(tries):
+            break
+        retry_at = await schedule_retry(
+            call, policy, tries, err, result=result, timed_out=timed_out
+        )
+    kind = EventKind.STEP_FAILED if failed else EventKind.STEP_COMPLETED
+    pid = result.pop("pid")
+    await call.record(kind, {"result": result, "timed_out": timed_out, "pid": pid})
+    if failed:
+        raise call.failure(
+            ExecFailed(
+                label, args, None if timed_out else result["exit_code"], result["stderr"], timed_out
+            )
+        )
+    # What the pipeline sees is what replay will see: secrets masked in both.
+    clean = _serde.loads(_serde.dumps(result))
+    return _exec.ExecResult(**clean)
+
+
+async def _run_once(
+    ctx: Any,
+    call: Call,
+    label: str,
+    args: list[str],
+    real_args: list[str],
+    shell: bool,
+    cwd: str | None,
+    real_env: dict[str, str] | None,
+    check: bool,
+    timeout: float | None,
+    shown: str,
+) -> tuple[dict[str, Any], bool, bool]:
+    """One try of the command: its start recorded first. -> (result, timed out, failed)."""
+    call.emit("info", f"$ {shown}")
     # The start is durable before the command starts, so every run of it shows in the history
     # (a crash between the two leaves a start without a run, never a run without a start).
     # Its pid is known only after, and is recorded with the completion.
@@ -137,17 +211,7 @@ async def exec_(
     failed = timed_out or (check and result.exit_code != 0)
     why = f"timed out after {timeout:g}s" if timed_out else f"exit {result.exit_code}"
     call.emit("error" if failed else "info", f"{why} in {fmt_duration(elapsed)}")
-    kind = EventKind.STEP_FAILED if failed else EventKind.STEP_COMPLETED
-    await call.record(kind, {"result": payload, "timed_out": timed_out, "pid": proc.pid})
-    if failed:
-        raise call.failure(
-            ExecFailed(
-                label, args, None if timed_out else result.exit_code, result.stderr, timed_out
-            )
-        )
-    # What the pipeline sees is what replay will see: secrets masked in both.
-    clean = _serde.loads(_serde.dumps(payload))
-    return _exec.ExecResult(**clean)
+    return {**payload, "pid": proc.pid}, timed_out, failed
 
 
 _KILL_REASONS: dict[str, str] = {

@@ -45,6 +45,12 @@ _STOPPING = (
 )
 
 
+def earliest(*instants: float | None) -> float | None:
+    """The earliest of the instants given (None: none is)."""
+    given = [t for t in instants if t is not None]
+    return min(given) if given else None
+
+
 class RunContext:
     """One attempt at running one run: its history, its lease, its position in the code."""
 
@@ -88,6 +94,10 @@ class RunContext:
         self.procs: set[_exec.Process] = set()
         self.cancel_pending = False
         self.cancel_delivered = False
+        # The run's timeout as a recorded instant (durapipe_runs.deadline_at): at it the run is
+        # cancelled as a timeout. Checked at every journaled call and by a timer (see time_out).
+        self.deadline_at: float | None = getattr(row, "deadline_at", None)
+        self.timed_out = False
         self.fatal: NonDeterminismError | None = None
         # Messages this execution is taking (dp.recv, dp.first): two branches of a dp.gather
         # waiting on one topic must not both take the oldest before either take is committed.
@@ -247,6 +257,9 @@ class RunContext:
             raise self.fatal
         if self.continued is not None:  # unwinding after dp.continue_as_new: do nothing
             raise self.continued
+        if self.deadline_at is not None and not self.cancel_pending and self.past_deadline():
+            # Delivered as a cancellation at the first call the history has no result for.
+            self.timed_out = self.cancel_pending = True
         request = self.request
         if request is None:  # nearly always: nothing asked for
             return
@@ -331,7 +344,8 @@ class RunContext:
                 await self.write(
                     run_update={
                         "status": status,
-                        "wake_at": deadline,
+                        # The run's own deadline wakes it too: a worker then ends it timed out.
+                        "wake_at": earliest(deadline, self.deadline_at),
                         "waiting_for": _serde.dumps(waiting_for),
                         "lease_owner": None,
                         "lease_expires_at": None,
@@ -372,6 +386,20 @@ class RunContext:
         finally:
             for w in waiters:
                 w.cancel()
+
+    def past_deadline(self) -> bool:
+        """The run's timeout has passed (never in a dry replay)."""
+        return (
+            not self.dry and self.deadline_at is not None and self.clock.now() >= self.deadline_at
+        )
+
+    def time_out(self) -> None:
+        """The run's deadline came: cancel it as a timeout (unless a cancel came first)."""
+        if self.dry or self.cancel_delivered or (self.cancel_pending and not self.timed_out):
+            return  # a replay, or a cancel of its own came first
+        self.timed_out = True
+        self.cancel_pending = False  # (check() may have marked it; deliver it now)
+        self.interrupt(Request.CANCEL)
 
     def interrupt(self, request: str) -> None:
         """Called by the host: stop, stop_now, cancel, shutdown or lost."""

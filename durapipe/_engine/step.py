@@ -1,4 +1,4 @@
-"""``@dp.step``: a function whose result is journaled, with retries."""
+"""``@dp.step``: a function whose result is journaled, with durable retries and a timeout."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 
 from .. import _serde
 from .._kinds import EventKind, Family
-from ..errors import RunInterrupted, SerializationError, StepFailed
-from .context import _CTX, _IN_STEP, _STEP_LOG, current
+from .._policy import RetryPolicy
+from ..errors import RunInterrupted, SerializationError, StepFailed, StepTimeout
+from .context import _CTX, _IN_STEP, _STEP_LOG, _STEP_TRY, current
 from .failures import error_data
 from .journaled import Call, begin
+from .retry import pending_retry, schedule_retry, wait_retry
 
 # Every step passes here: the members are bound once (reading one off its Enum class costs
 # about 50 ns on Python 3.11, as much as the rest of a replayed call's checks).
@@ -27,10 +29,40 @@ def replay(call: Call) -> Any:
     data = _serde.loads(done.data) or {}
     if done.kind == _FAILED:
         err = data.get("error", {})
-        raise call.failure(
-            StepFailed(done.label or call.key, err.get("type", "Error"), err.get("message", ""))
-        )
+        raise call.failure(_failed(done.label or call.key, err, data.get("timeout")))
     return data.get("result")
+
+
+def _failed(label: str, err: dict[str, Any], timeout: float | None) -> StepFailed:
+    """What the pipeline sees of a step that failed for good (live and on replay alike)."""
+    if timeout is not None:
+        return StepTimeout(label, float(timeout))
+    return StepFailed(label, err.get("type", "Error"), err.get("message", ""))
+
+
+async def _try(
+    fn: Callable[..., Any],
+    is_async: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    label: str,
+) -> Any:
+    """One try of the body: an async body is cancelled at its timeout; a sync body's thread
+    cannot be killed, so the try fails at the timeout and the thread runs on, unwaited."""
+    if is_async:
+        work = fn(*args, **kwargs)
+    else:
+        work = asyncio.to_thread(contextvars.copy_context().run, fn, *args, **kwargs)
+    if timeout is None:
+        return await work
+    try:
+        async with asyncio.timeout(timeout) as limit:
+            return await work
+    except TimeoutError:
+        if limit.expired():
+            raise StepTimeout(label, timeout) from None
+        raise
 
 
 async def call_step(
@@ -48,48 +80,46 @@ async def call_step(
         return replay(call)
     key, label = call.key, call.label
     assert label is not None
+    policy: RetryPolicy = opts.policy
     evs = call.events
     tries = sum(1 for e in evs if e.kind == _RETRY)
-    if any(e.kind == _STARTED for e in evs):
+    retry_at = pending_retry(call)
+    if retry_at is None and any(e.kind == _STARTED for e in evs):
         call.emit("warn", "running again: an earlier attempt did not finish")
-    # The start is recorded so that a step killed mid-way shows up as an attempt; it is not
-    # waited for (see RunContext.post), so it costs no commit of its own.
-    call.post(_STARTED)
     token = _IN_STEP.set(f"{ctx.run_id}.{key}")
     log_token = _STEP_LOG.set((key, label))
     try:
         while True:
+            if retry_at is not None:
+                # The next try waits out the recorded delay, whichever execution runs it.
+                await wait_retry(call, retry_at)
+                retry_at = None
             tries += 1
+            # The start is recorded so that a step killed mid-way shows up as an attempt; it is
+            # not waited for (see RunContext.post), so it costs no commit of its own.
+            call.post(_STARTED)
+            try_token = _STEP_TRY.set(tries)
             try:
-                if is_async:
-                    result = await fn(*args, **kwargs)
-                else:
-                    result = await asyncio.to_thread(
-                        contextvars.copy_context().run, fn, *args, **kwargs
-                    )
+                result = await _try(fn, is_async, args, kwargs, opts.timeout, label)
                 text = _serde.dumps(  # secrets masked
                     result, what=f"the result of step {label} ({type(result).__name__})"
                 )
             except (RunInterrupted, asyncio.CancelledError):
                 raise
             except Exception as exc:
-                if isinstance(exc, SerializationError):
-                    tries = opts.retries + 1  # retrying cannot fix the type
                 err = error_data(exc)
-                if tries <= opts.retries:
-                    delay = min(opts.retry_delay * (opts.backoff ** (tries - 1)), opts.max_delay)
-                    call.emit(
-                        "warn",
-                        f"attempt {tries} failed: {err['type']}: {err['message']}; retrying in {delay:g}s",
-                    )
-                    await call.record(_RETRY, {"try": tries, "error": err})
-                    await ctx.clock.sleep(delay)
+                timed_out = opts.timeout if isinstance(exc, StepTimeout) else None
+                # Retrying cannot fix the type of a result.
+                if not isinstance(exc, SerializationError) and policy.may_retry(tries, exc):
+                    retry_at = await schedule_retry(call, policy, tries, err)
                     continue
                 call.emit("error", f"failed: {err['type']}: {err['message']}")
                 for tb_line in err["traceback"].rstrip().splitlines():
                     call.emit("error", tb_line)
-                await call.record(_FAILED, {"error": err, "tries": tries})
-                raise call.failure(StepFailed(label, err["type"], err["message"])) from exc
+                await call.record(_FAILED, {"error": err, "tries": tries, "timeout": timed_out})
+                raise call.failure(_failed(label, err, timed_out)) from exc
+            finally:
+                _STEP_TRY.reset(try_token)
             await ctx.write(call.event(_COMPLETED, '{"result":' + text + "}"))
             return _serde.loads(text)
     finally:

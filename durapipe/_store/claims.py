@@ -34,6 +34,17 @@ class Claimed:
     next_at: float | None
 
 
+def _recovered(owner: str) -> Any:
+    """The run's recovery count after a claim by ``owner``: one more when another holder still
+    held its lease (it died, or lost the lease, without ending or releasing the run). Every
+    normal ending, suspension and release clears the lease first, so only deaths count."""
+    r = S.runs.c
+    return case(
+        (and_(r.lease_owner.is_not(None), r.lease_owner != owner), r.recoveries + 1),
+        else_=r.recoveries,
+    )
+
+
 class Claims(StoreBase):
     """Claiming runs, heartbeats and releases: the worker's side of a lease."""
 
@@ -114,6 +125,7 @@ class Claims(StoreBase):
                 attempt=r.attempt + 1,
                 status=RunStatus.RUNNING,
                 updated_at=now,
+                recoveries=_recovered(owner),
             )
             .returning(*S.runs.c)
         )
@@ -165,6 +177,9 @@ class Claims(StoreBase):
                 status=RunStatus.RUNNING,
                 requested=None,
                 updated_at=now,
+                # Taken on a person's command (run, resume, cancel here), not by a worker's
+                # automatic claim: the count of deaths starts anew (a dead run's cause is fixed).
+                recoveries=0,
             )
             .returning(*S.runs.c)
         )

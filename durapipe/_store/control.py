@@ -104,7 +104,7 @@ class Control(StoreBase):
         return bool(await self._write(_tx))
 
     async def make_runnable(self, run_id: str, *, now: float, statuses: Iterable[str]) -> bool:
-        """Release a stopped/failed/blocked run to the workers (resume --detach)."""
+        """Release a stopped/failed/blocked/dead run to the workers (resume --detach)."""
         r = S.runs.c
 
         def _tx(conn: Connection) -> Any:
@@ -117,6 +117,7 @@ class Control(StoreBase):
                     lease_owner=None,
                     lease_expires_at=None,
                     updated_at=now,
+                    recoveries=0,  # resumed on purpose: a dead run's count starts again
                 )
             )
             self._notify(conn, "run")

@@ -59,6 +59,10 @@ runs = Table(
     Column("chain_id", String(140)),  # the first run of its continue-as-new chain
     Column("detached", Boolean),  # a child started detached=True: it outlives its parent
     Index("ix_durapipe_runs_chain", "chain_id"),
+    # Run timeouts and the recovery limit (migration 0005).
+    Column("deadline_at", Float),  # the run times out at this instant (its timeout, recorded)
+    # Claims of the run whose previous holder died holding it; reset by `durapipe resume`.
+    Column("recoveries", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_durapipe_runs_status_wake", "status", "wake_at"),
     Index("ix_durapipe_runs_lease", "lease_expires_at"),
     Index("ix_durapipe_runs_parent", "parent_run_id"),

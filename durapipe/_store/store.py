@@ -13,6 +13,7 @@ from .claims import Claimed, ClaimFilter, Claims
 from .control import Control
 from .journal import Journal, Op
 from .messages import Messages
+from .recoveries import Recoveries
 from .runs import Runs
 from .url import resolve_url
 from .workers import Workers
@@ -21,7 +22,7 @@ from .workers import Workers
 __all__ = ["SCHEMA_REVISION", "ClaimFilter", "Claimed", "Journal", "Op", "Store", "open_store"]
 
 
-class Store(Runs, Claims, Control, Workers, Messages, Chains):
+class Store(Runs, Claims, Control, Workers, Messages, Chains, Recoveries):
     """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
 
     Open one with ``await dp.open_store(url)`` (the pytest fixture ``durapipe_store`` is one)

@@ -155,6 +155,7 @@ class _Foreground:
             else f"the pipeline handled the failure of step {handled[0].label or handled[0].step}"
             " and went on, so `durapipe resume` would not retry it; start a new run",
             RunStatus.BLOCKED: f"restore code that makes the recorded calls, then `durapipe resume {run_id}`",
+            RunStatus.TIMED_OUT: "a timed-out run cannot be resumed; start a new run (with a longer --timeout)",
         }
         hint = hints.get(view.status, f"`durapipe show {run_id}` has the details")
         _err(

@@ -129,9 +129,11 @@ def _waits(v: RunView, events: list[Any]) -> list[str]:
     for e in events:
         if e.step is None:
             continue
-        if e.kind in WAIT_STARTS:
+        if e.kind in WAIT_STARTS or e.kind == EventKind.STEP_RETRY:
             open_[e.step] = e
-        elif e.kind in WAIT_ENDS:
+        elif e.kind in WAIT_ENDS or (
+            e.step in open_ and open_[e.step].kind == EventKind.STEP_RETRY
+        ):  # (a retry's wait ends with the next try's start)
             open_.pop(e.step, None)
     out = []
     for e in open_.values():
@@ -149,6 +151,10 @@ def _waits(v: RunView, events: list[Any]) -> list[str]:
             )
         elif e.kind == EventKind.FIRST_STARTED:
             out.append(f"Waiting for the first of: {', '.join(data.get('waits') or [])}")
+        elif e.kind == EventKind.STEP_RETRY:
+            if data.get("retry_at"):  # the try after the delay has not started yet
+                at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["retry_at"]))
+                out.append(f"Retrying {e.label} (try {data.get('try', 0) + 1}) at {at}")
         elif data.get("wake_at"):
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["wake_at"]))
             out.append(f"Sleeping until {at}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any
 
@@ -18,6 +19,35 @@ from .._runner import Runner
 from ..errors import InvalidInput, InvalidRunState
 from ._app import DbOpt, NoTsOpt, _connect_for_run, _err, _out, _run, _run_or_pipeline
 from ._foreground import _Foreground
+from .admin import _duration
+
+TimeoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--timeout",
+        help="How long the run may take from its start, sleeps and restarts included, "
+        "e.g. 90s, 30m, 2h, 1h30m (default: the pipeline's timeout). Past it the run is "
+        "cancelled and ends timed_out.",
+    ),
+]
+
+
+def _timeout(text: str | None) -> float | None:
+    """``--timeout``: seconds (a duration with units, or a plain number of seconds)."""
+    if text is None:
+        return None
+    seconds = _duration(text)
+    if seconds is None:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(
+            f"--timeout {text!r}: give how long the run may take, above 0, with a unit "
+            "(s, m, h, d, w), e.g. 90s, 30m, 2h, 1h30m"
+        )
+    return seconds
 
 
 def run(
@@ -52,8 +82,10 @@ def run(
     ] = None,
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Start a run and execute it here with live output; print its id first and its JSON output last."""
+    seconds = _timeout(timeout)
 
     async def go() -> int:
         inputs = parse_inputs(input or [], input_json)
@@ -77,6 +109,7 @@ def run(
                     owner=None if held else fg.runner.id,
                     ttl=fg.runner.lease_ttl,
                     tags=tags,
+                    timeout=seconds,
                 )
             except BaseException:
                 await fg.runner.close()
@@ -143,7 +176,7 @@ def resume(
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
 ) -> None:
-    """Continue a stopped, crashed, failed or blocked run from where it left off."""
+    """Continue a stopped, crashed, failed, blocked or dead run from where it left off."""
     _run_or_pipeline(run_id, pipeline, version, "to release a held pipeline")
 
     async def go() -> int:
@@ -222,15 +255,19 @@ def start(
         ),
     ] = None,
     database_url: DbOpt = None,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Queue a run for the workers and print its id."""
+    seconds = _timeout(timeout)
 
     async def go() -> int:
         inputs = parse_inputs(input or [], input_json)
         tags = parse_tags(tag)
         pdef = load_target(target)
         async with await AdminClient.open(database_url) as client:
-            rid = await client.start(pdef, run_id=run_id, pin=pin or None, inputs=inputs, tags=tags)
+            rid = await client.start(
+                pdef, run_id=run_id, pin=pin or None, inputs=inputs, tags=tags, timeout=seconds
+            )
         _out(rid)
         return 0
 

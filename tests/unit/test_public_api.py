@@ -61,6 +61,7 @@ PUBLIC = [
     "recv",
     "send",
     "set_event",
+    "StepTimeout",
 ]
 
 CLIENT_METHODS = [
