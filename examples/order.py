@@ -10,7 +10,7 @@ The run prints its id first and waits. From another terminal:
     durapipe events RUN_ID --wait shipped           # waits until the run publishes it
 
 A payment sent before the order asks for it is kept; a message on topic ``cancel`` ends the
-wait too, and so does the timeout (``--input timeout=SECONDS``, an hour by default). The wait is
+wait too, and so does the timeout (``--input pay_within=SECONDS``, an hour by default). The wait is
 one journaled call: a replay returns the same winner, and a message it did not take stays
 queued. With workers: ``durapipe start`` instead of ``durapipe run``, and ``durapipe worker -m
 examples/order.py``.
@@ -26,9 +26,9 @@ def charge_receipt(order_id: str, receipt: str) -> str:
 
 
 @dp.pipeline(version="1")
-async def order(order_id: str, amount: float, timeout: float = 3600) -> dict[str, str]:
+async def order(order_id: str, amount: float, pay_within: float = 3600) -> dict[str, str]:
     await dp.set_event("status", "awaiting_payment")
-    got = await dp.first(dp.recv("paid"), dp.recv("cancel"), dp.sleep(timeout))
+    got = await dp.first(dp.recv("paid"), dp.recv("cancel"), dp.sleep(pay_within))
     if got.index == 1:
         await dp.set_event("status", "cancelled")
         return {"order": order_id, "status": "cancelled"}

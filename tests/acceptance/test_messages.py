@@ -118,7 +118,7 @@ def test_order_example_paid_by_a_message_or_expired_by_its_timer(
     sc: dp.SyncClient, dp_spawn: Any, dp_cli: Any
 ) -> None:
     paid = _start(sc, f"{ORDER}:order", order_id="A-1", amount=10.0)
-    expired = _start(sc, f"{ORDER}:order", order_id="A-2", amount=5.0, timeout=1.0)
+    expired = _start(sc, f"{ORDER}:order", order_id="A-2", amount=5.0, pay_within=1.0)
     dp_spawn("worker", "-m", ORDER, env=PARK)
     wait_until(lambda: _parked(sc, paid, "first_started"), what="order A-1 parked")
     status = dp_cli("events", paid, "--wait", "status", "--timeout", "10", check=True)
