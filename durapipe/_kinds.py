@@ -51,6 +51,8 @@ class EventKind(StrEnum):
     CHILD_FAILED = "child_failed"
     VALUE_RECORDED = "value_recorded"
     PATCH_MARKER = "patch_marker"
+    # durapipe edit: supersedes the result recorded at its step (who, when, why, the old value).
+    RESULT_EDITED = "result_edited"
 
 
 class Request(StrEnum):

@@ -244,6 +244,7 @@ class Runs(StoreBase):
                 conn.execute(delete(S.events).where(S.events.c.run_id.in_(part)))
                 conn.execute(delete(S.inputs).where(S.inputs.c.run_id.in_(part)))
                 conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
+                conn.execute(delete(S.forks).where(S.forks.c.run_id.in_(part)))
                 conn.execute(delete(S.runs).where(r.id.in_(part)))
             return len(ids)
 

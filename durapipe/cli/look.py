@@ -12,7 +12,16 @@ import typer
 
 from .. import _config
 from .._client import AdminClient, RunView, event_json
-from .._console import LineFormatter, record_json, render_list, render_show, use_color, visible
+from .._console import (
+    LineFormatter,
+    fork_lines,
+    fork_link_json,
+    record_json,
+    render_list,
+    render_show,
+    use_color,
+    visible,
+)
 from .._kinds import (
     RESUMABLE_EXTRA,
     TERMINAL,
@@ -154,11 +163,14 @@ def show(
             kids = await client.children(run_id)
             row = await client.row(run_id)
             note = await _who_can_take(client, row)
+            source, forks = await client.fork_links(run_id)
             if json_out:
                 doc = _run_json(view)
                 doc["events"] = [{**event_json(e), "at": _iso(e.at)} for e in events]
                 doc["children"] = [k.id for k in kids]
                 doc["note"] = note
+                doc["forked_from"] = fork_link_json(source, source and source.source_run_id)
+                doc["forks"] = [fork_link_json(f, f.run_id) for f in forks]
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
             tree = kids
@@ -172,6 +184,7 @@ def show(
                     waits=_waits(view, events),
                     now=time.time(),
                     note=note,
+                    links=fork_lines(source, forks),
                 )
             )
         return 0
