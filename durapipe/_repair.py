@@ -19,6 +19,7 @@ from ._definition import PipelineDef, load_target
 from ._engine import History
 from ._engine.repair import (
     EDITABLE,
+    apply_edits,
     before,
     call_of,
     completion,
@@ -276,9 +277,15 @@ async def edit_result(
     except SerializationError as exc:
         raise InvalidInput(str(exc)) from None
     events = await client.store.events(run_id)
-    history = History(events)
     key = resolve_step(row, events, step)
-    evs = history.records.get(key)
+    # The calls as the edits so far leave them (a failed step's failure included: it is what
+    # an edit of the step that failed the run supersedes).
+    records: dict[str, list[Any]] = {}
+    for e in events:
+        if e.step is not None:
+            records.setdefault(e.step, []).append(e)
+    apply_edits(records, events)
+    evs = records.get(key)
     if not evs:
         raise InvalidInput(
             f"step {key} of run {run_id} has no call to edit (an earlier edit runs it again); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -9,11 +10,12 @@ import durapipe as dp
 
 
 def _effect(line: str) -> None:
+    """A line "RUN what" in SIDE_DIR/effects, RUN the id of the top run of the tree."""
     fd = os.open(
         Path(os.environ["SIDE_DIR"]) / "effects", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
     )
     try:
-        os.write(fd, (line + "\n").encode())
+        os.write(fd, f"{dp.context().root_run_id} {line}\n".encode())
     finally:
         os.close(fd)
 
@@ -47,7 +49,8 @@ async def build(sha: str) -> str:
 @dp.pipeline(version="1")
 async def release(n: str = "1") -> dict:
     manifest = await fetch_manifest(n)  # 1
-    await dp.exec("sh", "-c", 'echo exec >> "$SIDE_DIR/effects"')  # 2
+    root = dp.context().root_run_id
+    await dp.exec("sh", "-c", f'echo "{root} exec" >> "$SIDE_DIR/effects"')  # 2
     await dp.sleep(0.01)  # 3
     approval = await dp.await_input("approve", timeout=0.2, default="auto")  # 4
     built = await dp.run_subpipeline(build, sha=n)  # 5
@@ -62,3 +65,18 @@ async def rollout(n: str = "bad") -> dict:
     part = await deploy_part("a", manifest)  # 2
     checked = await verify(manifest)  # 3
     return {"part": part, "verify": checked}
+
+
+@dp.step
+async def hold_on() -> str:
+    _effect("holding")
+    go = Path(os.environ["SIDE_DIR"]) / "go"
+    while not go.exists():
+        await asyncio.sleep(0.05)
+    return "went"
+
+
+@dp.pipeline(version=os.environ.get("REPAIR_VERSION", "1"))
+async def held(n: str = "1") -> str:
+    await fetch_manifest(n)
+    return await hold_on()
