@@ -15,7 +15,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from . import _serde
-from ._definition import PipelineDef, load_target
+from ._definition import PipelineDef, load_target, registered
 from ._engine import History
 from ._engine.repair import (
     EDITABLE,
@@ -68,6 +68,9 @@ def _held(row: Any, now: float, what: str) -> None:
 
 def _code(row: Any, pdef: PipelineDef | None, what: str) -> PipelineDef:
     """The pipeline the run continues on here; a pinned run needs its own version."""
+    found = registered(row.pipeline)
+    if pdef is None and found is not None and found.entrypoint == row.entrypoint:
+        pdef = found  # imported in this process already: the same code
     if pdef is None:
         try:
             pdef = load_target(row.entrypoint)
