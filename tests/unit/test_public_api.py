@@ -64,6 +64,8 @@ CLIENT_METHODS = [
     "stop",
     "cancel",
     "resume",
+    "fork",
+    "edit",
 ]
 
 
