@@ -329,6 +329,8 @@ TEMPLATES: list[list[str]] = [
     ["resume", "--pipeline", HOLE],
     ["start", f"{SWEEP}:echo", "--run-id", HOLE],
     ["run", f"{SWEEP}:echo", "--run-id", HOLE],
+    ["fork", HOLE, "--start"],
+    ["edit", HOLE, "1", "--result", "1", "--reason", "x"],
 ]
 holes: st.SearchStrategy[Arg] = (
     argv_text
