@@ -144,3 +144,19 @@ async def test_reminder_sleeps_for_days_in_no_time(store: Any, tmp_path: Path) -
     assert json.loads(timer.data)["seconds"] == 3 * 86400
     echoed = [json.loads(e.data)["result"]["stdout"] for e in events if e.kind == "step_completed"]
     assert echoed == ["Reminder: renew the TLS certificate\n"]
+
+
+def test_manifest_repaired_by_edit_then_fork(dp_cli: Cli, examples: Path) -> None:
+    p = dp_cli(*documented_command("manifest"))
+    assert p.returncode == 1 and "0 replicas would serve nothing" in p.stderr
+    rid = p.stdout.splitlines()[0]
+    doc = ast.get_docstring(ast.parse((EXAMPLES / "manifest.py").read_text())) or ""
+    edit, fork = (
+        shlex.split(line.strip().replace("RUN_ID", rid))[1:]
+        for line in doc.splitlines()
+        if line.strip().startswith(("durapipe edit ", "durapipe fork "))
+    )
+    assert dp_cli(*edit).returncode == 0
+    assert _output(dp_cli("resume", rid)) == "app:1.4.2 x3"
+    p = dp_cli(*fork)
+    assert _output(p) == "app:1.4.2 x3" and p.stdout.splitlines()[0] != rid
