@@ -169,8 +169,13 @@ def show(
                 doc["events"] = [{**event_json(e), "at": _iso(e.at)} for e in events]
                 doc["children"] = [k.id for k in kids]
                 doc["note"] = note
-                doc["forked_from"] = fork_link_json(source, source and source.source_run_id)
-                doc["forks"] = [fork_link_json(f, f.run_id) for f in forks]
+                links = [fork_link_json(source, source and source.source_run_id)] + [
+                    fork_link_json(f, f.run_id) for f in forks
+                ]
+                for link in links:
+                    if link is not None:
+                        link["at"] = _iso(link["at"])
+                doc["forked_from"], doc["forks"] = links[0], links[1:]
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
             tree = kids
