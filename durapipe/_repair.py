@@ -209,7 +209,7 @@ async def fork_run(
             "step": e.step,
             "name": e.name,
             "label": e.label,
-            "at": e.at,
+            "at": now,  # this run's clock: its working time counts from the fork, not before
             "attempt": 0,
             "data": e.data,
         }
