@@ -627,6 +627,89 @@ class Client:
         """
         return await _client_messages.published(self, run_id)
 
+    async def fork(
+        self,
+        run_id: str,
+        *,
+        from_step: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        new_run_id: str | None = None,
+        by: str | None = None,
+    ) -> str:
+        """Start a new run from part of a run's history, like ``durapipe fork --start``.
+
+        The new run's history is a copy of the run's calls before ``from_step``; it continues
+        from there with the code loaded here, and is queued for the workers. Children that
+        completed before that step are reused as results. The new run links back to the run
+        (``durapipe show`` prints both ways); the run itself is not changed.
+
+        Args:
+            run_id: the run to fork (a top-level run that no process holds).
+            from_step: the first step to run again, as ``durapipe show`` prints it (a key such
+                as ``3`` or ``5/1/2``, or a name such as ``build_1``); default: the step whose
+                failure failed the run, else its first interrupted call. ``"1"`` starts over.
+            inputs: inputs that replace the run's own (the others are kept).
+            new_run_id: the new run's id (default: a new one).
+            by: who forks it (kept with the link; default: the OS user).
+
+        Returns:
+            The new run's id.
+
+        Raises:
+            InvalidInput: an unknown step, one after the last recorded call, or a taken id.
+            InvalidRunState: a process holds the run, or it is a child run.
+            ConfigError: its code does not load here, or a pinned run's version is not loaded.
+            RunNotFound: there is no such run.
+        """
+        from ._repair import fork_run
+
+        row, _ = await fork_run(
+            self, run_id, from_step=from_step, inputs=inputs, new_run_id=new_run_id, by=by
+        )
+        return str(row.id)
+
+    async def edit(
+        self,
+        run_id: str,
+        step: str,
+        result: Any,
+        *,
+        reason: str,
+        by: str | None = None,
+        rerun_after: bool = True,
+    ) -> dict[str, Any]:
+        """Supersede the result recorded at a step of a stopped, failed or blocked run, like
+        ``durapipe edit``; ``resume`` then continues the run with the new value.
+
+        The edit is appended to the run's history with who made it, when, why and the old value;
+        nothing recorded is deleted.
+
+        Args:
+            run_id: the run.
+            step: the step, as ``durapipe show`` prints it (a key or a name).
+            result: the new result (any JSON value); for a ``dp.exec``, a dict such as
+                ``{"stdout": "...", "exit_code": 0}``.
+            reason: why (required).
+            by: who edits it (default: the OS user).
+            rerun_after: True (default): the calls after the step run again on resume;
+                False: they keep their recorded results.
+
+        Returns:
+            The edit as recorded: ``step``, ``label``, ``old``, ``new``, ``reason``, ``by``,
+            ``rerun_after``.
+
+        Raises:
+            InvalidInput: an unknown step, a call with no result (a sleep), a result that is
+                not JSON or too large, a missing reason.
+            InvalidRunState: the run is active or held (stop it first) or has ended (fork it).
+            RunNotFound: there is no such run.
+        """
+        from ._repair import edit_result
+
+        return await edit_result(
+            self, run_id, step, result, reason=reason, by=by, rerun_after=rerun_after
+        )
+
 
 class AdminClient(Client):
     """The Client plus what the command line (and an operator's UI) reads and holds: whole
@@ -711,6 +794,10 @@ class AdminClient(Client):
 
     async def worker(self, worker_id: str) -> Any:
         return await self.store.get_worker(worker_id)
+
+    async def fork_links(self, run_id: str) -> tuple[Any, builtins.list[Any]]:
+        """-> (the link to the run it was forked from or None, the links of its forks)."""
+        return await self.store.fork_links(run_id)
 
 
 def _check_resumable(row: Any) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from ._engine import LogRecord, fmt_span
-from ._kinds import COMPLETIONS
+from ._engine.repair import before
+from ._kinds import COMPLETIONS, EventKind
 from ._store import schema as S
 
 _PALETTE = [36, 32, 35, 34, 33, 96, 92, 95, 94, 93]  # ANSI foreground colours
@@ -442,6 +443,10 @@ def render_show(
             }
             order.append(ev.step)
         s["last"] = ev.kind
+        s.pop("discarded", None)
+        if ev.kind == EventKind.RESULT_EDITED:
+            _mark_edit(steps, ev, s)
+            continue
         if ev.kind == "step_started":
             if s["starts"] or s["ends"]:  # started again: the step's time is its last try's
                 s["start"], s["attempt"] = ev.at, ev.attempt
@@ -482,9 +487,12 @@ def render_show(
             "child_spawned": ("started", "green"),
             "child_cancel_requested": ("cancel asked", "yellow"),
             "run_continued": ("continued", "green"),
+            "result_edited": ("edited", "yellow"),
         }.get(last) or (("done", "green") if last in COMPLETIONS else (last, ""))
         if state[0] in IN_FLIGHT and run.status not in ACTIVE:
             state = ("interrupted", "yellow")  # the run stopped or ended while this was in flight
+        if s.get("discarded"):
+            state = ("discarded by an edit", "dim")
         dur = f"{(s['end'] or now) - s['start']:.3f}s" if s["end"] else ""
         extra = ""
         if s["data"]:
@@ -529,6 +537,8 @@ def render_show(
         parts.append(Text(w, style="magenta"))
     if note:
         parts.append(Text(note, style="yellow"))
+    for line in links or ():
+        parts.append(Text(line, style="cyan"))
     return Group(*parts)
 
 
@@ -544,3 +554,34 @@ def render_published(values: dict[str, Any]) -> Any:
     lines = [Text("published:", style="bold")]
     lines += [Text(f"  {k:<{width}}  {_short(v, 400)}") for k, v in values.items()]
     return Group(*lines) if len(lines) > 1 else Text("no published state")
+
+
+def _mark_edit(steps: dict[str, dict[str, Any]], ev: Any, s: dict[str, Any]) -> None:
+    """An edit in `show`: the step shows its new value (the old one stays in the history);
+    the calls after it that the edit runs again show as discarded until they run again."""
+    d = json.loads(ev.data or "{}")
+    s["data"] = json.dumps({"result": d.get("new")})
+    s["end"] = s["end"] or ev.at
+    if d.get("rerun_after"):
+        for key, other in steps.items():
+            if key != ev.step and before(ev.step, key):
+                other["discarded"] = True
+
+
+def fork_link_json(link: Any, run_id: str | None) -> dict[str, Any] | None:
+    """A fork link as `show --json` prints it: the other run, the fork point, who, when."""
+    if link is None or run_id is None:
+        return None
+    return {"run_id": run_id, "step": link.step, "by": link.created_by, "at": link.created_at}
+
+
+def fork_lines(source: Any, forks: list[Any]) -> list[str]:
+    """`show`'s lines about forks: where the run came from, and the runs forked from it."""
+    out = []
+    if source is not None:
+        out.append(
+            f"forked from {source.source_run_id} at step {source.step} by {source.created_by}"
+        )
+    for f in forks:
+        out.append(f"forked as {f.run_id} from step {f.step} by {f.created_by}")
+    return out

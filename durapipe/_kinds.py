@@ -70,6 +70,8 @@ class EventKind(StrEnum):
     TAG_SET = "tag_set"  # dp.tag
     RUN_TIMED_OUT = "run_timed_out"
     RUN_DEAD = "run_dead"
+    # durapipe edit: supersedes the result recorded at its step (who, when, why, the old value).
+    RESULT_EDITED = "result_edited"
 
 
 class Request(StrEnum):

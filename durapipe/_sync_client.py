@@ -166,6 +166,38 @@ class SyncClient:
     def published(self, run_id: str) -> dict[str, Any]:
         return self._call(self._client.published, run_id)
 
+    def fork(
+        self,
+        run_id: str,
+        *,
+        from_step: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        new_run_id: str | None = None,
+        by: str | None = None,
+    ) -> str:
+        return self._call(
+            self._client.fork,
+            run_id,
+            from_step=from_step,
+            inputs=inputs,
+            new_run_id=new_run_id,
+            by=by,
+        )
+
+    def edit(
+        self,
+        run_id: str,
+        step: str,
+        result: Any,
+        *,
+        reason: str,
+        by: str | None = None,
+        rerun_after: bool = True,
+    ) -> dict[str, Any]:
+        return self._call(
+            self._client.edit, run_id, step, result, reason=reason, by=by, rerun_after=rerun_after
+        )
+
 
 def _sync_doc(doc: str | None) -> str | None:
     return doc.replace("await client.", "client.") if doc else doc
@@ -185,6 +217,8 @@ for _name in (
     "send",
     "get_event",
     "published",
+    "fork",
+    "edit",
 ):
     getattr(SyncClient, _name).__doc__ = _sync_doc(getattr(Client, _name).__doc__)
 del _name

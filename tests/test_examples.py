@@ -160,3 +160,19 @@ def test_order_paid_by_a_message_publishes_its_status(
     assert result["status"] == "paid" and "r-991" in result["books"]
     shipped = json.loads(dp_cli("events", run_id, "--json", check=True).stdout)
     assert shipped == {"status": "paid", "shipped": {"order": "A-17", "amount": 42.5}}
+
+
+def test_manifest_repaired_by_edit_then_fork(dp_cli: Cli, examples: Path) -> None:
+    p = dp_cli(*documented_command("manifest"))
+    assert p.returncode == 1 and "0 replicas would serve nothing" in p.stderr
+    rid = p.stdout.splitlines()[0]
+    doc = ast.get_docstring(ast.parse((EXAMPLES / "manifest.py").read_text())) or ""
+    edit, fork = (
+        shlex.split(line.strip().replace("RUN_ID", rid))[1:]
+        for line in doc.splitlines()
+        if line.strip().startswith(("durapipe edit ", "durapipe fork "))
+    )
+    assert dp_cli(*edit).returncode == 0
+    assert _output(dp_cli("resume", rid)) == "app:1.4.2 x3"
+    p = dp_cli(*fork)
+    assert _output(p) == "app:1.4.2 x3" and p.stdout.splitlines()[0] != rid

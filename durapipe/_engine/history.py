@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import _serde
 from .._kinds import COMPLETIONS, EventKind
+from .repair import apply_edits
 
 
 class History:
@@ -43,6 +44,8 @@ class History:
                         self.records[origin] = kept
                     else:
                         del self.records[origin]
+        # durapipe edit: an edit supersedes a recorded result, and may cut the calls after it.
+        apply_edits(self.records, events)
         self.patches: dict[str, bool] = {
             ev.name: True for ev in events if ev.kind == EventKind.PATCH_MARKER and ev.name
         }
@@ -97,8 +100,12 @@ def handled_failure(history: list[Any], failed: Any, key: str) -> tuple[Any, Any
 
 
 def last_handled_failure(history: list[Any]) -> tuple[Any, Any] | None:
-    """:func:`handled_failure` for the run's last ``run_failed`` event (what resume would do)."""
+    """:func:`handled_failure` for the run's last ``run_failed`` event (what resume would do).
+
+    None once the run's history was edited after that failure: the edit decides what replays."""
     for ev in reversed(history):
+        if ev.kind == EventKind.RESULT_EDITED:
+            return None
         if ev.kind == EventKind.RUN_FAILED:
             origin = (_serde.loads(ev.data) or {}).get("step") if ev.data else None
             return handled_failure(history, ev, origin) if origin else None

@@ -265,6 +265,7 @@ class Runs(StoreBase):
                 conn.execute(delete(S.published).where(S.published.c.run_id.in_(part)))
                 conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
                 conn.execute(delete(S.tags).where(S.tags.c.run_id.in_(part)))
+                conn.execute(delete(S.forks).where(S.forks.c.run_id.in_(part)))
                 conn.execute(delete(S.runs).where(r.id.in_(part)))
             return len(ids)
 

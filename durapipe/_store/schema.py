@@ -179,6 +179,18 @@ tags = Table(
     Index("ix_durapipe_tags_key_value", "key", "value"),
 )
 
+# Where a forked run came from (durapipe fork): one row per fork, written with the new run.
+forks = Table(
+    "durapipe_forks",
+    metadata,
+    Column("run_id", String(140), primary_key=True),  # the new run
+    Column("source_run_id", String(140), nullable=False),  # the run it was forked from
+    Column("step", String(200), nullable=False),  # the fork point: the first call run again
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Index("ix_durapipe_forks_source", "source_run_id"),
+)
+
 # The vocabulary (statuses, event kinds, requests) lives in durapipe/_kinds.py; these names stay
 # here for the code that reads them as ``schema.X``.
 from .._kinds import (  # noqa: E402
@@ -204,6 +216,7 @@ __all__ = [
     "WAIT_ENDS",
     "WAIT_STARTS",
     "events",
+    "forks",
     "holds",
     "inputs",
     "logs",

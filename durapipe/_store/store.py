@@ -11,6 +11,7 @@ from .base import SCHEMA_REVISION
 from .chains import Chains
 from .claims import Claimed, ClaimFilter, Claims
 from .control import Control
+from .forks import Forks
 from .journal import Journal, Op
 from .messages import Messages
 from .recoveries import Recoveries
@@ -22,7 +23,7 @@ from .workers import Workers
 __all__ = ["SCHEMA_REVISION", "ClaimFilter", "Claimed", "Journal", "Op", "Store", "open_store"]
 
 
-class Store(Runs, Claims, Control, Workers, Messages, Chains, Recoveries):
+class Store(Runs, Claims, Control, Workers, Messages, Chains, Recoveries, Forks):
     """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
 
     Open one with ``await dp.open_store(url)`` (the pytest fixture ``durapipe_store`` is one)

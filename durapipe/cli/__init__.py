@@ -6,7 +6,7 @@ look.py (list, show, logs, result, workers), steer.py (input, stop, cancel), adm
 upgrade check, db upgrade, gc).
 """
 
-from . import admin, look, messages, run, steer
+from . import admin, look, messages, repair, run, steer
 from ._app import app, db_app, main, upgrade_app
 
 # Registered here, in one place: typer lists commands in the order they are registered, and this
@@ -29,5 +29,7 @@ db_app.command("upgrade")(admin.db_upgrade)
 # messages, published state
 app.command()(messages.send)
 app.command()(messages.events)
+app.command()(repair.fork)
+app.command()(repair.edit)
 
 __all__ = ["app", "main"]

@@ -14,6 +14,8 @@ from .. import _config
 from .._client import AdminClient, RunView, event_json
 from .._console import (
     LineFormatter,
+    fork_lines,
+    fork_link_json,
     record_json,
     render_list,
     render_published,
@@ -203,6 +205,7 @@ def show(
             row = await client.row(run_id)
             note = await _who_can_take(client, row)
             successor = await client.successor(row)
+            source, forks = await client.fork_links(run_id)
             if json_out:
                 doc = _run_json(view)
                 doc["events"] = [{**event_json(e), "at": _iso(e.at)} for e in events]
@@ -210,6 +213,13 @@ def show(
                 doc["continued_as"] = successor
                 doc["note"] = note
                 doc["published"] = await client.published(run_id)  # dp.set_event
+                links = [fork_link_json(source, source and source.source_run_id)] + [
+                    fork_link_json(f, f.run_id) for f in forks
+                ]
+                for link in links:
+                    if link is not None:
+                        link["at"] = _iso(link["at"])
+                doc["forked_from"], doc["forks"] = links[0], links[1:]
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
             tree = kids
@@ -223,7 +233,7 @@ def show(
                     waits=_waits(view, events),
                     now=time.time(),
                     note=note,
-                    links=_links(view, successor),
+                    links=_links(view, successor) + fork_lines(source, forks),
                 )
             )
             published = await client.published(run_id)  # dp.set_event

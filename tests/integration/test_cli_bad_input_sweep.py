@@ -333,6 +333,8 @@ TEMPLATES: list[list[str]] = [
     ["send", HOLE, "t", "1"],
     ["events", HOLE, "--json"],
     ["events", HOLE, "--wait", "k", "--timeout", "1"],
+    ["fork", HOLE, "--start"],
+    ["edit", HOLE, "1", "--result", "1", "--reason", "x"],
 ]
 holes: st.SearchStrategy[Arg] = (
     argv_text

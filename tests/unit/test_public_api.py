@@ -80,6 +80,8 @@ CLIENT_METHODS = [
     "send",
     "get_event",
     "published",
+    "fork",
+    "edit",
 ]
 
 
