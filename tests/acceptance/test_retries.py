@@ -20,6 +20,18 @@ def _worker(dp_spawn: Any, **env: str) -> subprocess.Popen[str]:
     return dp_spawn("worker", "-m", P, env={**FAST, **env})
 
 
+def _ready_worker(db_url: str, dp_spawn: Any, **env: str) -> subprocess.Popen[str]:
+    """A worker, once it is up and claiming (tests whose deadlines count from the start)."""
+    before = len(_live(db_url))
+    w = _worker(dp_spawn, **env)
+    wait_until(lambda: len(_live(db_url)) > before, timeout=60, what="the worker to start")
+    return w
+
+
+def _live(db_url: str) -> list[Any]:
+    return client_call(db_url, lambda c: c.store.live_workers(now=time.time(), stale_after=30))
+
+
 def _row(db_url: str, rid: str) -> Any:
     return client_call(db_url, lambda c: c.store.get_run(rid))
 
@@ -42,7 +54,7 @@ def _start(db_url: str, name: str, **kw: Any) -> str:
 def test_run_timeout_fires_while_suspended_with_no_worker_up(
     db_url: str, dp_cli: Any, dp_spawn: Any, tmp_path: Path
 ) -> None:
-    w = _worker(dp_spawn, DURAPIPE_SUSPEND_AFTER="0")
+    w = _ready_worker(db_url, dp_spawn, DURAPIPE_SUSPEND_AFTER="0")
     rid = dp_cli("start", f"{P}:wait_forever", "--timeout", "5s", check=True).stdout.strip()
     wait_until(
         lambda: (r := _row(db_url, rid)).status == "waiting" and r.lease_owner is None,
@@ -174,7 +186,7 @@ def test_bad_timeout_on_the_command_line_changes_nothing(db_url: str, dp_cli: An
 def test_a_parent_timeout_ends_its_child_timed_out_too(
     db_url: str, dp_cli: Any, dp_spawn: Any, tmp_path: Path
 ) -> None:
-    _worker(dp_spawn)
+    _ready_worker(db_url, dp_spawn)
     rid = _start(db_url, "parent_times_out")  # timeout=4 on the pipeline
     wait_until(lambda: _row(db_url, rid).status == "timed_out", what="the parent to time out")
     kids = client_call(db_url, lambda c: c.store.children(rid))
