@@ -25,6 +25,11 @@ MIN_WIDTH = 20
 FLUSH_SIZE = 256 * 1024  # characters of live output held before they are written
 
 
+def prefix_colour(prefix: str) -> int:
+    """Which colour of the palette a prefix gets: one per step, the same in every view."""
+    return zlib.crc32(prefix.encode()) % len(_PALETTE)
+
+
 def use_color(stream: IO[str]) -> bool:
     if os.environ.get("NO_COLOR"):
         return False
@@ -91,7 +96,7 @@ class LineFormatter:
         if not self.color:
             head = f"{ts}[{padded}]{'!' if stream == 'err' else ' '}"
             return head, line.replace("\n", "\n" + head), ""
-        colour = _PALETTE[zlib.crc32(prefix.encode()) % len(_PALETTE)]
+        colour = _PALETTE[prefix_colour(prefix)]
         mark = "\x1b[31m!\x1b[0m" if stream == "err" else " "
         head = f"\x1b[2m{ts}\x1b[0m[\x1b[{colour}m{padded}\x1b[0m]{mark}"
         style = _STREAM_STYLE.get(stream)
@@ -412,6 +417,35 @@ def render_show(
     inputs = json.loads(run.inputs) if run.inputs else {}
     if inputs:
         tree.add(Text(f"inputs: {_short(inputs, 200)}", style="dim"))
+    for row in step_rows(run, events, now=now):
+        tree.add(
+            Text.assemble(
+                f"{row['key']:>6}  ",
+                (row["label"], "bold"),
+                "  ",
+                (row["state"], row["style"]),
+                f"  {row['dur']}{row['tries']}",
+                ("  → " + row["preview"] if row["preview"] else "", "dim"),
+            )
+        )
+    _add_children(tree, run.id, children)
+    parts: list[Any] = [tree]
+    if run.output:
+        parts.append(Text(f"output: {_short(json.loads(run.output), 400)}"))
+    if run.error and run.status in ERRORED:
+        err = json.loads(run.error)
+        parts.append(Text(f"error: {err.get('type')}: {err.get('message')}", style="red"))
+    for w in waits:
+        parts.append(Text(w, style="magenta"))
+    if note:
+        parts.append(Text(note, style="yellow"))
+    return Group(*parts)
+
+
+def step_rows(run: Any, events: list[Any], *, now: float) -> list[dict[str, Any]]:
+    """The steps of a run's history, in order, as ``show`` lists them (the web UI's timeline
+    too): ``key``, ``label``, ``family``, ``state`` and its rich ``style``, ``start``, ``end``,
+    ``dur`` (text), ``runs`` (how often its code ran), ``tries`` (text) and a result ``preview``."""
     steps: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     began: dict[int, float] = {}  # when each execution of the run (its attempt) wrote first
@@ -447,6 +481,7 @@ def render_show(
         if ev.kind in COMPLETIONS:
             s["end"] = ev.at
             s["data"] = ev.data
+    rows: list[dict[str, Any]] = []
     for key in order:
         s = steps[key]
         last = s["last"]
@@ -490,25 +525,35 @@ def render_show(
         if again > 0:
             why.append(f"{again} re-run{'' if again == 1 else 's'} after resume")
         tries = f"  ran {runs}× ({', '.join(why)})" if runs > 1 else ""
-        tree.add(
-            Text.assemble(
-                f"{key:>6}  ",
-                (s["label"], "bold"),
-                "  ",
-                (state[0], state[1]),
-                f"  {dur}{tries}",
-                (extra, "dim"),
-            )
+        rows.append(
+            {
+                "key": key,
+                "label": s["label"],
+                "family": s["kind"].split("_", 1)[0],
+                "state": state[0],
+                "style": state[1],
+                "start": s["start"],
+                "end": s["end"],
+                "dur": dur,
+                "runs": runs,
+                "tries": tries,
+                "preview": extra[4:],
+            }
         )
-    _add_children(tree, run.id, children)
-    parts: list[Any] = [tree]
-    if run.output:
-        parts.append(Text(f"output: {_short(json.loads(run.output), 400)}"))
-    if run.error and run.status in ERRORED:
-        err = json.loads(run.error)
-        parts.append(Text(f"error: {err.get('type')}: {err.get('message')}", style="red"))
-    for w in waits:
-        parts.append(Text(w, style="magenta"))
-    if note:
-        parts.append(Text(note, style="yellow"))
-    return Group(*parts)
+    return rows
+
+
+def open_waits(status: str, events: list[Any]) -> list[Any]:
+    """The wait-starting events (a sleep, an input, a child) of a run that have not ended yet:
+    every wait it is in (several under dp.gather). None once the run has ended."""
+    if status in S.TERMINAL:
+        return []
+    open_: dict[Any, Any] = {}
+    for e in events:
+        if e.step is None:
+            continue
+        if e.kind in S.WAIT_STARTS:
+            open_[e.step] = e
+        elif e.kind in S.WAIT_ENDS:
+            open_.pop(e.step, None)
+    return list(open_.values())

@@ -12,12 +12,18 @@ import typer
 
 from .. import _config
 from .._client import AdminClient, RunView, event_json
-from .._console import LineFormatter, record_json, render_list, render_show, use_color, visible
+from .._console import (
+    LineFormatter,
+    open_waits,
+    record_json,
+    render_list,
+    render_show,
+    use_color,
+    visible,
+)
 from .._kinds import (
     RESUMABLE_EXTRA,
     TERMINAL,
-    WAIT_ENDS,
-    WAIT_STARTS,
     EventKind,
     RunStatus,
 )
@@ -87,18 +93,8 @@ def _run_json(v: RunView) -> dict[str, Any]:
 
 def _waits(v: RunView, events: list[Any]) -> list[str]:
     """Every wait the run is in (several under dp.gather), each with what ends it."""
-    if v.status in TERMINAL:
-        return []
-    open_: dict[str, Any] = {}
-    for e in events:
-        if e.step is None:
-            continue
-        if e.kind in WAIT_STARTS:
-            open_[e.step] = e
-        elif e.kind in WAIT_ENDS:
-            open_.pop(e.step, None)
     out = []
-    for e in open_.values():
+    for e in open_waits(v.status, events):
         data = json.loads(e.data) if e.data else {}
         if e.kind == EventKind.INPUT_REQUESTED:
             prompt = f" ({data['prompt']})" if data.get("prompt") else ""
