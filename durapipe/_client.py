@@ -454,9 +454,9 @@ class Client:
             )
         by = _check_by(by)
         text = _serde.dumps(value, what=f"input {name!r}")
-        await self.store.send_input(run_id, name, text, now=self.store_now())
-        if by is not None:
+        if by is not None:  # first: the input may wake the run, whose next attempt fences logs
             await self.note(row, f"Input '{name}' sent by {by}")
+        await self.store.send_input(run_id, name, text, now=self.store_now())
 
     async def stop(self, run_id: str, *, now: bool = False, by: str | None = None) -> str:
         """Stop a run at its next journaled call, like ``durapipe stop``.
@@ -526,9 +526,9 @@ class Client:
         row = await self.row(run_id)
         await self.check_resumable(row)
         if row.status in RESUMABLE:
-            await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)
-            if by is not None:
+            if by is not None:  # first: a worker's claim of the resumed run fences its logs
                 await self.note(row, f"Resumed by {by}")
+            await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)
 
     async def note(self, row: Any, line: str) -> None:
         """Add an ``info`` line to a run's log (who steered it), with the run's prefix."""
@@ -618,6 +618,14 @@ class AdminClient(Client):
     async def worker(self, worker_id: str) -> Any:
         return await self.store.get_worker(worker_id)
 
+    async def counts(self, *, pipeline: str | None, roots_only: bool) -> dict[str, int]:
+        """How many runs there are of each status (the summary under ``durapipe list``)."""
+        return await self.store.count_by_status(pipeline=pipeline, roots_only=roots_only)
+
+    async def timelines(self, run_ids: builtins.list[str]) -> dict[str, Any]:
+        """The events working time is computed from, for several runs (``durapipe list``)."""
+        return await self.store.timelines(run_ids)
+
     async def page(
         self,
         *,
@@ -694,19 +702,20 @@ def _by_event(kind: EventKind, attempt: int, by: str | None) -> dict[str, Any]:
 async def steer(client: Client, run_id: str, what: str, *, by: str | None = None) -> str:
     """Stop (``stop``/``stop_now``) or cancel a run wherever it is. -> what happened."""
     row = await client.row(run_id)
-    what_done = await _steer(client, row, run_id, what, by)
-    if by is not None:
-        verb = "Cancel" if what == "cancel" else "Stop"
-        done = {"requested": f"{verb} requested", "queued": f"{verb} queued"}.get(
-            what_done, "Cancelled" if what == "cancel" else "Stopped"
-        )
-        await client.note(await client.row(run_id), f"{done} by {by}")
-    return what_done
-
-
-async def _steer(client: Client, row: Any, run_id: str, what: str, by: str | None) -> str:
     verb = "cancel" if what == "cancel" else "stop"
+
+    noted = False
+
+    async def note() -> None:
+        # Written before the change: a run it wakes is claimed at a new attempt, which fences
+        # off log lines of the attempt before.
+        nonlocal noted
+        if by is not None and not noted:
+            noted = True
+            await client.note(row, f"{verb.capitalize()} requested by {by}")
+
     if verb == "cancel" and row.status in ("failed", "blocked"):
+        await note()
         # Its code already unwound (failed) or cannot run (blocked): nothing is left to clean up.
         if await client.store.finish_unleased(
             run_id,
@@ -727,6 +736,7 @@ async def _steer(client: Client, row: Any, run_id: str, what: str, by: str | Non
         )
     if verb == "stop" and row.requested == "cancel":
         raise InvalidRunState(f"run {run_id} is being cancelled; it cannot be stopped now")
+    await note()
     now = client.store_now()
     held = row.lease_owner is not None and (row.lease_expires_at or 0) >= now
     if held:
