@@ -442,10 +442,13 @@ def render_show(
     return Group(*parts)
 
 
-def step_rows(run: Any, events: list[Any], *, now: float) -> list[dict[str, Any]]:
+def step_rows(
+    run: Any, events: list[Any], *, now: float, limit: int | None = None
+) -> list[dict[str, Any]]:
     """The steps of a run's history, in order, as ``show`` lists them (the web UI's timeline
     too): ``key``, ``label``, ``family``, ``state`` and its rich ``style``, ``start``, ``end``,
-    ``dur`` (text), ``runs`` (how often its code ran), ``tries`` (text) and a result ``preview``."""
+    ``dur`` (text), ``runs`` (how often its code ran), ``tries`` (text) and a result ``preview``;
+    only the first ``limit`` steps when given."""
     steps: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     began: dict[int, float] = {}  # when each execution of the run (its attempt) wrote first
@@ -482,7 +485,7 @@ def step_rows(run: Any, events: list[Any], *, now: float) -> list[dict[str, Any]
             s["end"] = ev.at
             s["data"] = ev.data
     rows: list[dict[str, Any]] = []
-    for key in order:
+    for key in order[:limit]:
         s = steps[key]
         last = s["last"]
         state = {

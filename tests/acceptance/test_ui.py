@@ -110,13 +110,20 @@ def test_answer_an_input_in_the_browser(
     dp_spawn("worker", "-m", UI, env={"UI_SECRET": SECRET})
     url = _start_ui(dp_spawn)
     family = client_call(db_url, lambda c: c.start(f"{UI}:family"))
-    rid = dp_cli("start", f"{UI}:ship", check=True).stdout.strip()
-    wait_until(lambda: _status(db_url, rid) == "waiting", what="the run to wait for approval")
-
     browser.get(url + "runs")
-    wait_until(lambda: rid in _text(browser, "table.runs"), what="the run in the list")
+    wait_until(lambda: family in _text(browser, "table.runs"), what="a run in the list")
+    browser.execute_script("window.uiMarker = 1")
+    rid = dp_cli("start", f"{UI}:ship", check=True).stdout.strip()
+    wait_until(lambda: rid in _text(browser, "table.runs"), what="the list's live update")
+    assert browser.execute_script("return window.uiMarker") == 1
+    wait_until(lambda: _status(db_url, rid) == "waiting", what="the run to wait for approval")
     wait_until(lambda: _status(db_url, family) == "completed", what="the parent run to end")
-    wait_until(lambda: "completed 2" in _text(browser, ".counts"), what="the list's live update")
+    browser.get(url + "runs")
+    wait_until(
+        lambda: "completed 2" in " ".join(_text(browser, "#counts").split()),
+        what="the counts by status",
+    )
+    wait_until(lambda: "waiting" in _text(browser, "table.runs"), what="the statuses")
     _shot(browser, "runs")
 
     browser.get(f"{url}runs/{rid}")

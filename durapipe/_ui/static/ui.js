@@ -25,9 +25,13 @@ function liveRun(box) {
       const url = new URL(location.href);
       url.searchParams.delete("done");
       url.searchParams.set("partial", "1");
+      url.searchParams.set("key", box.dataset.key);
       const res = await fetch(url, { credentials: "same-origin" });
       if (!res.ok) return;
       const doc = await res.json();
+      live = doc.live;
+      box.dataset.key = doc.key;
+      if (doc.same) return;
       for (const [name, got] of Object.entries(doc.parts)) {
         const part = box.querySelector(`[data-part="${name}"]`);
         if (part && part.dataset.sig !== got.sig) {
@@ -37,7 +41,6 @@ function liveRun(box) {
           part.dataset.sig = got.sig;
         }
       }
-      live = doc.live;
     } catch (e) { /* try again next tick */ }
   };
   setInterval(tick, 1000);
@@ -70,7 +73,21 @@ function liveLog(log) {
   source.onerror = () => { state.textContent = "reconnecting…"; };
 }
 
+// The counts by status under the filters: a scan of every run, so apart and every 10 s.
+function liveCounts(box) {
+  const tick = async () => {
+    try {
+      const res = await fetch(box.dataset.src, { credentials: "same-origin" });
+      if (res.ok) box.innerHTML = await res.text();
+    } catch (e) { /* try again next tick */ }
+  };
+  tick();
+  setInterval(tick, 10000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const counts = document.getElementById("counts");
+  if (counts) liveCounts(counts);
   const runs = document.getElementById("runs");
   if (runs) liveRuns(runs);
   const run = document.getElementById("run");
