@@ -455,7 +455,7 @@ class Client:
         by = _check_by(by)
         text = _serde.dumps(value, what=f"input {name!r}")
         if by is not None:  # first: the input may wake the run, whose next attempt fences logs
-            await self.note(row, f"Input '{name}' sent by {by}")
+            await self._note(row, f"Input '{name}' sent by {by}")
         await self.store.send_input(run_id, name, text, now=self.store_now())
 
     async def stop(self, run_id: str, *, now: bool = False, by: str | None = None) -> str:
@@ -527,10 +527,10 @@ class Client:
         await self.check_resumable(row)
         if row.status in RESUMABLE:
             if by is not None:  # first: a worker's claim of the resumed run fences its logs
-                await self.note(row, f"Resumed by {by}")
+                await self._note(row, f"Resumed by {by}")
             await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)
 
-    async def note(self, row: Any, line: str) -> None:
+    async def _note(self, row: Any, line: str) -> None:
         """Add an ``info`` line to a run's log (who steered it), with the run's prefix."""
         await self.store.write_logs(
             [
@@ -712,7 +712,7 @@ async def steer(client: Client, run_id: str, what: str, *, by: str | None = None
         nonlocal noted
         if by is not None and not noted:
             noted = True
-            await client.note(row, f"{verb.capitalize()} requested by {by}")
+            await client._note(row, f"{verb.capitalize()} requested by {by}")
 
     if verb == "cancel" and row.status in ("failed", "blocked"):
         await note()

@@ -243,3 +243,38 @@ def test_beyond_loopback_every_request_needs_the_token(
     )
     assert forged.status == 403
     assert _status(db_url, rid) == "pending"
+
+
+def test_without_the_extra_it_says_what_to_install(tmp_path: Path) -> None:
+    """Nothing is opened (no database) before these refusals."""
+    import sys
+
+    from conftest import ROOT, cli_env
+
+    def ui(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        url = f"sqlite:///{tmp_path / 'never.db'}"
+        return subprocess.run(
+            [sys.executable, "-m", "durapipe", "ui", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=cli_env(url, **env),
+        )
+
+    # A stand-in for an install without the ui extra: importing uvicorn fails.
+    blocker = tmp_path / "blocker"
+    (blocker / "uvicorn").mkdir(parents=True)
+    (blocker / "uvicorn" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'uvicorn'\", name='uvicorn')\n"
+    )
+    proc = ui("--port", "0", PYTHONPATH=f"{blocker}{os.pathsep}{ROOT}")
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "error: the web UI needs its packages: pip install 'durapipe[ui]' (uvicorn is missing)\n"
+    )
+    bad = ui("--port", "70000")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --port 70000: give a port")
+    short = ui("--host", "0.0.0.0", "--token", "abc")
+    assert short.returncode == 1 and short.stderr.startswith("error: --token: at least 8")
+    assert not (tmp_path / "never.db").exists()
