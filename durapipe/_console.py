@@ -442,6 +442,24 @@ def render_show(
     return Group(*parts)
 
 
+# What the last event of a call says of it: a word and its colour (`show`, the web UI).
+_STEP_STATE = {
+    "step_completed": ("done", "green"),
+    "step_failed": ("failed", "red"),
+    "timer_fired": ("done", "green"),
+    "input_received": ("received", "green"),
+    "input_timeout": ("timed out", "yellow"),
+    "child_completed": ("done", "green"),
+    "child_failed": ("failed", "red"),
+    "value_recorded": ("done", "green"),
+    "timer_started": ("sleeping", "blue"),
+    "input_requested": ("waiting", "magenta"),
+    "child_started": ("waiting", "magenta"),
+    "step_started": ("running", "cyan"),
+    "step_retry": ("retrying", "yellow"),
+}
+
+
 def step_rows(
     run: Any, events: list[Any], *, now: float, limit: int | None = None
 ) -> list[dict[str, Any]]:
@@ -488,21 +506,7 @@ def step_rows(
     for key in order[:limit]:
         s = steps[key]
         last = s["last"]
-        state = {
-            "step_completed": ("done", "green"),
-            "step_failed": ("failed", "red"),
-            "timer_fired": ("done", "green"),
-            "input_received": ("received", "green"),
-            "input_timeout": ("timed out", "yellow"),
-            "child_completed": ("done", "green"),
-            "child_failed": ("failed", "red"),
-            "value_recorded": ("done", "green"),
-            "timer_started": ("sleeping", "blue"),
-            "input_requested": ("waiting", "magenta"),
-            "child_started": ("waiting", "magenta"),
-            "step_started": ("running", "cyan"),
-            "step_retry": ("retrying", "yellow"),
-        }.get(last) or (("done", "green") if last in COMPLETIONS else (last, ""))
+        state = _STEP_STATE.get(last) or (("done", "green") if last in COMPLETIONS else (last, ""))
         if state[0] in IN_FLIGHT and run.status not in ACTIVE:
             state = ("interrupted", "yellow")  # the run stopped or ended while this was in flight
         dur = f"{(s['end'] or now) - s['start']:.3f}s" if s["end"] else ""

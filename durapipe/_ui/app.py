@@ -34,7 +34,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
 from .. import _serde
-from .._client import AdminClient
+from .._client import AdminClient, RunView
 from .._console import (
     STATUS_STYLE,
     LineFormatter,
@@ -224,17 +224,18 @@ class UI:
     async def run_context(self, request: Request, run_id: str) -> dict[str, Any]:
         client = self.client
         row = await client.row(run_id)
-        view = await client.get(run_id)
+        view = RunView.of(row)
         events = await client.history(run_id)
         # What a live page has already: while this stays the same, nothing is rendered again.
         key = f"{row.status}|{row.requested}|{row.attempt}|{len(events)}|{row.updated_at!r}"
-        if request.query_params.get("key") == key:
+        q = request.query_params
+        if q.get("partial") and q.get("key") == key:
             return {"key": key, "live": row.status not in TERMINAL}
         now = time.time()
         all_steps = request.query_params.get("steps") == "all"
         shown = step_rows(row, events, now=now, limit=None if all_steps else SHOWN_STEPS)
         total = len({e.step for e in events if e.step is not None})
-        tree = await client.tree(row.root_run_id) if row.parent_run_id or events else []
+        tree = await client.tree(row.root_run_id)
         waits = []
         for e in open_waits(row.status, events):
             data = _serde.loads(e.data) if e.data else {}
@@ -256,11 +257,13 @@ class UI:
             for name, a in ACTIONS.items()
             if a.shown(row)
         ]
+        begin = events[0].at if events else row.created_at
+        end = row.finished_at or (events[-1].at if events and row.status in TERMINAL else now)
         return {
             "run": view,
             "row": row,
             "steps": shown,
-            "step_html": _step_rows_html(shown),
+            "step_html": _step_rows_html(shown, begin=begin, end=end),
             "hidden_steps": total - len(shown),
             "tree": _tree(tree, row.root_run_id),
             "waits": waits,
@@ -444,11 +447,19 @@ _DONE = {
 }
 
 
-def _step_rows_html(steps: list[dict[str, Any]]) -> Markup:
+def _step_rows_html(steps: list[dict[str, Any]], *, begin: float, end: float) -> Markup:
     """The history's table rows. Built here rather than in a template loop: a run of 10,000
-    steps renders several times faster, and every value is escaped all the same."""
+    steps renders several times faster, and every value is escaped all the same. Each row has a
+    bar on the run's time axis (``begin``..``end``): an SVG, as the page allows no inline style."""
+    span = max(end - begin, 1e-6)
     out = []
     for s in steps:
+        x = min(1000.0, max(0.0, (s["start"] - begin) / span * 1000))
+        w = max(2.0, min(1000.0 - x, ((s["end"] or end) - s["start"]) / span * 1000))
+        bar = (
+            f'<svg class="bar" viewBox="0 0 1000 10" preserveAspectRatio="none">'
+            f'<rect x="{x:.1f}" width="{w:.1f}" height="10" rx="2"/></svg>'
+        )
         runs = ""
         if s["family"] == "step":
             runs = str(s["runs"])
@@ -461,6 +472,7 @@ def _step_rows_html(steps: list[dict[str, Any]]) -> Markup:
             f'<td><span class="kind">{escape(s["family"])}</span></td>'
             f'<td><span class="state sty-{escape(style)}">{escape(s["state"])}</span></td>'
             f'<td class="num">{runs}</td><td class="num mono">{escape(s["dur"])}</td>'
+            f'<td class="timeline">{bar}</td>'
             f'<td class="mono preview">{escape(s["preview"])}</td></tr>\n'
         )
     return Markup("".join(out))
@@ -517,7 +529,12 @@ def _tree(runs: list[Any], root: str) -> list[dict[str, Any]]:
     def add(rid: str, depth: int) -> None:
         for kid in by_parent.get(rid, []):
             out.append(
-                {"depth": depth, "id": kid.id, "pipeline": kid.pipeline, "status": kid.status}
+                {
+                    "depth": min(depth, 8),
+                    "id": kid.id,
+                    "pipeline": kid.pipeline,
+                    "status": kid.status,
+                }
             )
             add(kid.id, depth + 1)
 

@@ -118,6 +118,10 @@ def test_answer_an_input_in_the_browser(
     assert browser.execute_script("return window.uiMarker") == 1
     wait_until(lambda: _status(db_url, rid) == "waiting", what="the run to wait for approval")
     wait_until(lambda: _status(db_url, family) == "completed", what="the parent run to end")
+    browser.get(f"{url}runs/{family}")  # the run tree: the parent and its child
+    tree = _text(browser, "ul.tree")
+    assert family in tree and "ticking" in tree and tree.count("completed") == 2
+    _shot(browser, "run-tree")
     browser.get(url + "runs")
     wait_until(
         lambda: "completed 2" in " ".join(_text(browser, "#counts").split()),
