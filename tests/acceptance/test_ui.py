@@ -232,6 +232,11 @@ def test_beyond_loopback_every_request_needs_the_token(
     assert ok.status == 200 and rid in ok.read().decode()
     assert ok.headers["Content-Security-Policy"].startswith("default-src 'self'")
 
+    bearer = {"Authorization": f"Bearer {token}"}
+    bad = _get(url + "runs?since=yesterday", bearer)
+    assert bad.status == 400 and "yesterday&#39; is not a time" in bad.read().decode()
+    assert _get(url + "runs/run_nope", bearer).status == 404
+
     login = _get(f"{url}runs/{rid}?token={token}")
     assert login.status == 303 and login.headers["Location"] == f"/runs/{rid}"
     cookie = login.headers["Set-Cookie"].split(";")[0]
