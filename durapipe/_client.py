@@ -490,11 +490,19 @@ class Client:
 
     # ---------------------------------------------------------------- steering
 
-    async def send_input(self, run_id: str, name: str, value: Any) -> None:
+    async def send_input(
+        self, run_id: str, name: str, value: Any, *, by: str | None = None
+    ) -> None:
         """Deliver ``value`` for ``dp.await_input(name)`` in the run, like ``durapipe input``.
 
         The value (any JSON value) is kept until the run asks for it; several values for one
         name are taken in order. A run that continued as new passes it to its chain's live link.
+
+        Args:
+            run_id: the run.
+            name: the input's name, as in ``dp.await_input(name)``.
+            value: any JSON value.
+            by: who sends it (e.g. ``"ui:10.0.0.7"``), recorded in the run's log.
 
         Raises:
             InvalidRunState: the run has ended.
@@ -508,15 +516,20 @@ class Client:
             raise InvalidInput(
                 "an input name is 1-200 characters of valid Unicode without NUL bytes"
             )
+        by = _check_by(by)
         text = _serde.dumps(value, what=f"input {name!r}")
+        if by is not None:  # first: the input may wake the run, whose next attempt fences logs
+            await self._note(row, f"Input '{name}' sent by {by}")
         await self.store.send_input(run_id, name, text, now=self.store_now())
 
-    async def stop(self, run_id: str, *, now: bool = False) -> str:
+    async def stop(self, run_id: str, *, now: bool = False, by: str | None = None) -> str:
         """Stop a run at its next journaled call, like ``durapipe stop``.
 
         Args:
             run_id: the run.
             now: also kill a command it is running.
+            by: who stops it (e.g. ``"ui:10.0.0.7"``), recorded in the run's log (and in its
+                ``run_stopped`` event when the run is stopped here).
 
         Returns:
             ``"stopped"`` (nobody held it: it is stopped now) or ``"requested"`` (the process
@@ -526,13 +539,14 @@ class Client:
             InvalidRunState: the run has ended, is already stopped, or is being cancelled.
             RunNotFound: there is no such run.
         """
-        return await steer(self, run_id, "stop_now" if now else "stop")
+        return await steer(self, run_id, "stop_now" if now else "stop", by=_check_by(by))
 
     async def cancel(
         self,
         run_id: str,
         *,
         here: bool = True,
+        by: str | None = None,
         _runner_for: Callable[[PipelineDef], Any] | None = None,
     ) -> str:
         """Cancel a run, like ``durapipe cancel``: cancellation is raised at its current await,
@@ -542,6 +556,8 @@ class Client:
             run_id: the run.
             here: run the cancellation of a suspended run in this process when its code can
                 be loaded here (False: leave it to a worker).
+            by: who cancels it (e.g. ``"ui:10.0.0.7"``), recorded in the run's log (and in its
+                ``run_cancelled`` event when the run is cancelled here at once).
 
         Returns:
             ``"requested"`` (the process holding it cancels it at its current await),
@@ -554,25 +570,51 @@ class Client:
             RunNotFound: there is no such run.
         """
         run_id = (await self._live_row(run_id)).id  # a chain (continue-as-new): its live link
-        what = await steer(self, run_id, Request.CANCEL)
+        what = await steer(self, run_id, Request.CANCEL, by=_check_by(by))
         if what != "queued" or not here or _cancel_here is None:
             return what
         # Nobody holds it: its cancellation runs here (the CLI's runner prints its output).
         return await _cancel_here(self, run_id, _runner_for)
 
-    async def resume(self, run_id: str) -> None:
+    async def resume(self, run_id: str, *, by: str | None = None) -> None:
         """Make a stopped, failed, blocked or dead run runnable again for the workers (a dead
         run's recovery count starts again).
+
+        Args:
+            run_id: the run.
+            by: who resumes it (e.g. ``"ui:10.0.0.7"``), recorded in the run's log.
 
         Raises:
             InvalidRunState: the run has completed, or was cancelled, aborted or timed out.
             RunNotFound: there is no such run.
         """
+        by = _check_by(by)
         row = await self._live_row(run_id)  # a chain (continue-as-new): its live link
         run_id = row.id
         await self.check_resumable(row)
         if row.status in RESUMABLE:
+            if by is not None:  # first: a worker's claim of the resumed run fences its logs
+                await self._note(row, f"Resumed by {by}")
             await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)
+
+    async def _note(self, row: Any, line: str) -> None:
+        """Add an ``info`` line to a run's log (who steered it), with the run's prefix."""
+        await self.store.write_logs(
+            [
+                {
+                    "run_id": row.id,
+                    "root_run_id": row.root_run_id,
+                    "step": None,
+                    "prefix": row.prefix,
+                    "stream": "info",
+                    "at": self.store_now(),
+                    "line": line,
+                    # Log lines are fenced by the run's attempt: a resumed run's next claim
+                    # bumps it, so the line is written at the attempt it has now.
+                    "attempt": row.attempt,
+                }
+            ]
+        )
 
     async def check_resumable(self, row: Any) -> None:
         """Raise InvalidRunState, changing nothing, when resuming ``row`` is refused."""
@@ -799,6 +841,41 @@ class AdminClient(Client):
         """-> (the link to the run it was forked from or None, the links of its forks)."""
         return await self.store.fork_links(run_id)
 
+    async def counts(self, *, pipeline: str | None, roots_only: bool) -> dict[str, int]:
+        """How many runs there are of each status (the summary under ``durapipe list``)."""
+        return await self.store.count_by_status(pipeline=pipeline, roots_only=roots_only)
+
+    async def timelines(self, run_ids: builtins.list[str]) -> dict[str, Any]:
+        """The events working time is computed from, for several runs (``durapipe list``)."""
+        return await self.store.timelines(run_ids)
+
+    async def page(
+        self,
+        *,
+        status: str | None = None,
+        pipeline: str | None = None,
+        roots_only: bool = False,
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 50,
+    ) -> builtins.list[Any]:
+        """A page of runs, newest first, for the web UI: the list's filters, a time range
+        ``[since, until)``, and a keyset ``before`` = (created_at, id) of the last run shown."""
+        if status is not None and status not in S.ALL_STATUSES:
+            raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(S.ALL_STATUSES)}")
+        if pipeline is not None and (not pipeline or not _serde.storable_text(pipeline)):
+            return []
+        return await self.store.page_runs(
+            status=status,
+            pipeline=pipeline,
+            roots_only=roots_only,
+            since=since,
+            until=until,
+            before=before,
+            limit=limit,
+        )
+
 
 def _check_resumable(row: Any) -> None:
     if row.status == RunStatus.COMPLETED:
@@ -833,19 +910,47 @@ async def check_failure_retryable(store: Store, row: Any) -> None:
     )
 
 
-async def steer(client: Client, run_id: str, what: str) -> str:
+def _check_by(by: str | None) -> str | None:
+    """``by=``: who steers a run, a short line of text (it is written to the run's log)."""
+    if by is None:
+        return None
+    if not isinstance(by, str) or not by or len(by) > 200 or not by.isprintable():
+        raise InvalidInput("by= is who acts: 1-200 printable characters, e.g. 'ui:10.0.0.7'")
+    return by
+
+
+def _by_event(kind: EventKind, attempt: int, by: str | None) -> dict[str, Any]:
+    event = unleased_event(kind, attempt)
+    if by is not None:
+        event["data"] = _serde.dumps({"by": by})
+    return event
+
+
+async def steer(client: Client, run_id: str, what: str, *, by: str | None = None) -> str:
     """Stop (``stop``/``stop_now``) or cancel a run wherever it is. -> what happened.
 
     Given a run that continued as new, it acts on the live link of its chain."""
     row = await client._live_row(run_id)
     run_id = row.id
     verb = "cancel" if what == "cancel" else "stop"
+
+    noted = False
+
+    async def note() -> None:
+        # Written before the change: a run it wakes is claimed at a new attempt, which fences
+        # off log lines of the attempt before.
+        nonlocal noted
+        if by is not None and not noted:
+            noted = True
+            await client._note(row, f"{verb.capitalize()} requested by {by}")
+
     if verb == "cancel" and row.status in ("failed", "blocked"):
+        await note()
         # Its code already unwound (failed) or cannot run (blocked): nothing is left to clean up.
         if await client.store.finish_unleased(
             run_id,
             status="cancelled",
-            event=unleased_event(EventKind.RUN_CANCELLED, row.attempt),
+            event=_by_event(EventKind.RUN_CANCELLED, row.attempt, by),
             now=client.store_now(),
             expect=("failed", "blocked"),
         ):
@@ -861,6 +966,7 @@ async def steer(client: Client, run_id: str, what: str) -> str:
         )
     if verb == "stop" and row.requested == "cancel":
         raise InvalidRunState(f"run {run_id} is being cancelled; it cannot be stopped now")
+    await note()
     now = client.store_now()
     held = row.lease_owner is not None and (row.lease_expires_at or 0) >= now
     if held:
@@ -870,7 +976,7 @@ async def steer(client: Client, run_id: str, what: str) -> str:
         ok = await client.store.finish_unleased(
             run_id,
             status="stopped",
-            event=unleased_event(EventKind.RUN_STOPPED, row.attempt),
+            event=_by_event(EventKind.RUN_STOPPED, row.attempt, by),
             now=now,
             expect=S.ACTIVE + ("blocked", "failed"),
         )

@@ -26,6 +26,11 @@ MIN_WIDTH = 20
 FLUSH_SIZE = 256 * 1024  # characters of live output held before they are written
 
 
+def prefix_colour(prefix: str) -> int:
+    """Which colour of the palette a prefix gets: one per step, the same in every view."""
+    return zlib.crc32(prefix.encode()) % len(_PALETTE)
+
+
 def use_color(stream: IO[str]) -> bool:
     if os.environ.get("NO_COLOR"):
         return False
@@ -92,7 +97,7 @@ class LineFormatter:
         if not self.color:
             head = f"{ts}[{padded}]{'!' if stream == 'err' else ' '}"
             return head, line.replace("\n", "\n" + head), ""
-        colour = _PALETTE[zlib.crc32(prefix.encode()) % len(_PALETTE)]
+        colour = _PALETTE[prefix_colour(prefix)]
         mark = "\x1b[31m!\x1b[0m" if stream == "err" else " "
         head = f"\x1b[2m{ts}\x1b[0m[\x1b[{colour}m{padded}\x1b[0m]{mark}"
         style = _STREAM_STYLE.get(stream)
@@ -421,6 +426,69 @@ def render_show(
         tree.add(Text(f"inputs: {_short(inputs, 200)}", style="dim"))
     for link in links or []:
         tree.add(Text(link, style="dim"))
+    for row in step_rows(run, events, now=now):
+        tree.add(
+            Text.assemble(
+                f"{row['key']:>6}  ",
+                (row["label"], "bold"),
+                "  ",
+                (row["state"], row["style"]),
+                f"  {row['dur']}{row['tries']}",
+                ("  → " + row["preview"] if row["preview"] else "", "dim"),
+            )
+        )
+    _add_children(tree, run.id, children)
+    parts: list[Any] = [tree]
+    if run.output:
+        parts.append(Text(f"output: {_short(json.loads(run.output), 400)}"))
+    if run.error and run.status in ERRORED:
+        err = json.loads(run.error)
+        parts.append(Text(f"error: {err.get('type')}: {err.get('message')}", style="red"))
+    for w in waits:
+        parts.append(Text(w, style="magenta"))
+    if note:
+        parts.append(Text(note, style="yellow"))
+    return Group(*parts)
+
+
+# What the last event of a call says of it: a word and its colour (`show`, the web UI).
+_STEP_STATE = {
+    "step_completed": ("done", "green"),
+    "step_failed": ("failed", "red"),
+    "timer_fired": ("done", "green"),
+    "input_received": ("received", "green"),
+    "input_timeout": ("timed out", "yellow"),
+    "child_completed": ("done", "green"),
+    "child_failed": ("failed", "red"),
+    "value_recorded": ("done", "green"),
+    "timer_started": ("sleeping", "blue"),
+    "input_requested": ("waiting", "magenta"),
+    "child_started": ("waiting", "magenta"),
+    "step_started": ("running", "cyan"),
+    "step_retry": ("retrying", "yellow"),
+    # messages, published state, dp.first
+    "message_sent": ("sent", "green"),
+    "recv_started": ("waiting", "magenta"),
+    "recv_received": ("received", "green"),
+    "recv_timeout": ("timed out", "yellow"),
+    "event_set": ("published", "green"),
+    "first_started": ("waiting", "magenta"),
+    # child handles, continue-as-new
+    "child_spawned": ("started", "green"),
+    "child_cancel_requested": ("cancel asked", "yellow"),
+    "run_continued": ("continued", "green"),
+    # durapipe edit
+    "result_edited": ("edited", "yellow"),
+}
+
+
+def step_rows(
+    run: Any, events: list[Any], *, now: float, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The steps of a run's history, in order, as ``show`` lists them (the web UI's timeline
+    too): ``key``, ``label``, ``family``, ``state`` and its rich ``style``, ``start``, ``end``,
+    ``dur`` (text), ``runs`` (how often its code ran), ``tries`` (text) and a result ``preview``;
+    only the first ``limit`` steps when given."""
     steps: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     began: dict[int, float] = {}  # when each execution of the run (its attempt) wrote first
@@ -460,35 +528,11 @@ def render_show(
         if ev.kind in COMPLETIONS:
             s["end"] = ev.at
             s["data"] = ev.data
-    for key in order:
+    rows: list[dict[str, Any]] = []
+    for key in order[:limit]:
         s = steps[key]
         last = s["last"]
-        state = {
-            "step_completed": ("done", "green"),
-            "step_failed": ("failed", "red"),
-            "timer_fired": ("done", "green"),
-            "input_received": ("received", "green"),
-            "input_timeout": ("timed out", "yellow"),
-            "child_completed": ("done", "green"),
-            "child_failed": ("failed", "red"),
-            "value_recorded": ("done", "green"),
-            "timer_started": ("sleeping", "blue"),
-            "input_requested": ("waiting", "magenta"),
-            "child_started": ("waiting", "magenta"),
-            "step_started": ("running", "cyan"),
-            "step_retry": ("retrying", "yellow"),
-            # messages, published state, dp.first
-            "message_sent": ("sent", "green"),
-            "recv_started": ("waiting", "magenta"),
-            "recv_received": ("received", "green"),
-            "recv_timeout": ("timed out", "yellow"),
-            "event_set": ("published", "green"),
-            "first_started": ("waiting", "magenta"),
-            "child_spawned": ("started", "green"),
-            "child_cancel_requested": ("cancel asked", "yellow"),
-            "run_continued": ("continued", "green"),
-            "result_edited": ("edited", "yellow"),
-        }.get(last) or (("done", "green") if last in COMPLETIONS else (last, ""))
+        state = _STEP_STATE.get(last) or (("done", "green") if last in COMPLETIONS else (last, ""))
         if state[0] in IN_FLIGHT and run.status not in ACTIVE:
             state = ("interrupted", "yellow")  # the run stopped or ended while this was in flight
         if s.get("discarded"):
@@ -516,30 +560,41 @@ def render_show(
         if again > 0:
             why.append(f"{again} re-run{'' if again == 1 else 's'} after resume")
         tries = f"  ran {runs}× ({', '.join(why)})" if runs > 1 else ""
-        tree.add(
-            Text.assemble(
-                f"{key:>6}  ",
-                (s["label"], "bold"),
-                "  ",
-                (state[0], state[1]),
-                f"  {dur}{tries}",
-                (extra, "dim"),
-            )
+        rows.append(
+            {
+                "key": key,
+                "label": s["label"],
+                "family": s["kind"].split("_", 1)[0],
+                "state": state[0],
+                "style": state[1],
+                "start": s["start"],
+                "end": s["end"],
+                "dur": dur,
+                "runs": runs,
+                "tries": tries,
+                "preview": extra[4:],
+            }
         )
-    _add_children(tree, run.id, children)
-    parts: list[Any] = [tree]
-    if run.output:
-        parts.append(Text(f"output: {_short(json.loads(run.output), 400)}"))
-    if run.error and run.status in ERRORED:
-        err = json.loads(run.error)
-        parts.append(Text(f"error: {err.get('type')}: {err.get('message')}", style="red"))
-    for w in waits:
-        parts.append(Text(w, style="magenta"))
-    if note:
-        parts.append(Text(note, style="yellow"))
-    for line in links or ():
-        parts.append(Text(line, style="cyan"))
-    return Group(*parts)
+    return rows
+
+
+def open_waits(status: str, events: list[Any]) -> list[Any]:
+    """The wait-starting events (a sleep, an input, a child, a message, a retry's delay) of a
+    run that have not ended yet: every wait it is in (several under dp.gather). None once the
+    run has ended."""
+    if status in S.TERMINAL:
+        return []
+    open_: dict[Any, Any] = {}
+    for e in events:
+        if e.step is None:
+            continue
+        if e.kind in S.WAIT_STARTS or e.kind == EventKind.STEP_RETRY:
+            open_[e.step] = e
+        elif e.kind in S.WAIT_ENDS or (
+            e.step in open_ and open_[e.step].kind == EventKind.STEP_RETRY
+        ):  # (a retry's wait ends with the next try's start)
+            open_.pop(e.step, None)
+    return list(open_.values())
 
 
 # ---------------------------------------------------------------- published state (dp.set_event)

@@ -142,17 +142,17 @@ class SyncClient:
     def result(self, run_id: str, *, timeout: float | None = None, poll: float = 0.2) -> Any:
         return self._call(self._client.result, run_id, timeout=timeout, poll=poll)
 
-    def send_input(self, run_id: str, name: str, value: Any) -> None:
-        return self._call(self._client.send_input, run_id, name, value)
+    def send_input(self, run_id: str, name: str, value: Any, *, by: str | None = None) -> None:
+        return self._call(self._client.send_input, run_id, name, value, by=by)
 
-    def stop(self, run_id: str, *, now: bool = False) -> str:
-        return self._call(self._client.stop, run_id, now=now)
+    def stop(self, run_id: str, *, now: bool = False, by: str | None = None) -> str:
+        return self._call(self._client.stop, run_id, now=now, by=by)
 
-    def cancel(self, run_id: str, *, here: bool = True) -> str:
-        return self._call(self._client.cancel, run_id, here=here)
+    def cancel(self, run_id: str, *, here: bool = True, by: str | None = None) -> str:
+        return self._call(self._client.cancel, run_id, here=here, by=by)
 
-    def resume(self, run_id: str) -> None:
-        return self._call(self._client.resume, run_id)
+    def resume(self, run_id: str, *, by: str | None = None) -> None:
+        return self._call(self._client.resume, run_id, by=by)
 
     # messages, published state
     def send(self, run_id: str, topic: str, value: Any = None) -> None:

@@ -68,6 +68,8 @@ runs = Table(
     Index("ix_durapipe_runs_parent", "parent_run_id"),
     Index("ix_durapipe_runs_root", "root_run_id"),
     Index("ix_durapipe_runs_pipeline", "pipeline", "status"),
+    # Newest first (`durapipe list`, the web UI's pages): walked backwards, no sort of every run.
+    Index("ix_durapipe_runs_created", "created_at", "id"),
 )
 
 events = Table(

@@ -14,6 +14,7 @@ from .control import Control
 from .forks import Forks
 from .journal import Journal, Op
 from .messages import Messages
+from .pages import Pages
 from .recoveries import Recoveries
 from .runs import Runs
 from .url import resolve_url
@@ -23,7 +24,7 @@ from .workers import Workers
 __all__ = ["SCHEMA_REVISION", "ClaimFilter", "Claimed", "Journal", "Op", "Store", "open_store"]
 
 
-class Store(Runs, Claims, Control, Workers, Messages, Chains, Recoveries, Forks):
+class Store(Runs, Claims, Control, Workers, Messages, Chains, Recoveries, Forks, Pages):
     """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
 
     Open one with ``await dp.open_store(url)`` (the pytest fixture ``durapipe_store`` is one)

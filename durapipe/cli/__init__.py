@@ -6,7 +6,7 @@ look.py (list, show, logs, result, workers), steer.py (input, stop, cancel), adm
 upgrade check, db upgrade, gc).
 """
 
-from . import admin, look, messages, repair, run, steer
+from . import admin, look, messages, repair, run, steer, ui
 from ._app import app, db_app, main, upgrade_app
 
 # Registered here, in one place: typer lists commands in the order they are registered, and this
@@ -24,6 +24,7 @@ app.command("input")(steer.input_)
 app.command()(steer.stop)
 app.command()(steer.cancel)
 app.command()(admin.gc)
+app.command()(ui.ui)
 upgrade_app.command("check")(admin.upgrade_check)
 db_app.command("upgrade")(admin.db_upgrade)
 # messages, published state

@@ -16,6 +16,7 @@ from .._console import (
     LineFormatter,
     fork_lines,
     fork_link_json,
+    open_waits,
     record_json,
     render_list,
     render_published,
@@ -27,8 +28,6 @@ from .._engine import parse_tags
 from .._kinds import (
     RESUMABLE_EXTRA,
     TERMINAL,
-    WAIT_ENDS,
-    WAIT_STARTS,
     EventKind,
     RunStatus,
 )
@@ -125,20 +124,8 @@ def _links(v: RunView, successor: str | None) -> list[str]:
 
 def _waits(v: RunView, events: list[Any]) -> list[str]:
     """Every wait the run is in (several under dp.gather), each with what ends it."""
-    if v.status in TERMINAL:
-        return []
-    open_: dict[str, Any] = {}
-    for e in events:
-        if e.step is None:
-            continue
-        if e.kind in WAIT_STARTS or e.kind == EventKind.STEP_RETRY:
-            open_[e.step] = e
-        elif e.kind in WAIT_ENDS or (
-            e.step in open_ and open_[e.step].kind == EventKind.STEP_RETRY
-        ):  # (a retry's wait ends with the next try's start)
-            open_.pop(e.step, None)
     out = []
-    for e in open_.values():
+    for e in open_waits(v.status, events):
         data = json.loads(e.data) if e.data else {}
         if e.kind == EventKind.INPUT_REQUESTED:
             prompt = f" ({data['prompt']})" if data.get("prompt") else ""

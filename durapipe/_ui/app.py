@@ -1,0 +1,570 @@
+"""The web UI's pages and actions: Starlette endpoints over the AdminClient, Jinja2 templates.
+
+Another client, like the CLI: every read and every action goes through :class:`AdminClient`
+(no SQL here). Pages are rendered on the server; ``static/ui.js`` only refreshes parts of them
+and streams the log (server-sent events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup, escape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
+
+from .. import _serde
+from .._client import AdminClient, RunView
+from .._console import (
+    STATUS_STYLE,
+    LineFormatter,
+    _run_dur,
+    open_waits,
+    prefix_colour,
+    step_rows,
+    timestamp,
+)
+from .._kinds import ACTIVE, ALL_STATUSES, RESUMABLE_EXTRA, TERMINAL, EventKind, RunStatus
+from ..errors import DurapipeError, InvalidInput, RunNotFound, SerializationError
+from .guard import Guard, check_csrf
+
+HERE = Path(__file__).parent
+PAGE = 50  # runs per page
+POLL = 0.1  # seconds between looks for new log lines of a live run
+SHOWN_STEPS = 1000  # steps a run page lists before "show all"
+
+# The navigation bar. Hook: schedules and queues pages add their (path, title) here.
+NAV: list[tuple[str, str]] = [("/runs", "Runs"), ("/workers", "Workers")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    """A button on a run page: shown when ``shown(run)``, asks ``confirm`` first, then
+    ``perform(client, run_id, by)`` through the Client and says ``done``."""
+
+    title: str
+    confirm: str
+    danger: bool
+    shown: Callable[[Any], bool]
+    perform: Callable[[AdminClient, str, str], Awaitable[Any]]
+    done: str
+
+
+def _stoppable(run: Any) -> bool:
+    return run.status in ACTIVE and run.requested != "cancel"
+
+
+# Hook: sending a message, fork and edit add their Action here (and their form fields, if any,
+# to templates/confirm.html); the run page shows every action whose `shown` says so.
+ACTIONS: dict[str, Action] = {
+    "stop": Action(
+        title="Stop",
+        confirm="It stops at its next journaled call; Resume continues it later.",
+        danger=False,
+        shown=_stoppable,
+        perform=lambda c, rid, by: c.stop(rid, by=by),
+        done="stop",
+    ),
+    "resume": Action(
+        title="Resume",
+        confirm="A worker that carries its pipeline continues it from its history.",
+        danger=False,
+        shown=lambda run: run.status in (*RESUMABLE_EXTRA, RunStatus.FAILED),
+        perform=lambda c, rid, by: c.resume(rid, by=by),
+        done="resume",
+    ),
+    "cancel": Action(
+        title="Cancel",
+        confirm="Cancellation is raised at its current await: its finally blocks run, its "
+        "children are cancelled, and it ends cancelled. This cannot be undone.",
+        danger=True,
+        shown=lambda run: run.status not in TERMINAL,
+        perform=lambda c, rid, by: c.cancel(rid, here=False, by=by),
+        done="cancel",
+    ),
+}
+
+
+def _when(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else ""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+
+
+def _status_class(status: str) -> str:
+    return "st-" + status if status in STATUS_STYLE else "st-other"
+
+
+def _templates() -> Jinja2Templates:
+    t = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html
+    t.env.filters["when"] = _when
+    t.env.filters["pretty"] = _json
+    t.env.globals["status_class"] = _status_class
+    t.env.globals["nav"] = NAV
+    return t
+
+
+class UI:
+    """The endpoints, sharing one client, one template set and this process's CSRF token."""
+
+    def __init__(self, client: AdminClient) -> None:
+        self.client = client
+        self.templates = _templates()
+        self.csrf = secrets.token_urlsafe(24)
+
+    def page(
+        self, request: Request, name: str, context: dict[str, Any], status: int = 200
+    ) -> Response:
+        context = {"csrf": self.csrf, "path": request.url.path, **context}
+        return self.templates.TemplateResponse(request, name, context, status_code=status)
+
+    def error(self, request: Request, message: str, status: int) -> Response:
+        return self.page(request, "error.html", {"message": message}, status)
+
+    # ------------------------------------------------------------------ runs
+
+    async def runs(self, request: Request) -> Response:
+        q = request.query_params
+        status = q.get("status") or None
+        pipeline = q.get("pipeline") or None
+        roots = q.get("roots") in ("1", "on", "true")
+        try:
+            if status is not None and status not in ALL_STATUSES:
+                raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(ALL_STATUSES)}")
+            since = _instant(q.get("since"), "since")
+            until = _instant(q.get("until"), "until")
+            before = _cursor(q.get("before"))
+        except InvalidInput as exc:
+            return self.error(request, str(exc), 400)
+        if q.get("counts"):
+            # The counts by status: a scan of every run, so fetched after the page, apart.
+            counts = await self.client.counts(pipeline=pipeline, roots_only=roots)
+            html = self.templates.get_template("_runs_counts.html").render(
+                {
+                    "counts": sorted(counts.items()),
+                    "total": sum(counts.values()),
+                    "pipeline": pipeline or "",
+                }
+            )
+            return HTMLResponse(html)
+        rows = await self.client.page(
+            status=status,
+            pipeline=pipeline,
+            roots_only=roots,
+            since=since,
+            until=until,
+            before=before,
+            limit=PAGE + 1,
+        )
+        more = len(rows) > PAGE
+        rows = rows[:PAGE]
+        now = time.time()
+        timelines = await self.client.timelines([r.id for r in rows])
+        items = [
+            {
+                "id": r.id,
+                "pipeline": r.pipeline,
+                "version": r.version,
+                "status": r.status,
+                "child": r.parent_run_id is not None,
+                "started": _when(r.created_at),
+                "duration": _run_dur(r, timelines.get(r.id), now),
+            }
+            for r in rows
+        ]
+        filters = {
+            "status": status or "",
+            "pipeline": pipeline or "",
+            "roots": roots,
+            "since": q.get("since") or "",
+            "until": q.get("until") or "",
+        }
+        keep = {k: v for k, v in filters.items() if v}
+        nxt = None
+        if more and rows:
+            nxt = _query({**keep, "before": f"{rows[-1].created_at!r}~{rows[-1].id}"})
+        context = {
+            "runs": items,
+            "counts_src": "/runs" + _query({**keep, "counts": "1"}),
+            "filters": filters,
+            "statuses": list(ALL_STATUSES),
+            "next": nxt,
+            "first": _query(keep),
+            "paged": before is not None,
+        }
+        if q.get("partial"):
+            html = self.templates.get_template("_runs_table.html").render(context)
+            return HTMLResponse(html)
+        return self.page(request, "runs.html", context)
+
+    # ------------------------------------------------------------------ one run
+
+    async def run_context(self, request: Request, run_id: str) -> dict[str, Any]:
+        client = self.client
+        row = await client.row(run_id)
+        view = RunView.of(row)
+        events = await client.history(run_id)
+        # What a live page has already: while this stays the same, nothing is rendered again.
+        key = f"{row.status}|{row.requested}|{row.attempt}|{len(events)}|{row.updated_at!r}"
+        q = request.query_params
+        if q.get("partial") and q.get("key") == key:
+            return {"key": key, "live": row.status not in TERMINAL}
+        now = time.time()
+        all_steps = request.query_params.get("steps") == "all"
+        shown = step_rows(row, events, now=now, limit=None if all_steps else SHOWN_STEPS)
+        total = len({e.step for e in events if e.step is not None})
+        tree = await client.tree(row.root_run_id)
+        waits = []
+        for e in open_waits(row.status, events):
+            data = _serde.loads(e.data) if e.data else {}
+            if e.kind == EventKind.INPUT_REQUESTED:
+                waits.append(
+                    {
+                        "kind": "input",
+                        "name": e.name,
+                        "prompt": data.get("prompt"),
+                        "deadline": _when(data.get("deadline")),
+                    }
+                )
+            elif e.kind == EventKind.CHILD_STARTED:
+                waits.append({"kind": "child", "child": data.get("child_run_id")})
+            else:
+                waits.append({"kind": "timer", "until": _when(data.get("wake_at"))})
+        actions = [
+            {"name": name, "title": a.title, "danger": a.danger}
+            for name, a in ACTIONS.items()
+            if a.shown(row)
+        ]
+        begin = events[0].at if events else row.created_at
+        end = row.finished_at or (events[-1].at if events and row.status in TERMINAL else now)
+        return {
+            "run": view,
+            "row": row,
+            "steps": shown,
+            "step_html": _step_rows_html(shown, begin=begin, end=end),
+            "hidden_steps": total - len(shown),
+            "tree": _tree(tree, row.root_run_id),
+            "waits": waits,
+            "actions": actions,
+            "live": row.status not in TERMINAL,
+            "duration": _run_dur(row, events, now),
+            "created": _when(view.created_at),
+            "finished": _when(view.finished_at),
+            "requested": row.requested,
+            "key": key,
+        }
+
+    async def run(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            context = await self.run_context(request, run_id)
+        except RunNotFound as exc:
+            return self.error(request, str(exc), 404)
+        if "run" not in context:  # unchanged since the page's last look
+            return JSONResponse({"same": True, "key": context["key"], "live": context["live"]})
+        # The parts ui.js refreshes, each with a signature: a part whose signature did not change
+        # is left alone (an answer being typed in a form stays).
+        parts = {}
+        for part in ("head", "waits", "steps", "tree"):
+            html = self.templates.get_template(f"_run_{part}.html").render(
+                {"csrf": self.csrf, **context}
+            )
+            parts[part] = {"html": html, "sig": hashlib.sha1(html.encode()).hexdigest()[:16]}
+        if request.query_params.get("partial"):
+            return JSONResponse({"parts": parts, "key": context["key"], "live": context["live"]})
+        context["parts"] = parts
+        context["message"] = _DONE.get(request.query_params.get("done") or "")
+        return self.page(request, "run.html", context)
+
+    async def act(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        name = request.path_params["action"]
+        form = await request.form()
+        fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        if not check_csrf(request, fields.get("csrf"), self.csrf):
+            return self.error(
+                request, "this form is stale or came from another site: reload the page", 403
+            )
+        by = f"ui:{request.client.host if request.client else 'unknown'}"
+        try:
+            await self.client.row(run_id)
+            if name == "input":
+                input_name = fields.get("name", "")
+                text = fields.get("value", "")
+                try:
+                    value = _serde.parse_cli_value(text)
+                except SerializationError as exc:
+                    raise InvalidInput(f"input {input_name}: {exc}") from None
+                if fields.get("confirm") != "yes":
+                    return self.page(
+                        request,
+                        "confirm.html",
+                        {
+                            "run_id": run_id,
+                            "action": "input",
+                            "title": f"Send '{input_name}'",
+                            "text": f"Send {_short(value)} as input '{input_name}'?",
+                            "danger": False,
+                            "fields": {"name": input_name, "value": text},
+                        },
+                    )
+                await self.client.send_input(run_id, input_name, value, by=by)
+                return RedirectResponse(f"/runs/{run_id}?done=input", status_code=303)
+            action = ACTIONS.get(name)
+            if action is None:
+                return self.error(request, f"there is no action {name!r}", 404)
+            if fields.get("confirm") != "yes":
+                return self.page(
+                    request,
+                    "confirm.html",
+                    {
+                        "run_id": run_id,
+                        "action": name,
+                        "title": f"{action.title} run {run_id}?",
+                        "text": action.confirm,
+                        "danger": action.danger,
+                        "fields": {},
+                    },
+                )
+            await action.perform(self.client, run_id, by)
+        except RunNotFound as exc:
+            return self.error(request, str(exc), 404)
+        except DurapipeError as exc:
+            return self.error(request, str(exc), 409)
+        return RedirectResponse(f"/runs/{run_id}?done={action.done}", status_code=303)
+
+    async def logs(self, request: Request) -> Response:
+        """The log of the run's tree (a child's own part of it) as server-sent events."""
+        run_id = request.path_params["run_id"]
+        try:
+            row = await self.client.row(run_id)
+        except RunNotFound as exc:
+            return self.error(request, str(exc), 404)
+        try:
+            last = int(request.headers.get("last-event-id") or 0)
+        except ValueError:
+            last = 0
+        return StreamingResponse(
+            self._log_events(request, row, last),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def _log_events(self, request: Request, row: Any, last: int) -> AsyncIterator[str]:
+        client = self.client
+        mine = row.prefix + "."
+        fmt = LineFormatter(timestamps=False, color=False)
+        yield "retry: 1000\n\n"
+        while not await request.is_disconnected():
+            batch = await client.read_logs(row.root_run_id, after_id=last)
+            if batch:
+                shown = [
+                    r
+                    for r in batch
+                    if row.parent_run_id is None
+                    or r.prefix == row.prefix
+                    or r.prefix.startswith(mine)
+                ]
+                fmt.fit(r.prefix for r in shown)
+                lines = []
+                for r in shown:
+                    head, body, _ = fmt.parts(
+                        prefix=r.prefix, line=r.line, stream=r.stream, at=r.at
+                    )
+                    lines.append(
+                        {
+                            "t": timestamp(r.at),
+                            "h": head,
+                            "c": prefix_colour(r.prefix),
+                            "s": r.stream,
+                            "l": body,
+                        }
+                    )
+                last = batch[-1].id
+                yield f"id: {last}\ndata: {json.dumps(lines, ensure_ascii=False)}\n\n"
+                continue
+            status = (await client.row(row.id)).status
+            if status in TERMINAL:
+                yield "event: end\ndata: {}\n\n"
+                return
+            await asyncio.sleep(POLL if status not in (*RESUMABLE_EXTRA, "failed") else 1.0)
+
+    # ------------------------------------------------------------------ workers
+
+    async def workers(self, request: Request) -> Response:
+        now = time.time()
+        rows = await self.client.live_workers(now=now)
+        held = await self.client.held_counts()
+        holds = await self.client.holds()
+        items = [
+            {
+                "id": w.id,
+                "kind": w.kind,
+                "host": w.host,
+                "pid": w.pid,
+                "age": f"{now - w.heartbeat_at:.1f}s ago",
+                "started": _when(w.started_at),
+                "runs": held.get(w.id, 0),
+                "concurrency": w.concurrency,
+                "pipelines": sorted(json.loads(w.pipelines).items()),
+            }
+            for w in rows
+        ]
+        context = {
+            "workers": items,
+            "holds": [(h.pipeline, h.version or "every version") for h in holds],
+        }
+        return self.page(request, "workers.html", context)
+
+
+_DONE = {
+    "input": "Input sent.",
+    "stop": "Stop requested.",
+    "resume": "Resumed: a worker continues it.",
+    "cancel": "Cancel requested.",
+}
+
+
+def _step_rows_html(steps: list[dict[str, Any]], *, begin: float, end: float) -> Markup:
+    """The history's table rows. Built here rather than in a template loop: a run of 10,000
+    steps renders several times faster, and every value is escaped all the same. Each row has a
+    bar on the run's time axis (``begin``..``end``): an SVG, as the page allows no inline style."""
+    span = max(end - begin, 1e-6)
+    out = []
+    for s in steps:
+        x = min(1000.0, max(0.0, (s["start"] - begin) / span * 1000))
+        w = max(2.0, min(1000.0 - x, ((s["end"] or end) - s["start"]) / span * 1000))
+        bar = (
+            f'<svg class="bar" viewBox="0 0 1000 10" preserveAspectRatio="none">'
+            f'<rect x="{x:.1f}" width="{w:.1f}" height="10" rx="2"/></svg>'
+        )
+        runs = ""
+        if s["family"] == "step":
+            runs = str(s["runs"])
+            if s["tries"]:
+                runs += f'<span class="muted" title="{escape(s["tries"].strip())}"> ↻</span>'
+        style = (s["style"] or "plain").replace(" ", "-")
+        out.append(
+            f'<tr class="fam-{escape(s["family"])}"><td class="num mono muted">{escape(s["key"])}</td>'
+            f'<td class="mono"><b>{escape(s["label"])}</b></td>'
+            f'<td><span class="kind">{escape(s["family"])}</span></td>'
+            f'<td><span class="state sty-{escape(style)}">{escape(s["state"])}</span></td>'
+            f'<td class="num">{runs}</td><td class="num mono">{escape(s["dur"])}</td>'
+            f'<td class="timeline">{bar}</td>'
+            f'<td class="mono preview">{escape(s["preview"])}</td></tr>\n'
+        )
+    return Markup("".join(out))
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _query(params: dict[str, Any]) -> str:
+    from urllib.parse import urlencode
+
+    return "?" + urlencode({k: ("1" if v is True else v) for k, v in params.items()})
+
+
+def _instant(text: str | None, what: str) -> float | None:
+    """A time filter: ``2026-11-30T14:05`` (local time, as the page shows times) or a date."""
+    if not text:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{what} {text!r} is not a time; give e.g. 2026-11-30 or 2026-11-30T14:05"
+        ) from None
+    if value.tzinfo is None:
+        value = value.astimezone()  # local time
+    return value.timestamp()
+
+
+def _cursor(text: str | None) -> tuple[float, str] | None:
+    """The keyset of a page: ``created_at~run_id`` of the last run of the page before."""
+    if not text:
+        return None
+    at, sep, rid = text.partition("~")
+    try:
+        if not sep or not rid:
+            raise ValueError
+        return float(at), rid
+    except ValueError:
+        raise InvalidInput(
+            f"page cursor {text!r} is not usable; start from the first page"
+        ) from None
+
+
+def _tree(runs: list[Any], root: str) -> list[dict[str, Any]]:
+    """The run tree, depth first, as (depth, run) rows for the template."""
+    by_parent: dict[str | None, list[Any]] = {}
+    for r in sorted(runs, key=lambda r: (r.created_at, r.id)):
+        by_parent.setdefault(r.parent_run_id, []).append(r)
+    out: list[dict[str, Any]] = []
+
+    def add(rid: str, depth: int) -> None:
+        for kid in by_parent.get(rid, []):
+            out.append(
+                {
+                    "depth": min(depth, 8),
+                    "id": kid.id,
+                    "pipeline": kid.pipeline,
+                    "status": kid.status,
+                }
+            )
+            add(kid.id, depth + 1)
+
+    top = [r for r in runs if r.id == root]
+    for r in top:
+        out.append({"depth": 0, "id": r.id, "pipeline": r.pipeline, "status": r.status})
+        add(r.id, 1)
+    return out if len(out) > 1 else []
+
+
+def create_app(client: AdminClient, *, token: str | None = None) -> ASGIApp:
+    """The UI as an ASGI app on ``client`` (it stays open; the caller closes it).
+
+    With ``token``, every request must carry it: an ``Authorization: Bearer`` header, or the
+    cookie set when a browser opens any page once with ``?token=...``.
+    """
+    ui = UI(client)
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/runs", status_code=302)
+
+    routes = [
+        Route("/", home),
+        Route("/runs", ui.runs),
+        Route("/runs/{run_id}", ui.run),
+        Route("/runs/{run_id}/logs", ui.logs),
+        Route("/runs/{run_id}/act/{action}", ui.act, methods=["POST"]),
+        Route("/workers", ui.workers),
+        Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.state.ui = ui
+    return Guard(app, token=token)
