@@ -228,7 +228,9 @@ async def first(*waits: Awaitable[Any]) -> FirstResult[Any]:
         if mid is not None:
             if mid in ctx.taking:  # another branch took it while the other waits were looked at
                 return False
-            ctx.taking.add(mid)  # no other branch of this run takes it meanwhile
+            from .messages import mark_taking
+
+            mark_taking(ctx, mid)  # no other branch of this run takes it meanwhile
         won.append((i, got))
         return True
 

@@ -86,6 +86,18 @@ def _undeliverable(run_id: str, status: str | None) -> Exception:
     return InvalidRunState(f"run {run_id} has ended ({status}); it takes no more messages")
 
 
+# How many taken message ids an execution remembers: a branch's read of the oldest message only
+# has to see the takes committed while it ran (remembering every one would grow the query).
+TAKING_KEPT = 256
+
+
+def mark_taking(ctx: Any, message_id: int) -> None:
+    """Mark a message as being taken by this execution (see :func:`next_message`)."""
+    ctx.taking.add(message_id)
+    if len(ctx.taking) > TAKING_KEPT:
+        ctx.taking.discard(min(ctx.taking))  # ids grow: the oldest take, long committed
+
+
 async def next_message(ctx: Any, topic: str) -> tuple[int, Any, float] | None:
     """The oldest message of ``topic`` for the run that no branch of this execution is taking.
 
@@ -177,7 +189,7 @@ async def recv(topic: str, *, timeout: float | None = None, default: Any = MISSI
     async def ready() -> bool:
         found = await next_message(ctx, topic)
         if found is not None:
-            ctx.taking.add(found[0])  # no other branch of this run takes it meanwhile
+            mark_taking(ctx, found[0])  # no other branch of this run takes it meanwhile
             got.append(found)
             return True
         return False

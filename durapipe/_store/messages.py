@@ -46,12 +46,14 @@ class Messages(StoreBase):
                     run_id=run_id, topic=topic, value=value, sender=sender, created_at=now
                 )
             )
-            conn.execute(
+            woken = conn.execute(
                 update(S.runs)
                 .where(r.id == run_id, r.status == RunStatus.WAITING, r.lease_owner.is_(None))
                 .values(wake_at=now)
-            )
-            self._notify(conn, f"input:{run_id}")
+            ).rowcount
+            # A parked run is due now: wake the workers' claim loops ("run"); a held one, only
+            # the process holding it (it looks again at once).
+            self._notify(conn, "run" if woken else f"input:{run_id}")
             pk = res.inserted_primary_key
             return (int(pk[0]) if pk else 0), str(row.status)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,12 +97,10 @@ def test_messages_sent_before_during_and_after_recv_and_events_wait(
     wait_until(lambda: _parked(sc, rid, "recv_started", 1), what="the second recv parked")
     assert _kinds(sc, rid).count("recv_received") == 1
     assert waiter.poll() is None  # not published yet: still waiting
-    t0 = time.monotonic()
     dp_cli("send", rid, "note", '"two"', check=True)  # during: wakes the parked run
     out, err = waiter.communicate(timeout=30)
     assert waiter.returncode == 0, err
     assert json.loads(out) == "took-two"
-    assert time.monotonic() - t0 < 15
     wait_until(lambda: _parked(sc, rid, "input_requested", 2), what="waiting for go2")
     dp_cli("send", rid, "note", "-", stdin="three", check=True)  # after: queued for the next
     sc.send_input(rid, "go2", True)
