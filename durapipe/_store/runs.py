@@ -84,9 +84,7 @@ class Runs(StoreBase):
         # Tags AND together: one indexed lookup of (key, value) per tag.
         for key, value in (tags or {}).items():
             t = S.tags.c
-            q = q.where(
-                S.runs.c.id.in_(select(t.run_id).where(t.key == key, t.value == value))
-            )
+            q = q.where(S.runs.c.id.in_(select(t.run_id).where(t.key == key, t.value == value)))
         if latest_only and not status:
             q = q.where(S.runs.c.status != RunStatus.CONTINUED)
         if status:
