@@ -164,6 +164,18 @@ def test_a_parent_waits_for_a_child_that_continues_as_new(dp_cli: Cli) -> None:
     assert _last_json(r) == 3
 
 
+def test_a_suspended_parent_wakes_when_its_childs_chain_ends(dp_cli: Cli, dp_spawn: Any) -> None:
+    rid = dp_cli("start", f"{H}:child_chain", check=True).stdout.strip()
+    dp_spawn("worker", "-m", H, "--suspend-after", "0")  # the parent parks at once
+    r = dp_cli("result", rid, "--wait", "--timeout", "60", timeout=70)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == 3
+    doc = _show(dp_cli, rid)
+    assert [e["kind"] for e in doc["events"]].count("child_completed") == 1
+    # Woken once, by the end of the chain: a link that continued does not wake it.
+    assert doc["attempt"] <= 3, doc["attempt"]
+
+
 # ---------------------------------------------------------------- tags
 
 
