@@ -28,6 +28,22 @@ def _last_json(p: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def _view(db_url: str, run_id: str) -> Any:
+    """A run as the Client sees it, read in-process (where the CLI itself is not under test)."""
+
+    async def get(c: Any) -> Any:
+        return await c.get(run_id)
+
+    return client_call(db_url, get)
+
+
+def _views(db_url: str, **kw: Any) -> list[Any]:
+    async def look(c: Any) -> Any:
+        return await c.list(limit=10000, **kw)
+
+    return list(client_call(db_url, look))
+
+
 def _status(db_url: str, run_id: str) -> str:
     """A run's status, read in-process (polling through `durapipe show` costs a process a look)."""
 
@@ -41,7 +57,7 @@ def _status(db_url: str, run_id: str) -> str:
 
 
 def test_five_children_started_without_waiting_survive_a_sigkill_exactly_once(
-    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path, db_url: str
 ) -> None:
     p = dp_spawn("run", f"{H}:five_kids")
     rid = p.stdout.readline().strip()  # type: ignore[union-attr]
@@ -55,12 +71,12 @@ def test_five_children_started_without_waiting_survive_a_sigkill_exactly_once(
     r = dp_cli("resume", rid, env={"DURAPIPE_LEASE_TTL": "2"})
     assert r.returncode == 0, r.stderr
     assert _last_json(r) == 100  # 0 + 10 + 20 + 30 + 40
-    kids = [k for k in _runs(dp_cli) if k["parent_run_id"] == rid]
+    kids = [k for k in _views(db_url) if k.parent_run_id == rid]
     assert len(kids) == 5  # exactly five children, whatever the kill interrupted
-    assert sorted(k["inputs"]["i"] for k in kids) == [0, 1, 2, 3, 4]
-    assert all(k["status"] == "completed" for k in kids)
+    assert sorted(k.inputs["i"] for k in kids) == [0, 1, 2, 3, 4]
+    assert all(k.status == "completed" for k in kids)
     doc = _show(dp_cli, rid)
-    assert sorted(doc["children"]) == sorted(k["run_id"] for k in kids)
+    assert sorted(doc["children"]) == sorted(k.run_id for k in kids)
     spawned = [e for e in doc["events"] if e["kind"] == "child_spawned"]
     assert len(spawned) == 5  # one start each, none recorded twice
 
@@ -72,8 +88,7 @@ def test_a_detached_child_outlives_its_parent_and_an_attached_one_is_cancelled(
     assert r.returncode == 0, r.stderr
     out = _last_json(r)
     assert out["kept"] == "kept-child"  # the custom child id
-    dropped = _show(dp_cli, out["dropped"])
-    assert dropped["status"] == "cancelled"  # ended with its parent; its finally ran
+    assert _status(db_url, out["dropped"]) == "cancelled"  # ended with its parent
     assert "lingering dropped unwound" in side_effects(tmp_path, "effects")
     kept = _show(dp_cli, "kept-child")
     assert kept["status"] == "pending" and kept["detached"] is True
@@ -101,7 +116,7 @@ def test_a_child_cancelled_through_its_handle(dp_cli: Cli) -> None:
 
 
 def test_a_chain_of_fifty_links_is_followed_by_result_wait(
-    dp_cli: Cli, dp_spawn: Any, tmp_path: Path
+    dp_cli: Cli, dp_spawn: Any, tmp_path: Path, db_url: str
 ) -> None:
     first = dp_cli("start", f"{H}:chain", "--tag", "team=infra", check=True).stdout.strip()
     dp_spawn("worker", "-m", H)
@@ -113,14 +128,12 @@ def test_a_chain_of_fifty_links_is_followed_by_result_wait(
     last = runs[0]
     assert last["status"] == "completed" and last["inputs"]["n"] == 49
     assert last["tags"] == {"team": "infra", "chain": "yes"}  # tags carry over
-    ended = _runs(dp_cli, "--pipeline", "chain", "--status", "continued")
-    assert len(ended) == 49
+    assert len(_views(db_url, pipeline="chain", status="continued")) == 49
     # Each link has a fresh, short history; show links both ways.
     doc = _show(dp_cli, first)
     assert doc["status"] == "continued" and doc["continued_as"]
     assert len(doc["events"]) <= 6
-    nxt = _show(dp_cli, doc["continued_as"])
-    assert nxt["continued_from"] == first
+    assert _view(db_url, doc["continued_as"]).continued_from == first
     assert side_effects(tmp_path, "effects").count("link 0") == 1
 
 
@@ -164,35 +177,48 @@ def test_a_parent_waits_for_a_child_that_continues_as_new(dp_cli: Cli) -> None:
     assert _last_json(r) == 3
 
 
+def test_a_suspended_parent_wakes_when_its_childs_chain_ends(dp_cli: Cli, dp_spawn: Any) -> None:
+    rid = dp_cli("start", f"{H}:child_chain", check=True).stdout.strip()
+    dp_spawn("worker", "-m", H, "--suspend-after", "0")  # the parent parks at once
+    r = dp_cli("result", rid, "--wait", "--timeout", "60", timeout=70)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == 3
+    doc = _show(dp_cli, rid)
+    assert [e["kind"] for e in doc["events"]].count("child_completed") == 1
+    # Woken once, by the end of the chain: a link that continued does not wake it.
+    assert doc["attempt"] <= 3, doc["attempt"]
+
+
 # ---------------------------------------------------------------- tags
 
 
-def test_tags_from_the_command_line_and_the_pipeline_are_found_and_anded(dp_cli: Cli) -> None:
+def test_tags_from_the_command_line_and_the_pipeline_are_found_and_anded(
+    dp_cli: Cli, db_url: str
+) -> None:
     a = dp_cli("run", f"{H}:tagged", "-i", "customer=acme", "--tag", "env=prod", check=True)
     b = dp_cli("run", f"{H}:tagged", "-i", "customer=zeta", "--tag", "env=prod", check=True)
     c = dp_cli("start", f"{H}:tagged", "-i", "customer=acme", "--tag", "env=dev", check=True)
     ida, idb, idc = a.stdout.splitlines()[0], b.stdout.splitlines()[0], c.stdout.strip()
 
-    def ids(*tags: str) -> set[str]:
-        extra = [x for t in tags for x in ("--tag", t)]
-        return {r["run_id"] for r in _runs(dp_cli, *extra)}
+    def ids(**tags: str) -> set[str]:
+        return {v.run_id for v in _views(db_url, tags=tags)}
 
-    assert ids("env=prod") == {ida, idb}
-    assert ids("env=prod", "customer=acme") == {ida}  # ANDed
-    assert ids("customer=acme") == {ida}  # c has not run: its dp.tag never happened
-    assert ids("tier=platinum") == {ida, idb}  # set again: the new value replaced the old
-    assert ids("tier=gold") == set()
-    assert ids("env=prod", "customer=nobody") == set()
-    doc = _show(dp_cli, ida)
-    assert doc["tags"] == {"env": "prod", "customer": "acme", "tier": "platinum"}
+    found = _runs(dp_cli, "--tag", "env=prod", "--tag", "customer=acme")  # ANDed
+    assert [r["run_id"] for r in found] == [ida]
+    assert found[0]["tags"] == {"env": "prod", "customer": "acme", "tier": "platinum"}
+    assert ids(env="prod") == {ida, idb}
+    assert ids(customer="acme") == {ida}  # c has not run: its dp.tag never happened
+    assert ids(tier="platinum") == {ida, idb}  # set again: the new value replaced the old
+    assert ids(tier="gold") == set()
+    assert ids(env="prod", customer="nobody") == set()
     assert "tags: customer=acme, env=prod, tier=platinum" in dp_cli("show", ida).stdout
-    assert _show(dp_cli, idc)["tags"] == {"env": "dev"}
+    assert _view(db_url, idc).tags == {"env": "dev"}
 
 
 # ---------------------------------------------------------------- bad input
 
 
-def test_bad_tags_on_the_command_line_change_nothing(dp_cli: Cli) -> None:
+def test_bad_tags_on_the_command_line_change_nothing(dp_cli: Cli, db_url: str) -> None:
     for args, says in [
         (["start", f"{H}:tagged", "-i", "customer=x", "--tag", "envprod"], "is not KEY=VALUE"),
         (
@@ -206,11 +232,11 @@ def test_bad_tags_on_the_command_line_change_nothing(dp_cli: Cli) -> None:
         assert r.returncode == 1, (args, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
-    assert _runs(dp_cli) == []
+    assert _views(db_url) == []
 
 
 def test_bad_calls_inside_a_pipeline_fail_the_run_in_one_line_and_start_nothing(
-    dp_cli: Cli,
+    dp_cli: Cli, db_url: str
 ) -> None:
     taken = dp_cli("start", f"{H}:kid", "-i", "i=1", check=True).stdout.strip()
     cases = [
@@ -222,8 +248,7 @@ def test_bad_calls_inside_a_pipeline_fail_the_run_in_one_line_and_start_nothing(
     for args, says in cases:
         r = dp_cli("run", *args)
         assert r.returncode == 1, (args, r.stdout, r.stderr)
-        rid = r.stdout.splitlines()[0]
-        doc = _show(dp_cli, rid)
-        assert doc["status"] == "failed" and says in doc["error"]["message"], doc["error"]
-        assert doc["children"] == [] and "continued_as" in doc and doc["continued_as"] is None
-    assert len(_runs(dp_cli)) == 1 + len(cases)  # no child, no successor was created
+        assert says in r.stderr, r.stderr  # the run's error, in one line
+        view = _view(db_url, r.stdout.splitlines()[0])
+        assert view.status == "failed" and says in view.error["message"], view.error
+    assert len(_views(db_url)) == 1 + len(cases)  # no child, no successor was created
