@@ -8,7 +8,6 @@ parent's event in one write, so a crash leaves both or neither) and wait for it 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any, Generic, Literal, overload
 
@@ -20,6 +19,7 @@ from .._ids import new_id, validate_run_id
 from .._kinds import EventKind, Family, RunStatus
 from ..errors import ConfigError, DurapipeError, InvalidInput, SubpipelineFailed
 from .context import current
+from .first import ChildWait, register
 from .journaled import Call, begin
 from .run import RunContext, earliest
 
@@ -403,19 +403,5 @@ async def start_subpipeline(  # type: ignore[misc]  # run_id/detached are the ca
     return ChildHandle(child_id, pdef.name, detached=detached)
 
 
-def _raceable_results() -> None:
-    """Let ``dp.first`` race ``h.result()`` (``dp.first(h.result(), dp.sleep(60))``).
-
-    ``dp.first`` (``_engine/first.py``) lives on another branch until the two are merged; it
-    races any primitive registered with its ``register``, and its ``ChildWait`` is the wait of
-    a child run. Looked up by name so that this module works with or without it.
-    """
-    try:
-        first = importlib.import_module(".first", __package__)
-    except ImportError:
-        return
-    child_wait = first.ChildWait
-    first.register(ChildHandle.result, lambda a: child_wait(a["self"].run_id))
-
-
-_raceable_results()
+# dp.first races a handle's result(): dp.first(h.result(), dp.sleep(60)).
+register(ChildHandle.result, lambda a: ChildWait(a["self"].run_id))

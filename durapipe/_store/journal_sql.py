@@ -319,8 +319,12 @@ def _messages(op: Op, ph: _Ph) -> Generator[Cmd, Any, bool]:
 
 def _arrived(what: str, name: str, run_id: str, ph: _Ph) -> tuple[str, list[Any]]:
     """The query that finds what a suspending run waits for (``Op.wake_if``)."""
-    if what == "child":
-        return f"SELECT status FROM durapipe_runs WHERE id = {ph()}", [name]
+    if what == "child":  # the child, or the live link of its continue-as-new chain
+        sql = (
+            f"SELECT status FROM durapipe_runs WHERE (id = {ph()} OR chain_id = {ph()}) "
+            "AND status <> 'continued'"
+        )
+        return sql, [name, name]
     table, col = (
         ("durapipe_messages", "topic") if what == "message" else ("durapipe_inputs", "name")
     )

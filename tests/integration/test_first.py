@@ -206,3 +206,34 @@ async def test_a_run_finishing_is_raced_through_the_child_wait_protocol(
     view = await run_pipeline(durapipe_store, watcher, clock=clock, other=bad.run_id)
     assert view.output == ["failed", bad.run_id]
     assert (await replay_run(durapipe_store, view.run_id, watcher)).output == view.output
+
+
+@dp.pipeline(version="1")
+async def slow_kid(seconds: float) -> str:
+    await dp.sleep(seconds)
+    return f"slept {seconds}"
+
+
+@dp.pipeline(version="1")
+async def handle_racer(seconds: float, deadline: float) -> list[Any]:
+    h = await dp.start_subpipeline(slow_kid, seconds=seconds)
+    got = await dp.first(h.result(), dp.sleep(deadline))
+    if got.index == 1:  # the deadline won: the child is cancelled with its handle
+        await h.cancel()
+    return [got.index, got.value]
+
+
+@both
+@pytest.mark.asyncio
+async def test_a_child_handles_result_is_raced_by_first(durapipe_store: Any) -> None:
+    # Real time, wide margins: the child's 0.1 s sleep against a 30 s deadline, and its hour
+    # against 0.5 s.
+    won = await run_pipeline(durapipe_store, handle_racer, seconds=0.1, deadline=30)
+    assert won.output == [0, "slept 0.1"]
+    lost = await run_pipeline(durapipe_store, handle_racer, seconds=3600, deadline=0.5)
+    assert lost.output == [1, None]
+    kids = await durapipe_store.children(lost.run_id)
+    assert [k.status for k in kids] == ["cancelled"]
+    for view in (won, lost):
+        replayed = await replay_run(durapipe_store, view.run_id, handle_racer)
+        assert replayed.output == view.output
