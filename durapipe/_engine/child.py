@@ -140,7 +140,13 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
             "at": now,
             "attempt": 0,
             "data": _serde.dumps(
-                {"inputs": inputs, "version": pdef.version, "parent_run_id": ctx.run_id}
+                {
+                    "inputs": inputs,
+                    "version": pdef.version,
+                    "parent_run_id": ctx.run_id,
+                    # Tracing: the child's spans go under this call's (see durapipe.tracing).
+                    **({"trace": ctx.obs.carrier(ctx, key)} if ctx.obs is not None else {}),
+                }
             ),
         }
         await ctx.write(
