@@ -14,7 +14,7 @@ from typing import Any
 
 from . import _client_messages, _serde
 from ._definition import PipelineDef, load_target, registered
-from ._engine import check_tags, last_handled_failure
+from ._engine import check_tags, last_handled_failure, observe
 from ._ids import new_id, validate_run_id
 from ._kinds import RESUMABLE_EXTRA, EventKind, Request, RunStatus
 from ._policy import check_timeout
@@ -293,6 +293,7 @@ class Client:
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                     **({"tags": checked_tags} if checked_tags else {}),
+                    **_trace_carrier(),
                 }
             ),
         )
@@ -989,3 +990,12 @@ async def steer(client: Client, run_id: str, what: str, *, by: str | None = None
         await client.store.make_runnable(run_id, now=now, statuses=RESUMABLE)
     await client.store.set_request(run_id, "cancel", now=now, wake=True)
     return "queued"
+
+
+def _trace_carrier() -> dict[str, Any]:
+    """With tracing on, what links a new run's spans to this process's (durapipe.tracing)."""
+    obs = observe.active()
+    if obs is None:
+        return {}
+    headers = obs.carrier(None, None)
+    return {"trace": headers} if headers else {}

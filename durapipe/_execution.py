@@ -143,6 +143,22 @@ async def execute(
     first. A dry context writes nothing. -> the :class:`Result`; with a live context its outcome
     is what was written (LOST when the ending could not be).
     """
+    obs = ctx.obs if settler is not None else None
+    if obs is None:
+        return await _execute(ctx, pdef, row, settler, resumed)
+    obs.run_begin(ctx)
+    outcome = "error"  # an exception escaped (the worker logs it)
+    try:
+        result = await _execute(ctx, pdef, row, settler, resumed)
+        outcome = result.outcome
+        return result
+    finally:
+        obs.run_end(ctx, outcome)
+
+
+async def _execute(
+    ctx: RunContext, pdef: PipelineDef, row: Any, settler: Settler | None, resumed: str | None
+) -> Result:
     if row.pinned and row.version != pdef.version:
         err = VersionMismatch(row.pipeline, row.version, pdef.version)
         result = Result(outcome=Outcome.ABORTED, error=err)

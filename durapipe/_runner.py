@@ -83,6 +83,7 @@ class Runner:
         )
         self.clock = clock
         self.on_input = on_input  # a run waits for an input (or no longer): e.g. prompt for it
+        self.on_claim: Callable[[int], None] | None = None  # runs claimed (metrics)
         self.held: dict[str, RunContext] = {}
         self._prefetched: dict[str, list[Any] | None] = {}  # histories read with the claim
         self.dead_owners: list[str] = []  # gone processes whose runs of the tree it takes at once
@@ -209,6 +210,8 @@ class Runner:
                         now=self.clock.now(),
                     )
                     rows = got.rows
+                    if rows and self.on_claim is not None:
+                        self.on_claim(len(rows))
                     backoff = pause = self.poll_interval
                     if got.next_at is not None:  # a timer or an expiring lease: be there on time
                         pause = min(pause, max(got.next_at - self.clock.now(), 0.0) + 0.002)

@@ -142,7 +142,13 @@ async def _launch(
         "at": now,
         "attempt": 0,
         "data": _serde.dumps(
-            {"inputs": inputs, "version": pdef.version, "parent_run_id": ctx.run_id}
+            {
+                "inputs": inputs,
+                "version": pdef.version,
+                "parent_run_id": ctx.run_id,
+                # Tracing: the child's spans go under this call's (see durapipe.tracing).
+                **({"trace": ctx.obs.carrier(ctx, call.key)} if ctx.obs is not None else {}),
+            }
         ),
     }
     data: dict[str, Any] = {"child_run_id": child_id}

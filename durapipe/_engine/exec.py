@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Mapping
@@ -176,6 +177,10 @@ async def _run_once(
     # (a crash between the two leaves a start without a run, never a run without a start).
     # Its pid is known only after, and is recorded with the completion.
     await call.record(EventKind.STEP_STARTED, {"argv": args, "host": HOST})
+    if ctx.obs is not None and (headers := ctx.obs.carrier(ctx, call.key)):
+        # W3C trace context for the command (TRACEPARENT, TRACESTATE), under this call's span.
+        base = real_env if real_env is not None else dict(os.environ)
+        real_env = {**base, **{k.upper(): v for k, v in headers.items()}}
     t0 = time.monotonic()
     proc = await _exec.start(real_args, shell=shell, cwd=cwd, env=real_env)
     proc.prefix = f"{ctx.prefix}.{label}"

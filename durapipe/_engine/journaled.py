@@ -43,7 +43,7 @@ class ReplayFrontier(RunInterrupted):
 class Call:
     """One journaled call: its step key, name and label, and what the history holds for it."""
 
-    __slots__ = ("ctx", "key", "name", "label", "done", "events")
+    __slots__ = ("ctx", "key", "name", "label", "done", "events", "family")
 
     def __init__(
         self,
@@ -53,6 +53,7 @@ class Call:
         label: str | None,
         done: Any,
         events: list[Any] | tuple[Any, ...],
+        family: str = "",
     ) -> None:
         self.ctx = ctx
         self.key = key
@@ -60,6 +61,7 @@ class Call:
         self.label = label
         self.done: Any = done  # the completion recorded at the key, if the call completed
         self.events = events  # every event recorded at the key
+        self.family = family  # a Family: step, timer, input, child...
 
     def first(self, kind: str) -> Any | None:
         """The first event of ``kind`` recorded at this call's key."""
@@ -112,7 +114,10 @@ def begin(
     evs = ctx.records.get(key)
     if not evs:
         _at_frontier(ctx, key)
-        return Call(ctx, key, name, label, None, _NOTHING)
+        call = Call(ctx, key, name, label, None, _NOTHING, family_)
+        if ctx.obs is not None:
+            ctx.obs.call_begin(ctx, call)
+        return call
     ctx.visited.add(key)
     first = evs[0]
     if family(first.kind) != family_ or (first.name or "") != name:
@@ -124,7 +129,10 @@ def begin(
     done = next((e for e in evs if e.kind in COMPLETIONS), None)
     if done is None:
         _at_frontier(ctx, key)
-    return Call(ctx, key, name, label, done, evs)
+    call = Call(ctx, key, name, label, done, evs, family_)
+    if done is None and ctx.obs is not None:
+        ctx.obs.call_begin(ctx, call)
+    return call
 
 
 def _at_frontier(ctx: RunContext, key: str) -> None:

@@ -28,6 +28,7 @@ from ..errors import (
 )
 from .context import LogRecord, RunHost, RunInfo
 from .history import History
+from .observe import active as _observer
 
 INFINITY = math.inf
 # A @dp.step's start is not waited for: it commits with the step's completion when the step ends
@@ -82,6 +83,12 @@ class RunContext:
         self.visited = self.history.visited
         self.patches = self.history.patches
         self.dry = dry  # upgrade check: replay only, stop at the first call with no recorded result
+        # Tracing and metrics (observe.py): None unless something observes; a dry replay never.
+        self.obs = None if dry else _observer()
+        self.obs_data: dict[Any, Any] = {}  # what the observers keep of this execution
+        self.started_data: str | None = (  # the run_started event's data (trace context)
+            history[0].data if history and history[0].kind == EventKind.RUN_STARTED else None
+        )
         self.labels: dict[str, int] = {}
         self.gathers = 0
         # What each wait in flight says about the run (status, waiting_for, wake_at), by step
@@ -250,6 +257,10 @@ class RunContext:
             self.request = Request.LOST
             self.write_error = exc
             raise LeaseLost(f"run {self.run_id}: history write failed: {exc}") from exc
+        if self.obs is not None:
+            for ev in events:
+                if ev["step"] is not None and ev["run_id"] == self.run_id:
+                    self.obs.call_event(self, ev)
 
     def check(self, key: str) -> None:
         """At every journaled call: deliver stops and pending cancellation."""

@@ -94,6 +94,8 @@ class Journal:
         self._committing = False
         self.take_logs: Callable[[], list[dict[str, Any]]] | None = None
         self.requeue_logs: Callable[[list[dict[str, Any]]], None] | None = None
+        # Told of each commit: its number of ops and seconds (durapipe worker --metrics-port).
+        self.on_commit: Callable[[int, float], None] | None = None
 
     async def submit(self, op: Op) -> None:
         loop = asyncio.get_running_loop()
@@ -109,10 +111,13 @@ class Journal:
             # before it commits: on SQLite, commit it here, skipping the two loop iterations a
             # hand-off to the journal task costs (a run stepping alone: `durapipe run`).
             batch = self._batch([op])
+            t0 = time.perf_counter()
             try:
                 results = self._store.commit_now(batch)
             except Exception:
                 results = None  # the journal task's path retries, isolates and reports it
+            if results is not None and self.on_commit is not None:
+                self.on_commit(len(batch), time.perf_counter() - t0)
             if results is not None:
                 self._settle(batch, results)
                 await op.future  # done: returns (or raises) without yielding to the loop
@@ -164,6 +169,7 @@ class Journal:
 
     async def _commit(self, batch: list[Op]) -> None:
         delay = 0.05
+        t0 = time.perf_counter()
         deadline = time.monotonic() + self.retry_for
         while True:
             try:
@@ -198,6 +204,8 @@ class Journal:
                     )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        if self.on_commit is not None:
+            self.on_commit(len(batch), time.perf_counter() - t0)
         self._settle(batch, results)
 
     def _settle(self, batch: list[Op], results: list[BaseException | None]) -> None:

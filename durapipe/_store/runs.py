@@ -111,9 +111,15 @@ class Runs(StoreBase):
         return await self._read(_tx)
 
     async def count_by_status(
-        self, *, pipeline: str | None = None, roots_only: bool = False
+        self,
+        *,
+        pipeline: str | None = None,
+        roots_only: bool = False,
+        statuses: Sequence[str] | None = None,
     ) -> dict[str, int]:
         q = select(S.runs.c.status, func.count()).group_by(S.runs.c.status)
+        if statuses is not None:
+            q = q.where(S.runs.c.status.in_([str(s) for s in statuses]))
         if pipeline:
             q = q.where(S.runs.c.pipeline == pipeline)
         if roots_only:

@@ -48,6 +48,10 @@ def _main(
 ) -> None:
     # Every DURAPIPE_* number is checked before a command opens (or creates) anything.
     _config.check_environment()
+    if any(k.startswith("OTEL_") for k in os.environ):  # tracing is off unless configured
+        from ..tracing import enable_from_env
+
+        enable_from_env()
 
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -191,4 +195,6 @@ def main(argv: list[str] | None = None) -> None:
             rc = exc.exit_code
         else:
             raise
+    if "durapipe.tracing" in sys.modules:  # export the spans still buffered
+        sys.modules["durapipe.tracing"].shutdown()
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -78,6 +78,18 @@ def worker(
         str | None,
         typer.Option("--log-file", help="Also write every log record to this JSON-lines file."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar="DURAPIPE_METRICS_PORT",
+            help="Serve Prometheus metrics on this port (/metrics; needs durapipe[metrics]).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option("--metrics-host", help="Address the metrics are served on."),
+    ] = "127.0.0.1",
     database_url: DbOpt = None,
     no_timestamps: NoTsOpt = False,
 ) -> None:
@@ -87,6 +99,12 @@ def worker(
     lease_ttl = _checked(ctx, "lease_ttl", lease_ttl, _config.LEASE_TTL)
     poll_interval = _checked(ctx, "poll_interval", poll_interval, _config.POLL_INTERVAL)
     suspend_after = _checked(ctx, "suspend_after", suspend_after, _config.SUSPEND_AFTER)
+
+    metrics = None
+    if metrics_port is not None:  # before anything is opened: a busy port changes nothing
+        from .. import _metrics
+
+        metrics = _metrics.listen(port=metrics_port, host=metrics_host)
 
     async def go() -> int:
         pipelines = _pipelines_of(module)
@@ -107,6 +125,9 @@ def worker(
         await runner.start()
         carried = ", ".join(f"{p.name}@{p.version}" for p in pipelines)
         _err(f"worker {runner.id} on {HOST} (pid {os.getpid()}) carrying {carried}")
+        if metrics is not None:
+            _metrics.attach(metrics, runner)
+            _err(f"worker {runner.id}: metrics on http://{metrics_host}:{metrics_port}/metrics")
         loop = asyncio.get_running_loop()
         signals = {"n": 0}
         done = loop.create_future()
