@@ -176,3 +176,14 @@ def test_manifest_repaired_by_edit_then_fork(dp_cli: Cli, examples: Path) -> Non
     assert _output(dp_cli("resume", rid)) == "app:1.4.2 x3"
     p = dp_cli(*fork)
     assert _output(p) == "app:1.4.2 x3" and p.stdout.splitlines()[0] != rid
+
+
+def test_poller_continues_as_new_and_run_follows_the_chain(dp_cli: Cli, examples: Path) -> None:
+    p = dp_cli(*documented_command("poller"), timeout=90)
+    assert _output(p) == {"checks": 6, "failures": 6}
+    assert p.stdout.count("Continued as new run") == 2
+    live = _runs(dp_cli)
+    assert len(live) == 1 and live[0]["status"] == "completed"  # list shows the live link
+    ended = json.loads(dp_cli("list", "--status", "continued", "--json", check=True).stdout)
+    assert len(ended) == 2
+    assert all(len(_show(dp_cli, r["run_id"])["events"]) < 20 for r in ended + live)
