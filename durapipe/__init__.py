@@ -22,6 +22,7 @@ from ._engine import (
     uuid4,
 )
 from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
+from ._engine.transaction import transaction
 from ._exec import ExecResult
 from ._local import cancel_here as _cancel_here  # noqa: F401 - installs Client.cancel's run-here part
 from ._secrets import Secret, secret
@@ -84,4 +85,5 @@ __all__ = [
     "sleep",
     "step",
     "uuid4",
+    "transaction",
 ]

@@ -80,7 +80,8 @@ class PipelineDef(Generic[P, R]):
         return f"{path}:{attr}" if path else f"{mod}:{attr}"
 
     def bind_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Check inputs against the signature; return them with defaults left out."""
+        """Check inputs against the signature and the parameters' annotated types; return them
+        with defaults left out."""
         params = self.signature.parameters
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
         unknown = [k for k in inputs if k not in params and not accepts_any]
@@ -108,6 +109,9 @@ class PipelineDef(Generic[P, R]):
             raise InvalidInput(
                 f"pipeline {self.name!r} needs input {missing[0]!r}: pass --input {missing[0]}=VALUE"
             )
+        from . import _typed
+
+        _typed.check_inputs(self.fn, inputs, pipeline=self.name)
         return dict(inputs)
 
 

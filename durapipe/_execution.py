@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from . import _serde
+from . import _serde, _typed
 from ._clock import SYSTEM_CLOCK
 from ._definition import PipelineDef
 from ._engine import (
@@ -153,7 +153,11 @@ def start_task(ctx: RunContext, pdef: PipelineDef, inputs: dict[str, Any]) -> as
 async def _attempt(ctx: RunContext, pdef: PipelineDef, row: Any) -> Result:
     """Run the code and judge how it ended; write nothing."""
     recorded = len(ctx.records)
-    task = start_task(ctx, pdef, _serde.loads(row.inputs) or {})
+    try:  # each input as the type its parameter annotates (live and on replay alike)
+        inputs = _typed.decode_inputs(pdef.fn, _serde.loads(row.inputs) or {}, pipeline=pdef.name)
+    except DurapipeError as exc:
+        return Result(outcome=Outcome.FAILED, error=exc, recorded=recorded)
+    task = start_task(ctx, pdef, inputs)
     try:
         output = await task
     except RunSuspending:

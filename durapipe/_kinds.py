@@ -51,6 +51,9 @@ class EventKind(StrEnum):
     CHILD_FAILED = "child_failed"
     VALUE_RECORDED = "value_recorded"
     PATCH_MARKER = "patch_marker"
+    # @dp.transaction: committed in the same database transaction as the step's statements
+    TRANSACTION_COMMITTED = "transaction_committed"
+    TRANSACTION_FAILED = "transaction_failed"
 
 
 class Request(StrEnum):
@@ -118,6 +121,7 @@ class Family(StrEnum):
     INPUT = "input"  # dp.await_input
     CHILD = "child"  # dp.run_subpipeline
     VALUE = "value"  # dp.now, dp.uuid4, dp.random
+    TRANSACTION = "transaction"  # @dp.transaction
 
 
 def family(kind: str) -> str:
@@ -128,4 +132,4 @@ def family(kind: str) -> str:
 # The events that end a journaled call: replay hands back what they recorded.
 COMPLETIONS = frozenset(
     (EventKind.STEP_COMPLETED, EventKind.STEP_FAILED, EventKind.VALUE_RECORDED) + WAIT_ENDS
-)
+) | {EventKind.TRANSACTION_COMMITTED, EventKind.TRANSACTION_FAILED}

@@ -12,6 +12,7 @@ its completion is journaled before the result is handed back. That mechanism is
     journaled.py  the journaled-call mechanism every primitive uses
     failures.py   errors as stored data; the step a failure came from
     step.py exec.py sleep.py inputs.py child.py values.py patched.py gather.py   the primitives
+    transaction.py    @dp.transaction: a step whose statements commit with its completion
 
 The names below are what the rest of durapipe imports from the engine.
 """

@@ -7,7 +7,7 @@ from typing import Any, overload
 
 from typing_extensions import ParamSpec, TypeVar
 
-from .. import _serde
+from .. import _serde, _typed
 from .._definition import PipelineDef, registered
 from .._ids import new_id
 from .._kinds import EventKind, Family, RunStatus
@@ -21,12 +21,13 @@ R = TypeVar("R")
 MAX_DEPTH = 20
 
 
-def replay(call: Call) -> Any:
-    """A finished child's recorded output, or its recorded failure raised again."""
+def replay(call: Call, typed: Any = None) -> Any:
+    """A finished child's recorded output (decoded by ``typed``, the child's result adapter),
+    or its recorded failure raised again."""
     data = _serde.loads(call.done.data) or {}
     if call.done.kind == EventKind.CHILD_FAILED:
         raise SubpipelineFailed(data.get("child_run_id", "?"), data.get("error"))
-    return data.get("output")
+    return _typed.decode(typed, data.get("output"), what=f"the output of child {call.name}")
 
 
 def _by_name(pdef: PipelineDef, args: tuple[Any, ...], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -103,8 +104,9 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
             f"sub-pipelines nest deeper than {MAX_DEPTH} levels (run {ctx.run_id}); is {pdef.name} starting itself without end?"
         )
     call = begin(ctx, branch, Family.CHILD, pdef.name, pdef.name)
+    typed = _typed.result_adapter(pdef.fn)
     if call.done is not None:
-        return replay(call)
+        return replay(call, typed)
     key, label = call.key, call.label
     started = call.first(EventKind.CHILD_STARTED)
     if started is not None:
@@ -179,7 +181,8 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
             EventKind.CHILD_COMPLETED, {"child_run_id": child_id, "output": output}, run_update=back
         )
         call.emit("info", f"Child run {child_id} completed")
-        return output
+        # Decoded as replay decodes it: the same value live and replayed.
+        return _typed.decode(typed, output, what=f"the output of child {pdef.name}")
     err = error or {"type": status.capitalize(), "message": f"the child run was {status}"}
     await call.record(
         EventKind.CHILD_FAILED,

@@ -7,7 +7,7 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-from .. import _serde
+from .. import _serde, _typed
 from .._kinds import EventKind, Family
 from ..errors import RunInterrupted, SerializationError, StepFailed
 from .context import _CTX, _IN_STEP, _STEP_LOG, current
@@ -44,8 +44,11 @@ async def call_step(
         return fn(*args, **kwargs)
     ctx, branch = current(opts.name, step=True)
     call = begin(ctx, branch, _STEP, opts.name, opts.name)
+    typed = _typed.result_adapter(fn)  # None for a plain JSON result: decoded as it is
     if call.done is not None:
-        return replay(call)
+        if typed is None:
+            return replay(call)
+        return _typed.decode(typed, replay(call), what=f"the result of step {call.label}")
     key, label = call.key, call.label
     assert label is not None
     evs = call.events
@@ -70,6 +73,10 @@ async def call_step(
                 text = _serde.dumps(  # secrets masked
                     result, what=f"the result of step {label} ({type(result).__name__})"
                 )
+                if typed is not None:  # decoded from what is stored, as on replay: equal
+                    value = _typed.decode(
+                        typed, _serde.loads(text), what=f"the result of step {label}"
+                    )
             except (RunInterrupted, asyncio.CancelledError):
                 raise
             except Exception as exc:
@@ -91,7 +98,7 @@ async def call_step(
                 await call.record(_FAILED, {"error": err, "tries": tries})
                 raise call.failure(StepFailed(label, err["type"], err["message"])) from exc
             await ctx.write(call.event(_COMPLETED, '{"result":' + text + "}"))
-            return _serde.loads(text)
+            return _serde.loads(text) if typed is None else value
     finally:
         _IN_STEP.reset(token)
         _STEP_LOG.reset(log_token)

@@ -50,6 +50,7 @@ PUBLIC = [
     "sleep",
     "step",
     "uuid4",
+    "transaction",
 ]
 
 CLIENT_METHODS = [

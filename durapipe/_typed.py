@@ -1,0 +1,169 @@
+"""Typed values: stored values decoded to the types their function annotates.
+
+A step's result, a pipeline's inputs and a child's output are stored as JSON (``_serde``
+encodes dataclasses, pydantic models, ``datetime``, ``Decimal``, ``UUID``, ``Enum``, ``Path``,
+``bytes`` as base64, sets and tuples by what they are). On the way back they are decoded by the
+annotation of the function that produced or takes them, with a pydantic ``TypeAdapter`` cached
+per function, so ``-> Invoice`` gives back an ``Invoice``. The live path decodes the stored JSON
+too: a typed value a run sees live equals the one it sees on replay.
+
+Un-annotated values and plain JSON types (``str``, ``int``, ``float``, ``bool``, ``None``,
+``list``, ``dict``, ``Any``) are left as they are: no adapter, nothing on the hot path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from .errors import InvalidInput, SerializationError
+
+# An adapter is built for ``tuple[T]`` rather than ``T``: pydantic refuses a config for a model
+# or dataclass itself, and the wrapper's config (bytes as base64, as ``_serde`` writes them)
+# reaches the stdlib dataclasses inside it.
+_CONFIG: Any = None
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, object, Any})
+
+# Per function: its result's adapter (None when it needs none), its parameters' adapters.
+_RESULTS: dict[Callable[..., Any], Any] = {}
+_PARAMS: dict[Callable[..., Any], dict[str, Any]] = {}
+
+
+def _plain(tp: Any) -> bool:
+    """Whether values of ``tp`` are JSON values already (decoding would change nothing)."""
+    if tp in _PLAIN or tp is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _plain(typing.get_args(tp)[0])
+    if origin in (dict, list, typing.Union, types.UnionType):
+        return all(_plain(a) for a in typing.get_args(tp) if a is not Ellipsis)
+    if origin is typing.Literal:
+        return True
+    return False
+
+
+def _adapter(tp: Any) -> Any:
+    global _CONFIG
+    from pydantic import ConfigDict, TypeAdapter
+
+    if _CONFIG is None:
+        _CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+    return TypeAdapter(tuple[tp], config=_CONFIG)
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # a name the annotations use is not importable: values stay untyped
+        return {}
+
+
+def result_adapter(fn: Callable[..., Any]) -> Any:
+    """The adapter of ``fn``'s return annotation, or None when its values need no decoding."""
+    try:
+        return _RESULTS[fn]
+    except KeyError:
+        pass
+    tp = _hints(fn).get("return", inspect.Parameter.empty)
+    if inspect.iscoroutinefunction(fn) and typing.get_origin(tp) in (
+        typing.Coroutine,
+        typing.Awaitable,
+    ):
+        tp = typing.get_args(tp)[-1]
+    found = None if _plain(tp) else _adapter(tp)
+    _RESULTS[fn] = found
+    return found
+
+
+def param_adapters(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The adapters of ``fn``'s annotated parameters that need decoding, by name."""
+    try:
+        return _PARAMS[fn]
+    except KeyError:
+        pass
+    hints = _hints(fn)
+    found: dict[str, Any] = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        tp = hints.get(name, inspect.Parameter.empty)
+        if not _plain(tp):
+            found[name] = (_adapter(tp), tp)
+    _PARAMS[fn] = found
+    return found
+
+
+def decode(adapter: Any, value: Any, *, what: str) -> Any:
+    """``value`` (a stored JSON value) as the type ``adapter`` was built for."""
+    if adapter is None:
+        return value
+    from pydantic import ValidationError
+
+    try:
+        return adapter.validate_python((value,))[0]
+    except ValidationError as exc:
+        raise SerializationError(f"{what} does not fit its annotated type: {_why(exc)}") from None
+
+
+def decode_inputs(
+    fn: Callable[..., Any], inputs: dict[str, Any], *, pipeline: str
+) -> dict[str, Any]:
+    """A run's stored inputs, each decoded to the type of the parameter it fills."""
+    adapters = param_adapters(fn)
+    if not adapters:
+        return inputs
+    return {
+        k: decode(adapters[k][0], v, what=f"input {k!r} of pipeline {pipeline!r}")
+        if k in adapters
+        else v
+        for k, v in inputs.items()
+    }
+
+
+def check_inputs(fn: Callable[..., Any], inputs: dict[str, Any], *, pipeline: str) -> None:
+    """Refuse an input that does not convert to its parameter's annotated type, in one line
+    naming the input and the type (before anything is stored)."""
+    from pydantic import ValidationError
+
+    from . import _serde
+
+    for name, (adapter, tp) in param_adapters(fn).items():
+        if name not in inputs:
+            continue
+        try:
+            stored = _serde.loads(_serde.dumps(inputs[name], what=f"input {name!r}"))
+            adapter.validate_python((stored,))
+        except SerializationError as exc:
+            raise InvalidInput(str(exc)) from None
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"input {name!r} of pipeline {pipeline!r} must be {_type_name(tp)}: "
+                f"{_why(exc)}; got {_short(inputs[name])}"
+            ) from None
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _why(exc: Any) -> str:
+    """A pydantic ValidationError's first complaint, in one line (where, what)."""
+    errs = exc.errors(include_url=False)
+    if not errs:
+        return str(exc).splitlines()[0]
+    first = errs[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())[1:])  # [0] is the wrapper's index
+    msg = str(first.get("msg", "invalid")).replace("\n", " ")
+    more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
