@@ -131,14 +131,17 @@ def check_inputs(fn: Callable[..., Any], inputs: dict[str, Any], *, pipeline: st
 
     from . import _serde
 
-    for name, (adapter, tp) in param_adapters(fn).items():
-        if name not in inputs:
-            continue
-        try:
-            stored = _serde.loads(_serde.dumps(inputs[name], what=f"input {name!r}"))
-            adapter.validate_python((stored,))
+    adapters = param_adapters(fn)
+    for name, value in inputs.items():
+        try:  # what cannot be stored (a float that is not finite...), named by its input
+            text = _serde.dumps(value, what=f"input {name!r} of pipeline {pipeline!r}")
         except SerializationError as exc:
             raise InvalidInput(str(exc)) from None
+        if name not in adapters:
+            continue
+        adapter, tp = adapters[name]
+        try:
+            adapter.validate_python((_serde.loads(text),))
         except ValidationError as exc:
             raise InvalidInput(
                 f"input {name!r} of pipeline {pipeline!r} must be {_type_name(tp)}: "
