@@ -144,3 +144,11 @@ async def test_reminder_sleeps_for_days_in_no_time(store: Any, tmp_path: Path) -
     assert json.loads(timer.data)["seconds"] == 3 * 86400
     echoed = [json.loads(e.data)["result"]["stdout"] for e in events if e.kind == "step_completed"]
     assert echoed == ["Reminder: renew the TLS certificate\n"]
+
+
+def test_bank_moves_money_exactly_once(dp_cli: Cli, examples: Path) -> None:
+    out = _output(dp_cli(*documented_command("bank")))
+    assert out == {"alice": "62.50", "bob": "137.50"}
+    doc = _show(dp_cli, dp_cli(*documented_command("bank")).stdout.splitlines()[0])
+    assert doc["output"] == {"alice": "25.00", "bob": "175.00"}  # the same tables, a second run
+    assert [e["kind"] for e in doc["events"]].count("transaction_committed") == 4
