@@ -146,8 +146,8 @@ def pipeline(
         @dp.pipeline(version="2", pin=True)
         async def deploy(branch: str = "main") -> dict[str, str]: ...
 
-    The function's parameters are the run's inputs (JSON values), its return value the run's
-    output. The result is a :class:`PipelineDef` typed by the function, so
+    The function's parameters are the run's inputs (stored as JSON, handed to the function as
+    the types they are annotated with), its return value the run's output. The result is a :class:`PipelineDef` typed by the function, so
     ``await dp.run_subpipeline(deploy, branch="x")`` is checked by mypy.
 
     Args:
@@ -221,7 +221,9 @@ def step(
 
     Inside a running pipeline each call is recorded; on replay the recorded result is returned
     without running the body. A sync step's body runs in a thread. The result is stored as JSON
-    and the step returns the decoded JSON value, live and on replay alike. Steps run at least
+    and the step returns it decoded, live and on replay alike: as the type of its return
+    annotation (a dataclass, a pydantic model, ``datetime``, ``Decimal``...), or as plain JSON
+    when it has none. Steps run at least
     once: use ``dp.context().step_id`` as an idempotency key to make their effects exactly-once.
 
     Typing: a step is typed for its use in a pipeline, ``(P) -> Coroutine[Any, Any, R]`` for a

@@ -18,8 +18,7 @@ from .failures import error_data
 from .journaled import Call, begin
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from .._store.transactions import AsyncConnection, Connection
 
 Q = ParamSpec("Q")
 T = TypeVar("T")
@@ -45,11 +44,13 @@ def transaction(fn: Any = None, *, name: str | None = None) -> Any:
 
     ::
 
+        MOVE = text("update accounts set balance = balance + :a where id = :i")
+
         @dp.transaction
         def transfer(conn: Connection, src: int, dst: int, amount: int) -> int:
-            conn.execute(text("UPDATE accounts SET balance = balance - :a WHERE id = :i"),
-                         {"a": amount, "i": src})
-            ...
+            conn.execute(MOVE, {"a": -amount, "i": src})
+            conn.execute(MOVE, {"a": amount, "i": dst})
+            return amount
 
         await transfer(1, 2, 100)          # in a pipeline: the connection is not passed
 

@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection as Connection  # what a sync body gets (re-exported)
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import ConfigError, DatabaseUnavailable, LeaseLost
 from . import errors
 from . import schema as S
 from .base import StoreBase
+
+if TYPE_CHECKING:  # what an async body gets (the import pulls in the ORM: only for types)
+    from sqlalchemy.ext.asyncio import AsyncConnection as AsyncConnection
 
 # How many times a transaction refused for a conflict (serialization failure, deadlock) is run
 # again, and the first pause between two runs (doubled each time).
