@@ -111,8 +111,7 @@ class PipelineDef(Generic[P, R]):
             )
         from . import _typed
 
-        _typed.check_inputs(self.fn, inputs, pipeline=self.name)
-        return dict(inputs)
+        return _typed.check_inputs(self.fn, dict(inputs), pipeline=self.name)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,9 +27,12 @@ from .errors import InvalidInput, SerializationError
 _CONFIG: Any = None
 _PLAIN = frozenset({str, int, float, bool, type(None), dict, list, object, Any})
 
-# Per function: its result's adapter (None when it needs none), its parameters' adapters.
+# Per function: its result's adapter (None when it needs none), its parameters' adapters
+# (decoded when a run starts), its scalar parameters' converters (applied before it is stored).
 _RESULTS: dict[Callable[..., Any], Any] = {}
 _PARAMS: dict[Callable[..., Any], dict[str, Any]] = {}
+_SCALARS: dict[Callable[..., Any], dict[str, Any]] = {}
+_SCALAR_TYPES = (str, int, float, bool)
 
 
 def _plain(tp: Any) -> bool:
@@ -97,6 +100,36 @@ def param_adapters(fn: Callable[..., Any]) -> dict[str, Any]:
     return found
 
 
+def _scalar(tp: Any) -> bool:
+    """``str``, ``int``, ``float``, ``bool``, or one of them or None."""
+    if tp in _SCALAR_TYPES:
+        return True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return len(args) == 1 and args[0] in _SCALAR_TYPES
+    return False
+
+
+def scalar_converters(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Converters for ``fn``'s parameters annotated ``str``/``int``/``float``/``bool``: a
+    command line's ``--input n=5`` is the JSON 5, which a ``str`` parameter gets as ``"5"``."""
+    try:
+        return _SCALARS[fn]
+    except KeyError:
+        pass
+    from pydantic import ConfigDict, TypeAdapter
+
+    config = ConfigDict(coerce_numbers_to_str=True, allow_inf_nan=False)
+    hints = _hints(fn)
+    found = {
+        name: (TypeAdapter(hints[name], config=config), hints[name])
+        for name in inspect.signature(fn).parameters
+        if name in hints and _scalar(hints[name])
+    }
+    _SCALARS[fn] = found
+    return found
+
+
 def decode(adapter: Any, value: Any, *, what: str) -> Any:
     """``value`` (a stored JSON value) as the type ``adapter`` was built for."""
     if adapter is None:
@@ -124,14 +157,30 @@ def decode_inputs(
     }
 
 
-def check_inputs(fn: Callable[..., Any], inputs: dict[str, Any], *, pipeline: str) -> None:
+def check_inputs(
+    fn: Callable[..., Any], inputs: dict[str, Any], *, pipeline: str
+) -> dict[str, Any]:
     """Refuse an input that does not convert to its parameter's annotated type, in one line
-    naming the input and the type (before anything is stored)."""
+    naming the input and the type (before anything is stored). -> the inputs, those annotated
+    ``str``/``int``/``float``/``bool`` converted (``--input n=5`` for ``n: str`` is ``"5"``)."""
     from pydantic import ValidationError
 
     from . import _serde
 
     adapters = param_adapters(fn)
+    scalars = scalar_converters(fn)
+    if scalars:
+        inputs = dict(inputs)
+        for name, (conv, tp) in scalars.items():
+            if name not in inputs:
+                continue
+            try:
+                inputs[name] = conv.validate_python(inputs[name])
+            except ValidationError as exc:
+                raise InvalidInput(
+                    f"input {name!r} of pipeline {pipeline!r} must be {_type_name(tp)}: "
+                    f"{_why(exc, wrapped=False)}; got {_short(inputs[name])}"
+                ) from None
     for name, value in inputs.items():
         try:  # what cannot be stored (a float that is not finite...), named by its input
             text = _serde.dumps(value, what=f"input {name!r} of pipeline {pipeline!r}")
@@ -147,6 +196,7 @@ def check_inputs(fn: Callable[..., Any], inputs: dict[str, Any], *, pipeline: st
                 f"input {name!r} of pipeline {pipeline!r} must be {_type_name(tp)}: "
                 f"{_why(exc)}; got {_short(inputs[name])}"
             ) from None
+    return inputs
 
 
 def _type_name(tp: Any) -> str:
@@ -160,13 +210,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _why(exc: Any) -> str:
+def _why(exc: Any, *, wrapped: bool = True) -> str:
     """A pydantic ValidationError's first complaint, in one line (where, what)."""
     errs = exc.errors(include_url=False)
     if not errs:
         return str(exc).splitlines()[0]
     first = errs[0]
-    loc = ".".join(str(p) for p in first.get("loc", ())[1:])  # [0] is the wrapper's index
+    # [0] is the index in the tuple[T] wrapper; a scalar's union names its member: left out.
+    loc = "" if not wrapped else ".".join(str(p) for p in first.get("loc", ())[1:])
     msg = str(first.get("msg", "invalid")).replace("\n", " ")
     more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"

@@ -98,7 +98,7 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
         )
     if args:
         inputs = _by_name(pdef, args, inputs)
-    pdef.bind_inputs(inputs)
+    inputs = pdef.bind_inputs(inputs)
     if ctx.depth + 1 > MAX_DEPTH:
         raise DurapipeError(
             f"sub-pipelines nest deeper than {MAX_DEPTH} levels (run {ctx.run_id}); is {pdef.name} starting itself without end?"

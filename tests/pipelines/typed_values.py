@@ -122,3 +122,10 @@ def ratio(a: float, b: float) -> float:
 @dp.pipeline(name="not_finite", version="1")
 async def not_finite(a: float = 1.0, b: float = 0.0) -> float:
     return await ratio(a, b)
+
+
+@dp.pipeline(name="scalars", version="1")
+async def scalars(
+    name: str, n: int = 1, ratio: float | None = None, flag: bool = False
+) -> list[Any]:
+    return [name, n, ratio, flag]
