@@ -165,6 +165,9 @@ async def call_transaction(
     async def async_body(conn: Any) -> str:
         return encode(await fn(conn, *args, **kwargs))
 
+    # Events posted without waiting (a gather sibling's step start) hold lower seqs: they go
+    # in with this commit, as with any history write, so committed seqs never leave a gap.
+    earlier, ctx.unsent = ctx.unsent, []
     try:
         if ctx.request == Request.LOST:
             raise LeaseLost(ctx.run_id)
@@ -172,6 +175,7 @@ async def call_transaction(
             run_id=ctx.run_id,
             owner=ctx.owner,
             attempt=ctx.attempt,
+            earlier=earlier,
             event=event,
             body=async_body if is_async else sync_body,
             is_async=is_async,
@@ -186,6 +190,7 @@ async def call_transaction(
         ctx.write_error = exc
         raise LeaseLost(f"run {ctx.run_id}: transaction {label} failed: {exc}") from exc
     except Exception as exc:
+        ctx.unsent[:0] = earlier  # not committed: they go out with the failure, first
         err = error_data(exc)
         call.emit("error", f"failed (rolled back): {err['type']}: {err['message']}")
         event.update(kind=_FAILED, data=_serde.dumps({"error": err, "tries": 1}))

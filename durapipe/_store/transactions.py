@@ -50,9 +50,11 @@ class Transactions(StoreBase):
         body: SyncBody | AsyncBody,
         is_async: bool,
         label: str,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> str:
-        """Run ``body`` and insert ``event`` (its ``data`` being what ``body`` returned) in one
-        transaction, if the run is still leased to ``owner`` at ``attempt``. -> the data.
+        """Run ``body`` and insert ``event`` (its ``data`` being what ``body`` returned), after
+        the run's ``earlier`` events, in one transaction, if the run is still leased to
+        ``owner`` at ``attempt``. -> the data.
 
         Raises LeaseLost (nothing committed) when the lease is not the caller's; what ``body``
         raised (nothing committed); DatabaseUnavailable when the database stayed away.
@@ -64,6 +66,7 @@ class Transactions(StoreBase):
                 "it a plain `def` (it gets a sqlalchemy Connection), or use PostgreSQL"
             )
         fence = (run_id, owner, attempt)
+        before = earlier or []
         delay, tries = CONFLICT_DELAY, 0
         deadline = time.monotonic() + self.journal.retry_for
         unsure = False  # a connection went while committing: the commit may have happened
@@ -74,8 +77,10 @@ class Transactions(StoreBase):
                     return done
             try:
                 if self.is_sqlite:
-                    return await self._write(lambda conn: _sync_tx(conn, body, event, fence))  # type: ignore[arg-type]
-                return await self._pg_tx(body, is_async, event, fence)
+                    return await self._write(
+                        lambda conn: _sync_tx(conn, body, before, event, fence)  # type: ignore[arg-type]
+                    )
+                return await self._pg_tx(body, is_async, before, event, fence)
             except (DBAPIError, DatabaseUnavailable, OSError) as exc:
                 if errors.is_conflict(exc) and tries < CONFLICT_RETRIES:
                     tries += 1
@@ -90,6 +95,7 @@ class Transactions(StoreBase):
         self,
         body: SyncBody | AsyncBody,
         is_async: bool,
+        before: list[dict[str, Any]],
         event: dict[str, Any],
         fence: tuple[str, str, int],
     ) -> str:
@@ -100,7 +106,7 @@ class Transactions(StoreBase):
                     data = await body(conn)  # type: ignore[misc]
                 else:
                     data = await conn.run_sync(body)
-                await conn.run_sync(_commit_event, event, data, fence)
+                await conn.run_sync(_commit_event, before, event, data, fence)
                 return str(data)
         except (OSError, ConnectionError) as exc:
             raise errors.unavailable(self.url, exc) from exc
@@ -126,17 +132,25 @@ class Transactions(StoreBase):
 
 
 def _sync_tx(
-    conn: Connection, body: SyncBody, event: dict[str, Any], fence: tuple[str, str, int]
+    conn: Connection,
+    body: SyncBody,
+    before: list[dict[str, Any]],
+    event: dict[str, Any],
+    fence: tuple[str, str, int],
 ) -> str:
     data = body(conn)
-    _commit_event(conn, event, data, fence)
+    _commit_event(conn, before, event, data, fence)
     return data
 
 
 def _commit_event(
-    conn: Connection, event: dict[str, Any], data: str, fence: tuple[str, str, int]
+    conn: Connection,
+    before: list[dict[str, Any]],
+    event: dict[str, Any],
+    data: str,
+    fence: tuple[str, str, int],
 ) -> None:
-    """Check the lease (locking the run's row until the commit) and insert the event."""
+    """Check the lease (locking the run's row until the commit) and insert the events."""
     run_id, owner, attempt = fence
     q = select(S.runs.c.lease_owner, S.runs.c.attempt).where(S.runs.c.id == run_id)
     if conn.dialect.name == "postgresql":
@@ -144,4 +158,4 @@ def _commit_event(
     row = conn.execute(q).first()
     if row is None or (row[0], row[1]) != (owner, attempt):
         raise LeaseLost(f"run {run_id}: lease lost")
-    conn.execute(insert(S.events), [{**event, "data": data}])
+    conn.execute(insert(S.events), [*before, {**event, "data": data}])

@@ -9,6 +9,7 @@ Real SIGKILLs of `durapipe run` are in tests/acceptance/test_transaction_kill.py
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 from collections import Counter
@@ -205,3 +206,33 @@ async def test_replay_returns_the_recorded_result_without_running_the_body(store
     resumed = await resume_run(store, bank_tx.bank, view.run_id)
     assert resumed.status == "completed"
     await check_bank(store, view.run_id, 3)  # transfer 0 replayed, not applied again
+
+
+@dp.step
+async def slow_note() -> str:
+    await asyncio.sleep(0.3)
+    return "noted"
+
+
+@dp.pipeline(name="tx_beside_a_step", version="1")
+async def tx_beside_a_step() -> list[Any]:
+    await bank_tx.open_accounts()
+    # The step's start is posted (not written at once) while the transaction in the other
+    # branch commits; however the two interleave, a crash right after that commit must leave
+    # the history contiguous (posted events with lower seqs go in with the transaction).
+    return list(await dp.gather(slow_note(), bank_tx.transfer(*bank_tx.plan(1)[0])))
+
+
+async def test_a_crash_after_a_transaction_beside_a_step_leaves_a_contiguous_history(
+    store: Any,
+) -> None:
+    view = await crash_run(store, tx_beside_a_step, after="transaction_committed:transfer")
+    events = await dp.Client(store).events(view.run_id)
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert "step_started" in [e["kind"] for e in events]
+    resumed = await resume_run(store, tx_beside_a_step, view.run_id)
+    assert resumed.status == "completed" and resumed.output == ["noted", 0]
+    seqs = [e["seq"] for e in await dp.Client(store).events(view.run_id)]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    await check_bank(store, view.run_id, 1)
