@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path or sys.path.index(str(ROOT)) != 0:
 
 # Every name of durapipe.__all__, in the order the reference shows them.
 SECTIONS: list[tuple[str, list[str]]] = [
-    ("Defining pipelines", ["pipeline", "step", "PipelineDef"]),
+    ("Defining pipelines", ["pipeline", "step", "PipelineDef", "transaction"]),
     (
         "Inside a pipeline",
         [

@@ -31,6 +31,7 @@ from ._engine import (
     uuid4,
 )
 from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
+from ._engine.transaction import transaction
 from ._exec import ExecResult
 from ._local import cancel_here as _cancel_here  # noqa: F401 - installs Client.cancel's run-here part
 from ._secrets import Secret, secret
@@ -107,4 +108,5 @@ __all__ = [
     "send",
     "set_event",
     "StepTimeout",
+    "transaction",
 ]

@@ -89,7 +89,8 @@ class PipelineDef(Generic[P, R]):
         return f"{path}:{attr}" if path else f"{mod}:{attr}"
 
     def bind_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Check inputs against the signature; return them with defaults left out."""
+        """Check inputs against the signature and the parameters' annotated types; return them
+        with defaults left out."""
         params = self.signature.parameters
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
         unknown = [k for k in inputs if k not in params and not accepts_any]
@@ -117,7 +118,9 @@ class PipelineDef(Generic[P, R]):
             raise InvalidInput(
                 f"pipeline {self.name!r} needs input {missing[0]!r}: pass --input {missing[0]}=VALUE"
             )
-        return dict(inputs)
+        from . import _typed
+
+        return _typed.check_inputs(self.fn, dict(inputs), pipeline=self.name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,8 +165,8 @@ def pipeline(
         @dp.pipeline(version="2", pin=True)
         async def deploy(branch: str = "main") -> dict[str, str]: ...
 
-    The function's parameters are the run's inputs (JSON values), its return value the run's
-    output. The result is a :class:`PipelineDef` typed by the function, so
+    The function's parameters are the run's inputs (stored as JSON, handed to the function as
+    the types they are annotated with), its return value the run's output. The result is a :class:`PipelineDef` typed by the function, so
     ``await dp.run_subpipeline(deploy, branch="x")`` is checked by mypy.
 
     Args:
@@ -263,7 +266,9 @@ def step(
 
     Inside a running pipeline each call is recorded; on replay the recorded result is returned
     without running the body. A sync step's body runs in a thread. The result is stored as JSON
-    and the step returns the decoded JSON value, live and on replay alike. Steps run at least
+    and the step returns it decoded, live and on replay alike: as the type of its return
+    annotation (a dataclass, a pydantic model, ``datetime``, ``Decimal``...), or as plain JSON
+    when it has none. Steps run at least
     once: use ``dp.context().step_id`` as an idempotency key to make their effects exactly-once.
 
     Typing: a step is typed for its use in a pipeline, ``(P) -> Coroutine[Any, Any, R]`` for a

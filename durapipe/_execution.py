@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from . import _serde
+from . import _serde, _typed
 from ._clock import SYSTEM_CLOCK
 from ._definition import PipelineDef
 from ._engine import (
@@ -198,7 +198,11 @@ async def _attempt(ctx: RunContext, pdef: PipelineDef, row: Any) -> Result:
 
 async def _run_code(ctx: RunContext, pdef: PipelineDef, row: Any) -> Result:
     recorded = len(ctx.records)
-    task = start_task(ctx, pdef, _serde.loads(row.inputs) or {})
+    try:  # each input as the type its parameter annotates (live and on replay alike)
+        inputs = _typed.decode_inputs(pdef.fn, _serde.loads(row.inputs) or {}, pipeline=pdef.name)
+    except DurapipeError as exc:
+        return Result(outcome=Outcome.FAILED, error=exc, recorded=recorded)
+    task = start_task(ctx, pdef, inputs)
     timer = None
     if ctx.deadline_at is not None and not ctx.dry:
         # The run's deadline while it executes here (a suspended run is woken at it instead).

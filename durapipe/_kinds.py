@@ -72,6 +72,9 @@ class EventKind(StrEnum):
     RUN_DEAD = "run_dead"
     # durapipe edit: supersedes the result recorded at its step (who, when, why, the old value).
     RESULT_EDITED = "result_edited"
+    # @dp.transaction: committed in the same database transaction as the step's statements
+    TRANSACTION_COMMITTED = "transaction_committed"
+    TRANSACTION_FAILED = "transaction_failed"
 
 
 class Request(StrEnum):
@@ -169,6 +172,7 @@ class Family(StrEnum):
     EVENT = "event"  # dp.set_event
     FIRST = "first"  # dp.first
     TAG = "tag"  # dp.tag
+    TRANSACTION = "transaction"  # @dp.transaction
 
 
 def family(kind: str) -> str:
@@ -182,4 +186,5 @@ COMPLETIONS = frozenset(
     + WAIT_ENDS
     + (EventKind.MESSAGE_SENT, EventKind.EVENT_SET)  # messages, published state
     + (EventKind.CHILD_SPAWNED, EventKind.CHILD_CANCEL_REQUESTED, EventKind.TAG_SET)
+    + (EventKind.TRANSACTION_COMMITTED, EventKind.TRANSACTION_FAILED)  # @dp.transaction
 )

@@ -31,7 +31,14 @@ def _default(obj: Any) -> Any:
         return obj.value
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)
-    raise TypeError(type(obj).__qualname__)
+    # Decimal, Path, bytes (base64), timedelta, time...: what pydantic can write as JSON (and
+    # durapipe._typed reads back by the annotation).
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+    try:
+        return to_jsonable_python(obj, bytes_mode="base64")
+    except (PydanticSerializationError, UnicodeDecodeError):
+        raise TypeError(type(obj).__qualname__) from None
 
 
 def storable_text(value: object) -> bool:
@@ -74,7 +81,7 @@ def dumps(value: Any, *, what: str = "value", limit: int | None = None) -> str:
             "return JSON types, dataclasses or pydantic models"
         ) from None
     except ValueError as exc:
-        if "Out of range float" in str(exc):
+        if "Out of range float" in str(exc) or "not JSON compliant" in str(exc):
             raise SerializationError(
                 f"{what} contains a float that is not finite (nan, inf or -inf), which JSON "
                 "cannot hold; return None or a string such as 'nan' instead"

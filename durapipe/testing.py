@@ -284,6 +284,30 @@ class _Tripwire:
             self._trip()
             raise LeaseLost("durapipe.testing: crashed after this write")
 
+    async def transaction(self, **kw: Any) -> str:
+        """A @dp.transaction step's one write: its statements and its completion. Crashing
+        before it commits neither (the body may have run, as a killed process's would)."""
+        if self.tripped:
+            raise LeaseLost("durapipe.testing: the process has crashed")
+        self.submitted += 1
+        n = self.submitted
+        events = [_event_view({**kw["event"], "data": None})]
+        if n == self._before_n or (
+            self._before is not None and any(self._before(e) for e in events)
+        ):
+            kw["body"] = _crash_after(kw["body"], kw["is_async"])
+            try:
+                await self._journal.transaction(**kw)
+            finally:  # on the loop's thread (a sync body runs in SQLite's writer thread)
+                self._trip()
+            raise AssertionError("unreachable: the crash rolls the transaction back")
+        data = str(await self._journal.transaction(**kw))
+        self.commits.append(events)
+        if n == self._after_n or (self._after is not None and any(self._after(e) for e in events)):
+            self._trip()
+            raise LeaseLost("durapipe.testing: crashed after this write")
+        return data
+
     def _trip(self) -> None:
         """Drop every run this process holds, writing nothing, as if it had been SIGKILLed."""
         self.tripped = True
@@ -295,6 +319,29 @@ class _Tripwire:
             ctx.interrupt("lost")  # also kills running commands' process groups
             if ctx.task is not None and ctx.task is not me:
                 ctx.task.cancel("durapipe.testing: crash")
+
+
+def _crash_after(body: Any, is_async: bool) -> Any:
+    """``body`` followed by a crash: its statements ran, and the transaction is rolled back."""
+
+    def crash() -> None:
+        raise LeaseLost("durapipe.testing: crashed before this write")
+
+    if is_async:
+
+        async def abody(conn: Any) -> str:
+            await body(conn)
+            crash()
+            return ""
+
+        return abody
+
+    def sbody(conn: Any) -> str:
+        body(conn)
+        crash()
+        return ""
+
+    return sbody
 
 
 async def _run_wired(

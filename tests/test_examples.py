@@ -187,3 +187,11 @@ def test_poller_continues_as_new_and_run_follows_the_chain(dp_cli: Cli, examples
     ended = json.loads(dp_cli("list", "--status", "continued", "--json", check=True).stdout)
     assert len(ended) == 2
     assert all(len(_show(dp_cli, r["run_id"])["events"]) < 20 for r in ended + live)
+
+
+def test_bank_moves_money_exactly_once(dp_cli: Cli, examples: Path) -> None:
+    out = _output(dp_cli(*documented_command("bank")))
+    assert out == {"alice": "62.50", "bob": "137.50"}
+    doc = _show(dp_cli, dp_cli(*documented_command("bank")).stdout.splitlines()[0])
+    assert doc["output"] == {"alice": "25.00", "bob": "175.00"}  # the same tables, a second run
+    assert [e["kind"] for e in doc["events"]].count("transaction_committed") == 4

@@ -14,6 +14,7 @@ its completion is journaled before the result is handed back. That mechanism is
     step.py exec.py sleep.py inputs.py child.py values.py patched.py gather.py   the primitives
     messages.py (send, recv) publish.py (set_event) first.py (first, and the waits it races)
     continue_as_new.py tags.py                                                   (and these)
+    transaction.py    @dp.transaction: a step whose statements commit with its completion
 
 The names below are what the rest of durapipe imports from the engine.
 """

@@ -13,7 +13,7 @@ from typing import Any, Generic, Literal, overload
 
 from typing_extensions import ParamSpec, TypeVar
 
-from .. import _serde
+from .. import _serde, _typed
 from .._definition import PipelineDef, registered
 from .._ids import new_id, validate_run_id
 from .._kinds import EventKind, Family, RunStatus
@@ -29,12 +29,19 @@ R = TypeVar("R")
 MAX_DEPTH = 20
 
 
-def replay(call: Call) -> Any:
-    """A finished child's recorded output, or its recorded failure raised again."""
+def replay(call: Call, typed: Any = None) -> Any:
+    """A finished child's recorded output (decoded by ``typed``, the child's result adapter),
+    or its recorded failure raised again."""
     data = _serde.loads(call.done.data) or {}
     if call.done.kind == EventKind.CHILD_FAILED:
         raise SubpipelineFailed(data.get("child_run_id", "?"), data.get("error"))
-    return data.get("output")
+    return _typed.decode(typed, data.get("output"), what=f"the output of child {call.name}")
+
+
+def _adapter(pipeline: str) -> Any:
+    """The result adapter of a child pipeline loaded here (None: its output stays JSON)."""
+    pdef = registered(pipeline)
+    return _typed.result_adapter(pdef.fn) if isinstance(pdef, PipelineDef) else None
 
 
 def _by_name(
@@ -169,7 +176,7 @@ async def _launch(
     return child_id
 
 
-async def _wait_for(ctx: RunContext, call: Call, child_id: str) -> Any:
+async def _wait_for(ctx: RunContext, call: Call, child_id: str, typed: Any = None) -> Any:
     """Wait for the child to end and record its outcome at ``call``: its output, or raise."""
     outcome: list[tuple[str, Any, Any]] = []
 
@@ -195,7 +202,8 @@ async def _wait_for(ctx: RunContext, call: Call, child_id: str) -> Any:
             EventKind.CHILD_COMPLETED, {"child_run_id": child_id, "output": output}, run_update=back
         )
         call.emit("info", f"Child run {child_id} completed")
-        return output
+        # Decoded as replay decodes it: the same value live and replayed.
+        return _typed.decode(typed, output, what=f"the output of child {call.name}")
     err = error or {"type": status.capitalize(), "message": f"the child run was {status}"}
     await call.record(
         EventKind.CHILD_FAILED,
@@ -246,8 +254,9 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
     inputs = _checked_inputs(pdef, args, inputs, "run_subpipeline")
     _check_depth(ctx, pdef)
     call = begin(ctx, branch, Family.CHILD, pdef.name, pdef.name)
+    typed = _typed.result_adapter(pdef.fn)
     if call.done is not None:
-        return replay(call)
+        return replay(call, typed)
     started = call.first(EventKind.CHILD_STARTED)
     if started is not None:
         child_id = (_serde.loads(started.data) or {})["child_run_id"]
@@ -255,7 +264,7 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
         child_id = await _launch(
             ctx, call, pdef, inputs, kind=EventKind.CHILD_STARTED, waiting=True
         )
-    return await _wait_for(ctx, call, child_id)
+    return await _wait_for(ctx, call, child_id, typed)
 
 
 class ChildHandle(Generic[R]):
@@ -293,9 +302,10 @@ class ChildHandle(Generic[R]):
         """
         ctx, branch = current("ChildHandle.result")
         call = begin(ctx, branch, Family.CHILD, self.pipeline, self.pipeline)
+        typed = _adapter(self.pipeline)
         if call.done is not None:
-            return replay(call)  # type: ignore[no-any-return]
-        return await _wait_for(ctx, call, self.run_id)  # type: ignore[no-any-return]
+            return replay(call, typed)  # type: ignore[no-any-return]
+        return await _wait_for(ctx, call, self.run_id, typed)  # type: ignore[no-any-return]
 
     async def cancel(self) -> None:
         """Ask the child to cancel (its ``finally`` blocks run); journaled, so it is asked once.

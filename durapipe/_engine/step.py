@@ -7,7 +7,7 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-from .. import _serde
+from .. import _serde, _typed
 from .._kinds import EventKind, Family
 from .._policy import RetryPolicy
 from ..errors import RunInterrupted, SerializationError, StepFailed, StepTimeout
@@ -76,8 +76,11 @@ async def call_step(
         return fn(*args, **kwargs)
     ctx, branch = current(opts.name, step=True)
     call = begin(ctx, branch, _STEP, opts.name, opts.name)
+    typed = _typed.result_adapter(fn)  # None for a plain JSON result: decoded as it is
     if call.done is not None:
-        return replay(call)
+        if typed is None:
+            return replay(call)
+        return _typed.decode(typed, replay(call), what=f"the result of step {call.label}")
     key, label = call.key, call.label
     assert label is not None
     policy: RetryPolicy = opts.policy
@@ -104,6 +107,10 @@ async def call_step(
                 text = _serde.dumps(  # secrets masked
                     result, what=f"the result of step {label} ({type(result).__name__})"
                 )
+                if typed is not None:  # decoded from what is stored, as on replay: equal
+                    value = _typed.decode(
+                        typed, _serde.loads(text), what=f"the result of step {label}"
+                    )
             except (RunInterrupted, asyncio.CancelledError):
                 raise
             except Exception as exc:
@@ -121,7 +128,7 @@ async def call_step(
             finally:
                 _STEP_TRY.reset(try_token)
             await ctx.write(call.event(_COMPLETED, '{"result":' + text + "}"))
-            return _serde.loads(text)
+            return _serde.loads(text) if typed is None else value
     finally:
         _IN_STEP.reset(token)
         _STEP_LOG.reset(log_token)

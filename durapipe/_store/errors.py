@@ -27,6 +27,9 @@ class Fault(StrEnum):
     LOCKED = "locked"  # SQLite: another connection holds the write lock; wait for it
     UNREACHABLE = "unreachable"  # the server or the connection is not there right now
     FILE = "file"  # SQLite could not read or write the file just now (I/O error, disk full...)
+    # PostgreSQL ended a transaction so that another could go on (a serialization failure, a
+    # deadlock): doing it again from the start succeeds (a @dp.transaction step is retried).
+    CONFLICT = "conflict"
 
 
 # The order in which faults found along an error's chain win: a bad database says more than the
@@ -42,6 +45,7 @@ _PG_BAD_DATABASE = ("3D000", "28000", "28P01", "42501")
 _PG_UNREACHABLE = ("08", "57P01", "57P02", "57P03", "53300")
 _PG_INTEGRITY = "23"  # class 23: integrity constraint violation
 _PG_UNDEFINED_TABLE = "42P01"
+_PG_CONFLICT = ("40001", "40P01")  # serialization_failure, deadlock_detected
 
 # SQLite primary result codes (the low byte of the extended code).
 _SQLITE_BUSY = 5
@@ -98,6 +102,8 @@ def _fault_of(e: BaseException) -> Fault | None:
             return Fault.UNDEFINED_TABLE
         if state.startswith(_PG_UNREACHABLE):
             return Fault.UNREACHABLE
+        if state in _PG_CONFLICT:
+            return Fault.CONFLICT
         return None  # the server answered: the statement is at fault, not the connection
     if (code := _sqlite_code(e)) is not None:
         if code == _SQLITE_NOTADB or code in _SQLITE_UNUSABLE:
@@ -146,6 +152,12 @@ def is_undefined_table(exc: BaseException) -> bool:
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` says the database is unreachable right now (waiting may help)."""
     return classify(exc) is Fault.UNREACHABLE
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A serialization failure or a deadlock: the transaction, run again from its start, may
+    well succeed."""
+    return classify(exc) is Fault.CONFLICT
 
 
 def is_retryable(exc: BaseException) -> bool:

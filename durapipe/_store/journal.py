@@ -231,3 +231,9 @@ class Journal:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
+
+    async def transaction(self, **kw: Any) -> str:
+        """A ``@dp.transaction`` step: its statements and its completion event in one fenced
+        transaction of its own, outside group commit (see ``Store.run_transaction``)."""
+        run: Any = getattr(self._store, "run_transaction")  # noqa: B009  # a Store, not the protocol
+        return str(await run(**kw))

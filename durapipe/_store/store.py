@@ -17,6 +17,7 @@ from .messages import Messages
 from .pages import Pages
 from .recoveries import Recoveries
 from .runs import Runs
+from .transactions import Transactions
 from .url import resolve_url
 from .workers import Workers
 
@@ -24,7 +25,9 @@ from .workers import Workers
 __all__ = ["SCHEMA_REVISION", "ClaimFilter", "Claimed", "Journal", "Op", "Store", "open_store"]
 
 
-class Store(Runs, Claims, Control, Workers, Messages, Chains, Recoveries, Forks, Pages):
+class Store(
+    Runs, Claims, Control, Workers, Messages, Chains, Recoveries, Forks, Pages, Transactions
+):
     """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
 
     Open one with ``await dp.open_store(url)`` (the pytest fixture ``durapipe_store`` is one)

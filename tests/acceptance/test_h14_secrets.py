@@ -154,7 +154,9 @@ def test_non_finite_floats_are_refused_naming_the_step(dp_cli: Cli) -> None:
     # NaN is not JSON: inside --input-json it is an error and nothing starts...
     p = dp_cli("run", f"{H14}:echo_input", "--input-json", '{"x": [1, Infinity]}')
     assert p.returncode != 0
-    assert p.stderr.startswith("error: the inputs contains a float that is not finite"), p.stderr
+    assert p.stderr.startswith(
+        "error: input 'x' of pipeline 'echo_input' contains a float that is not finite"
+    ), p.stderr
     assert json.loads(dp_cli("list", "--json", check=True).stdout) == []
     # ... on the command line it is the string "NaN".
     p = dp_cli("run", f"{H14}:echo_input", "-i", "x=NaN")

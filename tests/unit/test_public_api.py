@@ -62,6 +62,7 @@ PUBLIC = [
     "send",
     "set_event",
     "StepTimeout",
+    "transaction",
 ]
 
 CLIENT_METHODS = [

@@ -120,6 +120,8 @@ def script(url: str) -> None:
 
 # Mistakes the types must catch: each marked line must be reported with that error code.
 BAD = """
+from sqlalchemy.engine import Connection
+
 import durapipe as dp
 
 
@@ -155,6 +157,18 @@ def not_async(x: int) -> int:
 
 def client(url: str) -> None:
     dp.SyncClient(url).start(child, sha="x", pin="yes")  # E: arg-type
+
+
+@dp.transaction
+def debit(conn: Connection, account: str, cents: int) -> int:
+    return cents
+
+
+@dp.pipeline(version="1")
+async def pays() -> None:
+    n: int = await debit("alice", 5)
+    await debit("alice", "5")  # E: arg-type
+    await debit("alice", 5, 6)  # E: call-arg
 """
 
 
