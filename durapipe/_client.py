@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import _serde
+from ._client_schedules import ScheduleMethods
 from ._definition import PipelineDef, load_target, registered
 from ._engine import last_handled_failure
 from ._ids import new_id, validate_run_id
@@ -66,6 +67,8 @@ class RunView:
         wake_at: when a sleeping run is due.
         waiting_for: what it waits for (a timer, an input, a child run).
         lease_owner: the worker or process holding it.
+        schedule: the schedule whose tick started it, or None.
+        scheduled_at: that tick's time (seconds since the epoch), or None.
     """
 
     run_id: str
@@ -86,6 +89,8 @@ class RunView:
     wake_at: float | None
     waiting_for: Any
     lease_owner: str | None
+    schedule: str | None = None
+    scheduled_at: float | None = None
 
     @classmethod
     def of(cls, row: Any) -> RunView:
@@ -108,6 +113,8 @@ class RunView:
             wake_at=row.wake_at,
             waiting_for=_serde.loads(row.waiting_for),
             lease_owner=row.lease_owner,
+            schedule=getattr(row, "schedule", None),
+            scheduled_at=getattr(row, "scheduled_at", None),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -167,7 +174,7 @@ def parse_inputs(pairs: list[str], input_json: str | None) -> dict[str, Any]:
     return inputs
 
 
-class Client:
+class Client(ScheduleMethods):
     """Start, inspect and steer runs from a program (asyncio), without running them.
 
     ::

@@ -17,6 +17,7 @@ from typing import Any, Generic, NoReturn, Protocol, overload
 
 from typing_extensions import ParamSpec, TypeVar
 
+from ._schedules import Cron, Every
 from .errors import ConfigError, InvalidInput, TargetNotFound
 
 # A pipeline's or step's parameters and result. The defaults make a bare ``PipelineDef`` mean
@@ -55,6 +56,7 @@ class PipelineDef(Generic[P, R]):
         version: the author's version, or a hash of the function's source.
         pin: runs abort instead of continuing on a different version.
         signature: the function's signature: its parameters are the run's inputs.
+        schedule: the schedule declared with it (``dp.Cron`` / ``dp.Every``), or None.
     """
 
     fn: Callable[P, Coroutine[Any, Any, R]]
@@ -62,6 +64,7 @@ class PipelineDef(Generic[P, R]):
     version: str
     pin: bool
     signature: inspect.Signature = field(repr=False)
+    schedule: Cron | Every | None = None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> NoReturn:
         raise TypeError(
@@ -124,7 +127,11 @@ class StepOptions:
 def pipeline(fn: Callable[Q, Coroutine[Any, Any, T]], /) -> PipelineDef[Q, T]: ...
 @overload
 def pipeline(
-    *, name: str | None = None, version: str | None = None, pin: bool = False
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    pin: bool = False,
+    schedule: Cron | Every | None = None,
 ) -> Callable[[Callable[Q, Coroutine[Any, Any, T]]], PipelineDef[Q, T]]: ...
 
 
@@ -134,6 +141,7 @@ def pipeline(
     name: str | None = None,
     version: str | None = None,
     pin: bool = False,
+    schedule: Cron | Every | None = None,
 ) -> Any:
     """Make an ``async def`` a durable pipeline; use it bare or with options.
 
@@ -151,10 +159,16 @@ def pipeline(
         name: the pipeline's name (default: the function's name), 1-200 characters.
         version: the author's version; without it a hash of the function's source stands in.
         pin: runs abort instead of continuing on a different version.
+        schedule: start runs on a schedule, ``dp.Cron("0 3 * * *", tz="Europe/Berlin")`` or
+            ``dp.Every("15m")``: a worker that loads the module adds it (named after the
+            pipeline) or updates it; workers fire it (see ``docs/schedules.md``).
 
     Raises:
-        ConfigError: ``fn`` is not an ``async def``, is decorated twice, or the name is unusable.
+        ConfigError: ``fn`` is not an ``async def``, is decorated twice, the name is unusable,
+            or the schedule is not a ``dp.Cron``/``dp.Every`` or does not fit the inputs.
     """
+    if schedule is not None and not isinstance(schedule, Cron | Every):
+        raise ConfigError(f"schedule={schedule!r}: give dp.Cron('0 3 * * *') or dp.Every('15m')")
 
     def wrap(f: Callable[..., Any]) -> PipelineDef:
         if isinstance(f, PipelineDef):
@@ -172,7 +186,10 @@ def pipeline(
             version=str(version) if version is not None else _source_hash(f),
             pin=pin,
             signature=inspect.signature(f),
+            schedule=schedule,
         )
+        if schedule is not None:
+            d.bind_inputs(schedule.inputs)  # a schedule's inputs must fit, now, not at 3 am
         functools.update_wrapper(d, f)
         _REGISTRY[pname] = d
         return d

@@ -12,6 +12,7 @@ from .claims import Claimed, ClaimFilter, Claims
 from .control import Control
 from .journal import Journal, Op
 from .runs import Runs
+from .schedules import Schedules
 from .url import resolve_url
 from .workers import Workers
 
@@ -19,7 +20,7 @@ from .workers import Workers
 __all__ = ["SCHEMA_REVISION", "ClaimFilter", "Claimed", "Journal", "Op", "Store", "open_store"]
 
 
-class Store(Runs, Claims, Control, Workers):
+class Store(Runs, Claims, Control, Workers, Schedules):
     """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
 
     Open one with ``await dp.open_store(url)`` (the pytest fixture ``durapipe_store`` is one)

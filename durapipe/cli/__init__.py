@@ -3,10 +3,10 @@
 _app.py holds the typer app, the shared options and the entry point; _foreground.py the terminal
 UI of a run executed here; the commands live by what they do: run.py (run, resume, start),
 look.py (list, show, logs, result, workers), steer.py (input, stop, cancel), admin.py (worker,
-upgrade check, db upgrade, gc).
+upgrade check, db upgrade, gc), schedule.py (schedule add/list/pause/resume/delete/trigger).
 """
 
-from . import admin, look, run, steer
+from . import admin, look, run, schedule, steer
 from ._app import app, db_app, main, upgrade_app
 
 # Registered here, in one place: typer lists commands in the order they are registered, and this
@@ -26,5 +26,12 @@ app.command()(steer.cancel)
 app.command()(admin.gc)
 upgrade_app.command("check")(admin.upgrade_check)
 db_app.command("upgrade")(admin.db_upgrade)
+app.add_typer(schedule.schedule_app, name="schedule")
+schedule.schedule_app.command()(schedule.add)
+schedule.schedule_app.command("list")(schedule.list_)
+schedule.schedule_app.command()(schedule.pause)
+schedule.schedule_app.command()(schedule.resume)
+schedule.schedule_app.command()(schedule.delete)
+schedule.schedule_app.command()(schedule.trigger)
 
 __all__ = ["app", "main"]

@@ -156,6 +156,9 @@ def show(
             note = await _who_can_take(client, row)
             if json_out:
                 doc = _run_json(view)
+                if view.schedule is not None:  # a schedule's tick started it
+                    doc["schedule"] = view.schedule
+                    doc["scheduled_at"] = _iso(view.scheduled_at)
                 doc["events"] = [{**event_json(e), "at": _iso(e.at)} for e in events]
                 doc["children"] = [k.id for k in kids]
                 doc["note"] = note

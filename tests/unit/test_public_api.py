@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = [
     "Client",
     "ConfigError",
+    "Cron",
     "DatabaseUnavailable",
     "DurapipeError",
+    "Every",
     "ExecFailed",
     "ExecResult",
     "InputTimeout",
@@ -28,6 +30,7 @@ PUBLIC = [
     "RunInfo",
     "RunNotFound",
     "RunView",
+    "ScheduleView",
     "Secret",
     "SerializationError",
     "StepFailed",
@@ -64,6 +67,14 @@ CLIENT_METHODS = [
     "stop",
     "cancel",
     "resume",
+    # schedules
+    "add_schedule",
+    "get_schedule",
+    "list_schedules",
+    "pause_schedule",
+    "resume_schedule",
+    "delete_schedule",
+    "trigger_schedule",
 ]
 
 
