@@ -175,3 +175,43 @@ async def test_bad_schedules_are_refused_and_change_nothing(store: Any) -> None:
         with pytest.raises(dp.ConfigError, match="no schedule named 'ghost'"):
             await method("ghost")
     assert await client.list_schedules() == before
+
+
+@pytest.mark.asyncio
+async def test_schedules_declared_in_code_are_upserted_by_workers(store: Any) -> None:
+    from durapipe._clock import SYSTEM_CLOCK
+    from durapipe._worker.schedules import Scheduler
+
+    client = dp.Client(store)
+
+    def declared(spec: Any, name: str = "coded") -> Any:
+        async def coded(n: int = 0) -> int:
+            return n
+
+        return dp.pipeline(name=name, schedule=spec)(coded)
+
+    async def declare(*pdefs: Any) -> None:
+        s = Scheduler(
+            store,
+            pipelines={p.name: p for p in pdefs},
+            owner="wkr_test",
+            clock=SYSTEM_CLOCK,
+            on_fired=lambda: None,
+        )
+        await s.declare()
+
+    await declare(declared(dp.Every("1h", inputs={"n": 1})))
+    view = await client.get_schedule("coded")
+    assert (view.source, view.spec, view.inputs) == ("code", "3600", {"n": 1})
+    await client.pause_schedule("coded")
+    await declare(declared(dp.Every("1h", inputs={"n": 1})))  # unchanged: left as it is
+    assert await client.get_schedule("coded") == (await client.list_schedules())[0]
+    await declare(declared(dp.Every("2h", catch_up="all", inputs={"n": 2})))  # changed code
+    view = await client.get_schedule("coded")
+    assert (view.spec, view.catch_up, view.inputs, view.paused) == ("7200", "all", {"n": 2}, True)
+    assert view.next_fire_at == sch.next_tick("every", "7200", "UTC", time.time())
+    # A schedule added at runtime under a pipeline's name is not overwritten by the code's.
+    await client.add_schedule("taken", TICK, dp.Every("5m"))
+    await declare(declared(dp.Every("1s"), name="taken"))
+    assert (await client.get_schedule("taken")).source == "api"
+    assert (await client.get_schedule("taken")).spec == "300"
