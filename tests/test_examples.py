@@ -144,3 +144,15 @@ async def test_reminder_sleeps_for_days_in_no_time(store: Any, tmp_path: Path) -
     assert json.loads(timer.data)["seconds"] == 3 * 86400
     echoed = [json.loads(e.data)["result"]["stdout"] for e in events if e.kind == "step_completed"]
     assert echoed == ["Reminder: renew the TLS certificate\n"]
+
+
+def test_nightly_runs_by_hand_and_declares_its_schedule(dp_cli: Cli, examples: Path) -> None:
+    out = _output(dp_cli(*documented_command("nightly")))
+    assert out["kept"] == 3 and len(out["day"]) == 10
+    import durapipe as dp
+    from durapipe._definition import load_target
+
+    pdef = load_target(str(examples / "examples" / "nightly.py") + ":nightly")
+    assert pdef.schedule == dp.Cron(
+        "0 3 * * *", tz="Europe/Berlin", overlap="skip", catch_up="last"
+    )

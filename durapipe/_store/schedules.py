@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from .. import _schedules as sch
@@ -179,72 +179,72 @@ class Schedules(StoreBase):
         )
 
         def _tx(conn: Connection) -> Fired:
-            rows = conn.execute(pick).all()
-            created: list[str] = []
-            for row in rows:
-                created += self._fire_one(conn, row, now, build)
-            if created:
-                self._notify(conn, "run")
+            rows = list(conn.execute(pick).all())
+            created = self._fire(conn, rows, now, build) if rows else []
             return Fired(created, len(rows), len(rows) == limit)
 
         return await self._write(_tx)
 
-    def _fire_one(self, conn: Connection, row: Any, now: float, build: BuildRun) -> list[str]:
+    def _fire(self, conn: Connection, rows: list[Any], now: float, build: BuildRun) -> list[str]:
+        """Fire the due ticks of these locked schedules: a few statements for the whole batch."""
         c, r = S.schedules.c, S.runs.c
-        timing = (row.kind, row.spec, row.tz)
-        first = row.next_fire_at
-        last = sch.last_tick(*timing, now)
-        prev = None
-        if row.last_run_id is not None:
-            prev = conn.execute(
-                select(r.status, r.finished_at).where(r.id == row.last_run_id)
-            ).first()
-        going = prev is not None and prev.status in S.ACTIVE
-        upto = last  # the ticks up to here are dealt with by this round
-        fire: list[float]
-        if going and row.overlap == "skip":
-            fire = []
-        elif row.catch_up == "all":
-            fire = sch.ticks_between(*timing, first, now, most=MAX_TICKS_PER_FIRE)
-            if len(fire) == MAX_TICKS_PER_FIRE:
-                upto = fire[-1]  # a long backlog: the rest next round
-        elif row.catch_up == "last":
-            fire = [last]
-        else:  # none: only a tick that is not late; one that `queue` held back behind the
-            # previous run counts from the end of that run
-            since = last
-            if row.overlap == "queue" and prev is not None and prev.finished_at:
-                since = max(last, prev.finished_at)
-            on_time = now - since <= sch.missed_grace(*timing, last)
-            fire = [last] if on_time else []
-        if row.overlap != "allow" and fire:
-            fire = fire[:1]  # the first run goes; the others would overlap it
-            if row.overlap == "queue":
-                upto = fire[0]  # the ticks after it wait for its run to end
-        created: list[str] = []
-        for tick in fire:
-            run_id = sch.tick_run_id(row.name, tick)
-            if conn.execute(select(r.id).where(r.id == run_id)).first() is not None:
-                continue  # this tick's run exists already: a second try starts nothing
-            run, events = build(row, tick, run_id)
-            conn.execute(insert(S.runs).values(**run))
-            if events:
-                conn.execute(insert(S.events), events)
-            created.append(run_id)
-        values: dict[str, Any] = {
-            "next_fire_at": sch.next_tick(*timing, upto),
-            "skipped": row.skipped + sch.count_ticks(*timing, first, upto) - len(fire),
-            "updated_at": now,
+        last_ids = [row.last_run_id for row in rows if row.last_run_id is not None]
+        prevs = {
+            p.id: p
+            for p in conn.execute(
+                select(r.id, r.status, r.finished_at).where(r.id.in_(last_ids))
+            ).all()
         }
-        if fire:
-            values["last_tick_at"] = fire[-1]
-            values["last_run_id"] = sch.tick_run_id(row.name, fire[-1])
+        plans = [(row, _plan(row, prevs.get(row.last_run_id), now)) for row in rows]
+        wanted = {
+            sch.tick_run_id(row.name, t): (row, t) for row, (fire, _upto) in plans for t in fire
+        }
+        exists = {
+            x for (x,) in conn.execute(select(r.id).where(r.id.in_(list(wanted)))).all()
+        }  # a tick's run that exists already: a second try starts nothing
+        runs: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for run_id, (row, tick) in wanted.items():
+            if run_id in exists:
+                continue
+            run, evs = build(row, tick, run_id)
+            runs.append(run)
+            events += evs
+        if runs:
+            conn.execute(insert(S.runs), runs)
+        if events:
+            conn.execute(insert(S.events), events)
+        moves = []
+        for row, (fire, upto) in plans:
+            timing = (row.kind, row.spec, row.tz)
+            moves.append(
+                {
+                    "b_name": row.name,
+                    "b_was": row.next_fire_at,
+                    "b_next": sch.next_tick(*timing, upto),
+                    "b_skipped": row.skipped
+                    + sch.count_ticks(*timing, row.next_fire_at, upto)
+                    - len(fire),
+                    "b_tick": fire[-1] if fire else row.last_tick_at,
+                    "b_run": sch.tick_run_id(row.name, fire[-1]) if fire else row.last_run_id,
+                    "b_now": now,
+                }
+            )
         conn.execute(
             update(S.schedules)
-            .where(and_(c.name == row.name, c.next_fire_at == row.next_fire_at))
-            .values(**values)
+            .where(c.name == bindparam("b_name"), c.next_fire_at == bindparam("b_was"))
+            .values(
+                next_fire_at=bindparam("b_next"),
+                skipped=bindparam("b_skipped"),
+                last_tick_at=bindparam("b_tick"),
+                last_run_id=bindparam("b_run"),
+                updated_at=bindparam("b_now"),
+            ),
+            moves,
         )
-        return created
+        if runs:
+            self._notify(conn, "run")
+        return [run["id"] for run in runs]
 
     async def trigger_schedule(
         self, name: str, *, run_id: str, now: float, build: BuildRun
@@ -271,3 +271,35 @@ class Schedules(StoreBase):
             return True
 
         return await self._write(_tx)
+
+
+def _plan(row: Any, prev: Any, now: float) -> tuple[list[float], float]:
+    """Which due ticks of a schedule start a run now, and up to which tick the schedule is done
+    (the next tick after it is its new ``next_fire_at``). ``prev``: its last run (status,
+    finished_at), if it has one."""
+    timing = (row.kind, row.spec, row.tz)
+    first = row.next_fire_at
+    last = sch.last_tick(*timing, now)
+    going = prev is not None and prev.status in S.ACTIVE
+    upto = last
+    fire: list[float]
+    if going and row.overlap == "skip":
+        fire = []
+    elif row.catch_up == "all":
+        fire = sch.ticks_between(*timing, first, now, most=MAX_TICKS_PER_FIRE)
+        if len(fire) == MAX_TICKS_PER_FIRE:
+            upto = fire[-1]  # a long backlog: the rest next round
+    elif row.catch_up == "last":
+        fire = [last]
+    else:  # none: only a tick that is not late; one that `queue` held back behind the
+        # previous run counts from the end of that run
+        since = last
+        if row.overlap == "queue" and prev is not None and prev.finished_at:
+            since = max(last, prev.finished_at)
+        on_time = now - since <= sch.missed_grace(*timing, last)
+        fire = [last] if on_time else []
+    if row.overlap != "allow" and fire:
+        fire = fire[:1]  # the first run goes; the others would overlap it
+        if row.overlap == "queue":
+            upto = fire[0]  # the ticks after it wait for its run to end
+    return fire, upto
