@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -42,12 +43,12 @@ async def setup(url: str, n: int, period: int, work: str) -> float:
     from durapipe import _schedules as sch
     from durapipe._definition import load_target
     from durapipe._store import open_store
+    from durapipe._store import schema as S
 
     pdef = load_target(f"{work}/beat.py:beat")
     store = await open_store(url, migrate=True)
     now = time.time()
     spec = dp.Every(period, overlap="allow", catch_up="none")
-    first = sch.next_tick("every", str(period), "UTC", now + 8)  # workers have time to start
     for i in range(n):
         row = sch.schedule_row(
             name=f"s{i:05d}",
@@ -58,8 +59,14 @@ async def setup(url: str, n: int, period: int, work: str) -> float:
             source="api",
             now=now,
         )
-        row["next_fire_at"] = first
         await store.add_schedule(row)
+    # All tick on the same instants; the first a few seconds after the workers have started.
+    first = sch.next_tick("every", str(period), "UTC", time.time() + 8)
+
+    def _tx(conn: Any) -> None:
+        conn.execute(S.schedules.update().values(next_fire_at=first))
+
+    await store._write(_tx)
     await store.close()
     return first
 

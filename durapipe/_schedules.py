@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import InvalidInput
@@ -131,9 +131,10 @@ class Cron:
     """
 
     expr: str
+    _: KW_ONLY
     tz: str = "UTC"
-    overlap: str = "skip"
-    catch_up: str = "last"
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    catch_up: Literal["none", "last", "all"] = "last"
     inputs: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -169,8 +170,9 @@ class Every:
     """
 
     interval: str | int
-    overlap: str = "skip"
-    catch_up: str = "last"
+    _: KW_ONLY
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    catch_up: Literal["none", "last", "all"] = "last"
     inputs: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:

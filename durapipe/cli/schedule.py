@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -67,12 +67,14 @@ def add(
     if every is not None and tz is not None:
         raise InvalidInput("--tz goes with --cron (an --every interval does not depend on it)")
     inputs = parse_inputs(input_ or [], input_json)
+    sch.check_policy(overlap, catch_up)
+    policy: dict[str, Any] = {"overlap": overlap, "catch_up": catch_up, "inputs": inputs}
     spec: sch.Cron | sch.Every
     if cron is not None:
-        spec = sch.Cron(cron, tz=tz or "UTC", overlap=overlap, catch_up=catch_up, inputs=inputs)
+        spec = sch.Cron(cron, tz=tz or "UTC", **policy)
     else:
         assert every is not None
-        spec = sch.Every(every, overlap=overlap, catch_up=catch_up, inputs=inputs)
+        spec = sch.Every(every, **policy)
 
     async def go() -> int:
         async with await AdminClient.open(database_url) as client:
