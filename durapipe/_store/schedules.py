@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from .. import _schedules as sch
+from . import errors
 from . import schema as S
 from .base import StoreBase
 
@@ -53,7 +54,12 @@ class Schedules(StoreBase):
             self._notify(conn, "schedule")
             return True
 
-        return await self._write(_tx)
+        try:
+            return await self._write(_tx)
+        except Exception as exc:
+            if errors.is_integrity(exc):  # added meanwhile by another client (PostgreSQL)
+                return False
+            raise
 
     async def declare_schedule(self, row: dict[str, Any]) -> str:
         """Upsert a schedule declared in code. -> ``created``, ``updated``, ``unchanged``, or
@@ -84,6 +90,13 @@ class Schedules(StoreBase):
             self._notify(conn, "schedule")
             return "updated"
 
+        try:
+            return await self._write(_tx)
+        except Exception as exc:
+            if not errors.is_integrity(exc):
+                raise
+        # Workers starting together: another inserted it between our look and our insert
+        # (PostgreSQL locks no row that is not there yet). Look again: it is there now.
         return await self._write(_tx)
 
     async def get_schedule(self, name: str) -> Row[Any] | None:

@@ -215,3 +215,35 @@ async def test_schedules_declared_in_code_are_upserted_by_workers(store: Any) ->
     await declare(declared(dp.Every("1s"), name="taken"))
     assert (await client.get_schedule("taken")).source == "api"
     assert (await client.get_schedule("taken")).spec == "300"
+
+
+@pytest.mark.asyncio
+async def test_workers_declaring_the_same_schedule_at_once(db_url: str) -> None:
+    from durapipe._clock import SYSTEM_CLOCK
+    from durapipe._worker.schedules import Scheduler
+
+    async def together(n: int = 0) -> int:
+        return n
+
+    pdef = dp.pipeline(name="together", schedule=dp.Every("1m"))(together)
+    stores = [await open_store(db_url) for _ in range(4)]
+    try:
+        for _ in range(3):  # a few rounds: the race is between the look and the insert
+            await asyncio.gather(
+                *(
+                    Scheduler(
+                        s,
+                        pipelines={"together": pdef},
+                        owner="wkr_test",
+                        clock=SYSTEM_CLOCK,
+                        on_fired=lambda: None,
+                    ).declare()
+                    for s in stores
+                )
+            )
+            names = [v.name for v in await dp.Client(stores[0]).list_schedules()]
+            assert names == ["together"]
+            await stores[0].delete_schedule("together")
+    finally:
+        for s in stores:
+            await s.close()
