@@ -533,7 +533,12 @@ def render_schedules(views: list[Any], *, now: float) -> Any:
         return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", time.localtime(t))
 
     for v in views:
-        nxt = Text("paused", style="yellow") if v.paused else Text(at(v.next_fire_at))
+        if v.paused:
+            nxt = Text("paused", style="yellow")
+        elif v.overlap == "queue" and v.next_fire_at <= now and v.last_status in ACTIVE:
+            nxt = Text("when last run ends", style="yellow")  # its tick waits (overlap queue)
+        else:
+            nxt = Text(at(v.next_fire_at))
         status = v.last_status or "-"
         policy = f"overlap {v.overlap}, catch-up {v.catch_up}"
         if v.skipped:
