@@ -145,8 +145,15 @@ def test_catch_up_policies_after_a_gap_without_workers(
 def test_overlap_skip_and_queue_with_runs_longer_than_the_interval(
     db_url: str, dp_cli: Any, dp_spawn: Any
 ) -> None:
-    for overlap in ("skip", "queue"):
-        _add(db_url, overlap, f"{MOD}:slow", dp.Every(1, overlap=overlap, inputs={"seconds": 1.3}))
+    # queue with catch-up `all`: every tick waits its turn, so each run's tick is one that came
+    # while the run before it still went.
+    _add(db_url, "skip", f"{MOD}:slow", dp.Every(1, overlap="skip", inputs={"seconds": 1.3}))
+    _add(
+        db_url,
+        "queue",
+        f"{MOD}:slow",
+        dp.Every(1, overlap="queue", catch_up="all", inputs={"seconds": 1.3}),
+    )
     worker = _worker(dp_spawn)
     wait_until(
         lambda: all(
