@@ -70,6 +70,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
             "MessageTimeout",
         ],
     ),
+    ("Schedules", ["Cron", "Every", "ScheduleView"]),
 ]
 
 # Public by name but not API: helpers the CLI and the testing kit use.
@@ -77,9 +78,12 @@ INTERNAL_MEMBERS: dict[str, set[str]] = {
     "Client": {"create_run", "resolve", "row", "store_now", "check_resumable"},
     "RunView": {"of"},
     "PipelineDef": {"bind_inputs"},
+    "ScheduleView": {"of"},
+    "Cron": {"kind", "spec"},
+    "Every": {"kind", "spec", "tz"},
 }
 # Handles a program is given, not builds: no constructor, and (Store) no methods shown.
-NOT_CONSTRUCTED = {"PipelineDef", "RunView", "RunInfo", "ExecResult", "Store"}
+NOT_CONSTRUCTED = {"PipelineDef", "RunView", "RunInfo", "ExecResult", "Store", "ScheduleView"}
 OPAQUE = {"Store"}
 
 # Public objects that are neither functions nor classes, so carry no docstring of their own.
@@ -251,11 +255,17 @@ def public_members(cls: type) -> list[tuple[str, Any]]:
         return []
     hidden = INTERNAL_MEMBERS.get(cls.__name__, set())
     members = []
-    for name, value in cls.__dict__.items():
-        if name.startswith("_") or name in hidden:
-            continue
-        if isinstance(value, property | classmethod | staticmethod) or inspect.isfunction(value):
-            members.append((name, value))
+    # A class's own members, then those of the *Methods mixins it is put together from
+    # (Client's schedule methods live in a module of their own).
+    mixins = [b for b in cls.__bases__ if b.__name__.endswith("Methods")]
+    for klass in (cls, *mixins):
+        for name, value in klass.__dict__.items():
+            if name.startswith("_") or name in hidden:
+                continue
+            if isinstance(value, property | classmethod | staticmethod) or inspect.isfunction(
+                value
+            ):
+                members.append((name, value))
     return members
 
 

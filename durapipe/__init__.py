@@ -7,6 +7,7 @@ a SQL history; a crash, a stop or a week-long wait is continued later by replay.
 from __future__ import annotations
 
 from ._client import Client, RunView
+from ._client_schedules import ScheduleView
 from ._definition import PipelineDef, pipeline, step
 from ._engine import (
     ChildHandle,
@@ -34,6 +35,7 @@ from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
 from ._engine.transaction import transaction
 from ._exec import ExecResult
 from ._local import cancel_here as _cancel_here  # noqa: F401 - installs Client.cancel's run-here part
+from ._schedules import Cron, Every
 from ._secrets import Secret, secret
 from ._store import Store, open_store
 from ._sync_client import SyncClient
@@ -62,8 +64,10 @@ __all__ = [
     "ChildHandle",
     "Client",
     "ConfigError",
+    "Cron",
     "DatabaseUnavailable",
     "DurapipeError",
+    "Every",
     "ExecFailed",
     "ExecResult",
     "InputTimeout",
@@ -75,6 +79,7 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "RunView",
+    "ScheduleView",
     "Secret",
     "SerializationError",
     "StepFailed",

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from . import _client_messages, _serde
+from ._client_schedules import ScheduleMethods
 from ._definition import PipelineDef, load_target, registered
 from ._engine import check_tags, last_handled_failure, observe
 from ._ids import new_id, validate_run_id
@@ -71,6 +72,8 @@ class RunView:
         tags: its tags (``--tag``, ``dp.tag``).
         continued_from: the run it continues (``dp.continue_as_new``).
         detached: a child started with ``detached=True`` (it outlives its parent).
+        schedule: the schedule whose tick started it, or None.
+        scheduled_at: that tick's time (seconds since the epoch), or None.
     """
 
     run_id: str
@@ -94,6 +97,8 @@ class RunView:
     tags: dict[str, str] = field(default_factory=dict)
     continued_from: str | None = None
     detached: bool = False
+    schedule: str | None = None
+    scheduled_at: float | None = None
 
     @classmethod
     def of(cls, row: Any, tags: dict[str, str] | None = None) -> RunView:
@@ -119,6 +124,8 @@ class RunView:
             tags=dict(tags or {}),
             continued_from=getattr(row, "continued_from", None),
             detached=bool(getattr(row, "detached", None)),
+            schedule=getattr(row, "schedule", None),
+            scheduled_at=getattr(row, "scheduled_at", None),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -178,7 +185,7 @@ def parse_inputs(pairs: list[str], input_json: str | None) -> dict[str, Any]:
     return inputs
 
 
-class Client:
+class Client(ScheduleMethods):
     """Start, inspect and steer runs from a program (asyncio), without running them.
 
     ::

@@ -424,6 +424,9 @@ def render_show(
     inputs = json.loads(run.inputs) if run.inputs else {}
     if inputs:
         tree.add(Text(f"inputs: {_short(inputs, 200)}", style="dim"))
+    if getattr(run, "schedule", None) is not None:  # started by a schedule's tick
+        tick = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.scheduled_at))
+        tree.add(Text(f"schedule: {run.schedule}, tick {tick}", style="dim"))
     for link in links or []:
         tree.add(Text(link, style="dim"))
     for row in step_rows(run, events, now=now):
@@ -640,3 +643,41 @@ def fork_lines(source: Any, forks: list[Any]) -> list[str]:
     for f in forks:
         out.append(f"forked as {f.run_id} from step {f.step} by {f.created_by}")
     return out
+
+
+def render_schedules(views: list[Any], *, now: float) -> Any:
+    """``durapipe schedule list``: each schedule, its next tick, and its last run."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("SCHEDULE", "PIPELINE", "WHEN", "NEXT", "LAST RUN", "STATUS", "POLICY"):
+        table.add_column(col, no_wrap=True)
+
+    def at(t: float | None) -> str:
+        if t is None:
+            return "-"
+        same_day = time.localtime(t)[:3] == time.localtime(now)[:3]
+        return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", time.localtime(t))
+
+    for v in views:
+        if v.paused:
+            nxt = Text("paused", style="yellow")
+        elif v.overlap == "queue" and v.next_fire_at <= now and v.last_status in ACTIVE:
+            nxt = Text("when last run ends", style="yellow")  # its tick waits (overlap queue)
+        else:
+            nxt = Text(at(v.next_fire_at))
+        status = v.last_status or "-"
+        policy = f"overlap {v.overlap}, catch-up {v.catch_up}"
+        if v.skipped:
+            policy += f", {v.skipped} skipped"
+        table.add_row(
+            v.name,
+            v.pipeline,
+            v.description,
+            nxt,
+            v.last_run_id or "-",
+            Text(status, style=STATUS_STYLE.get(status, "")),
+            Text(policy, style="dim"),
+        )
+    return table

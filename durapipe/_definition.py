@@ -19,6 +19,7 @@ from typing import Any, Generic, NoReturn, Protocol, overload
 from typing_extensions import ParamSpec, TypeVar
 
 from ._policy import RetryPolicy, check_timeout, make_policy
+from ._schedules import Cron, Every
 from .errors import ConfigError, InvalidInput, TargetNotFound
 
 # A pipeline's or step's parameters and result. The defaults make a bare ``PipelineDef`` mean
@@ -62,6 +63,7 @@ class PipelineDef(Generic[P, R]):
         timeout: seconds a run may take, start to end, suspensions included (None: no limit).
         max_recoveries: how many times a run whose process died holding it is taken again
             before it ends ``dead``.
+        schedule: the schedule declared with it (``dp.Cron`` / ``dp.Every``), or None.
     """
 
     fn: Callable[P, Coroutine[Any, Any, R]]
@@ -71,6 +73,7 @@ class PipelineDef(Generic[P, R]):
     signature: inspect.Signature = field(repr=False)
     timeout: float | None = None
     max_recoveries: int = DEFAULT_MAX_RECOVERIES
+    schedule: Cron | Every | None = None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> NoReturn:
         raise TypeError(
@@ -146,6 +149,7 @@ def pipeline(
     pin: bool = False,
     timeout: float | timedelta | None = None,
     max_recoveries: int = DEFAULT_MAX_RECOVERIES,
+    schedule: Cron | Every | None = None,
 ) -> Callable[[Callable[Q, Coroutine[Any, Any, T]]], PipelineDef[Q, T]]: ...
 
 
@@ -157,6 +161,7 @@ def pipeline(
     pin: bool = False,
     timeout: float | timedelta | None = None,
     max_recoveries: int = DEFAULT_MAX_RECOVERIES,
+    schedule: Cron | Every | None = None,
 ) -> Any:
     """Make an ``async def`` a durable pipeline; use it bare or with options.
 
@@ -183,11 +188,15 @@ def pipeline(
             kill, a step that kills its process) is taken again; one more such death ends it
             ``dead``, with the reason and its last execution's log lines, until ``durapipe
             resume`` continues it (default 10).
+        schedule: start runs on a schedule, ``dp.Cron("0 3 * * *", tz="Europe/Berlin")`` or
+            ``dp.Every("15m")``: a worker that loads the module adds it (named after the
+            pipeline) or updates it; workers fire it (see ``docs/schedules.md``).
 
     Raises:
         ConfigError: ``fn`` is not an ``async def``, is decorated twice, the name is unusable,
-            the timeout is not a finite number of seconds above 0, or ``max_recoveries`` is
-            negative.
+            the timeout is not a finite number of seconds above 0, ``max_recoveries`` is
+            negative, or the schedule is not a ``dp.Cron``/``dp.Every`` or does not fit the
+            inputs.
     """
     run_timeout = check_timeout("@dp.pipeline", timeout)
     if (
@@ -196,6 +205,8 @@ def pipeline(
         or max_recoveries < 0
     ):
         raise ConfigError(f"@dp.pipeline: max_recoveries must be 0 or more, got {max_recoveries!r}")
+    if schedule is not None and not isinstance(schedule, Cron | Every):
+        raise ConfigError(f"schedule={schedule!r}: give dp.Cron('0 3 * * *') or dp.Every('15m')")
 
     def wrap(f: Callable[..., Any]) -> PipelineDef:
         if isinstance(f, PipelineDef):
@@ -215,7 +226,10 @@ def pipeline(
             signature=inspect.signature(f),
             timeout=run_timeout,
             max_recoveries=max_recoveries,
+            schedule=schedule,
         )
+        if schedule is not None:
+            d.bind_inputs(schedule.inputs)  # a schedule's inputs must fit, now, not at 3 am
         functools.update_wrapper(d, f)
         _REGISTRY[pname] = d
         return d

@@ -120,3 +120,55 @@ def continued_run(
         "chain_id": getattr(row, "chain_id", None) or row.id,
         "detached": getattr(row, "detached", None),
     }
+
+
+def scheduled_run(
+    *,
+    run_id: str,
+    schedule: str,
+    tick: float,
+    pipeline: str,
+    version: str,
+    entrypoint: str,
+    pinned: bool,
+    inputs: str,
+    now: float,
+    by: dict[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The row and ``run_started`` event of a schedule's run for ``tick`` (pending).
+
+    ``by`` says who started it (host, pid, worker), kept in the event as a start's host and pid.
+    """
+    row = new_run(
+        run_id=run_id,
+        pipeline=pipeline,
+        version=version,
+        entrypoint=entrypoint,
+        pinned=pinned,
+        inputs=inputs,
+        now=now,
+        owner=None,
+        ttl=0.0,
+    )
+    row["schedule"] = schedule
+    row["scheduled_at"] = tick
+    started = run_event(
+        run_id,
+        1,
+        EventKind.RUN_STARTED,
+        at=now,
+        attempt=0,
+        name=pipeline,
+        data=_serde.dumps(
+            {
+                "inputs": _serde.loads(inputs),
+                "version": version,
+                "entrypoint": entrypoint,
+                "pinned": pinned,
+                "schedule": schedule,
+                "scheduled_at": tick,
+                **by,
+            }
+        ),
+    )
+    return row, [started]

@@ -29,6 +29,7 @@ from ._store import Store
 from ._store.store import ClaimFilter, Op
 from ._worker.leases import Leases
 from ._worker.logs import LogShipper
+from ._worker.schedules import Scheduler
 from ._worker.supervisor import Supervisor
 from ._worker.wakeups import Wakeups
 from .errors import DatabaseUnavailable, LeaseLost, TargetNotFound
@@ -138,6 +139,16 @@ class Runner:
         self.supervisor.start("durapipe-control", self.leases.control_loop())
         self.supervisor.start("durapipe-logs", self.logs.loop())
         self.supervisor.start(self.wakeups.name, self.wakeups.loop())
+        if self.kind == "worker" and self.pipelines:  # workers fire their pipelines' schedules
+            scheduler = Scheduler(
+                self.store,
+                pipelines=self.pipelines,
+                owner=self.id,
+                clock=self.clock,
+                on_fired=self._wake.set,
+            )
+            self.wakeups.schedules_changed = scheduler.changed
+            self.supervisor.start("durapipe-schedules", scheduler.loop())
 
     async def close(self) -> None:
         # The listener ends by itself (cancelling asyncpg mid-connect leaks a future); the rest stop.

@@ -15,7 +15,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from typing_extensions import ParamSpec, TypeVar
 
 from ._client import Client, RunView
+from ._client_schedules import ScheduleView
 from ._definition import PipelineDef
+from ._schedules import Cron, Every
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -198,6 +200,31 @@ class SyncClient:
             self._client.edit, run_id, step, result, reason=reason, by=by, rerun_after=rerun_after
         )
 
+    # schedules
+
+    def add_schedule(
+        self, name: str, pipeline: PipelineDef | str, schedule: Cron | Every
+    ) -> ScheduleView:
+        return self._call(self._client.add_schedule, name, pipeline, schedule)
+
+    def get_schedule(self, name: str) -> ScheduleView:
+        return self._call(self._client.get_schedule, name)
+
+    def list_schedules(self) -> builtins.list[ScheduleView]:
+        return self._call(self._client.list_schedules)
+
+    def pause_schedule(self, name: str) -> None:
+        return self._call(self._client.pause_schedule, name)
+
+    def resume_schedule(self, name: str) -> None:
+        return self._call(self._client.resume_schedule, name)
+
+    def delete_schedule(self, name: str) -> None:
+        return self._call(self._client.delete_schedule, name)
+
+    def trigger_schedule(self, name: str) -> str:
+        return self._call(self._client.trigger_schedule, name)
+
 
 def _sync_doc(doc: str | None) -> str | None:
     return doc.replace("await client.", "client.") if doc else doc
@@ -219,6 +246,9 @@ for _name in (
     "published",
     "fork",
     "edit",
+    *("start", "get", "list", "events", "result", "send_input", "stop", "cancel", "resume"),
+    *("add_schedule", "get_schedule", "list_schedules", "pause_schedule", "resume_schedule"),
+    *("delete_schedule", "trigger_schedule"),
 ):
     getattr(SyncClient, _name).__doc__ = _sync_doc(getattr(Client, _name).__doc__)
 del _name

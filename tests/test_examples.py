@@ -195,3 +195,15 @@ def test_bank_moves_money_exactly_once(dp_cli: Cli, examples: Path) -> None:
     doc = _show(dp_cli, dp_cli(*documented_command("bank")).stdout.splitlines()[0])
     assert doc["output"] == {"alice": "25.00", "bob": "175.00"}  # the same tables, a second run
     assert [e["kind"] for e in doc["events"]].count("transaction_committed") == 4
+
+
+def test_nightly_runs_by_hand_and_declares_its_schedule(dp_cli: Cli, examples: Path) -> None:
+    out = _output(dp_cli(*documented_command("nightly")))
+    assert out["kept"] == 3 and len(out["day"]) == 10
+    import durapipe as dp
+    from durapipe._definition import load_target
+
+    pdef = load_target(str(examples / "examples" / "nightly.py") + ":nightly")
+    assert pdef.schedule == dp.Cron(
+        "0 3 * * *", tz="Europe/Berlin", overlap="skip", catch_up="last"
+    )

@@ -78,6 +78,9 @@ class RunInfo:
         step_id: inside a step, an id that is the same on every try of this call: an
             idempotency key for its effects.
         is_replaying: the code is replaying recorded history.
+        schedule: the name of the schedule whose tick started the run, or None.
+        scheduled_at: the time of that tick (seconds since the epoch; the same on every
+            replay), or None when no schedule started the run.
     """
 
     run_id: str
@@ -88,6 +91,8 @@ class RunInfo:
     parent_run_id: str | None
     step_id: str | None = None
     is_replaying: bool = False
+    schedule: str | None = None
+    scheduled_at: float | None = None
 
 
 class Branch:

@@ -65,6 +65,9 @@ class RunContext:
         dry: bool = False,
     ) -> None:
         self.host = host
+        # The schedule and tick that started it (dp.context()); None for other runs.
+        self.schedule: str | None = getattr(row, "schedule", None)
+        self.scheduled_at: float | None = getattr(row, "scheduled_at", None)
         self.clock = host.clock
         self.journal = host.journal
         self.run_id: str = row.id
@@ -137,6 +140,8 @@ class RunContext:
             parent_run_id=self.parent_run_id,
             step_id=f"{self.run_id}.{step_key}" if step_key else None,
             is_replaying=replaying,
+            schedule=self.schedule,
+            scheduled_at=self.scheduled_at,
         )
 
     def label(self, name: str) -> str:

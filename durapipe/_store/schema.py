@@ -63,6 +63,9 @@ runs = Table(
     Column("deadline_at", Float),  # the run times out at this instant (its timeout, recorded)
     # Claims of the run whose previous holder died holding it; reset by `durapipe resume`.
     Column("recoveries", Integer, nullable=False, default=0, server_default="0"),
+    # A schedule's tick (migration 0006): the schedule that started the run, and the tick's time.
+    Column("schedule", String(100)),
+    Column("scheduled_at", Float),
     Index("ix_durapipe_runs_status_wake", "status", "wake_at"),
     Index("ix_durapipe_runs_lease", "lease_expires_at"),
     Index("ix_durapipe_runs_parent", "parent_run_id"),
@@ -193,6 +196,32 @@ forks = Table(
     Index("ix_durapipe_forks_source", "source_run_id"),
 )
 
+# Schedules (migration 0006): one row each, with the next tick to fire. A worker carrying the
+# pipeline fires a due tick by advancing next_fire_at and inserting the tick's run (its id
+# derived from name and tick) in one transaction; see durapipe/_store/schedules.py.
+schedules = Table(
+    "durapipe_schedules",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("target", Text, nullable=False),  # FILE.py:NAME or module:NAME it was declared by
+    Column("kind", String(10), nullable=False),  # cron | every
+    Column("spec", String(200), nullable=False),  # the cron expression, or the interval in s
+    Column("tz", String(64), nullable=False),
+    Column("inputs", Text, nullable=False),  # JSON
+    Column("overlap", String(10), nullable=False),  # skip | queue | allow
+    Column("catch_up", String(10), nullable=False),  # none | last | all
+    Column("source", String(10), nullable=False),  # code (declared) | api (schedule add)
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("next_fire_at", Float, nullable=False),
+    Column("last_tick_at", Float),  # the scheduled time of the last run it started
+    Column("last_run_id", String(140)),
+    Column("skipped", Integer, nullable=False, default=0),  # ticks skipped (overlap, catch-up)
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_durapipe_schedules_due", "paused", "next_fire_at"),
+)
+
 # The vocabulary (statuses, event kinds, requests) lives in durapipe/_kinds.py; these names stay
 # here for the code that reads them as ``schema.X``.
 from .._kinds import (  # noqa: E402
@@ -228,4 +257,5 @@ __all__ = [
     "runs",
     "workers",
     "tags",
+    "schedules",
 ]

@@ -17,6 +17,7 @@ from .messages import Messages
 from .pages import Pages
 from .recoveries import Recoveries
 from .runs import Runs
+from .schedules import Schedules
 from .transactions import Transactions
 from .url import resolve_url
 from .workers import Workers
@@ -26,7 +27,17 @@ __all__ = ["SCHEMA_REVISION", "ClaimFilter", "Claimed", "Journal", "Op", "Store"
 
 
 class Store(
-    Runs, Claims, Control, Workers, Messages, Chains, Recoveries, Forks, Pages, Transactions
+    Runs,
+    Claims,
+    Control,
+    Workers,
+    Messages,
+    Chains,
+    Recoveries,
+    Forks,
+    Pages,
+    Transactions,
+    Schedules,
 ):
     """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
 

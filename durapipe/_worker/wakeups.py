@@ -34,6 +34,8 @@ class Wakeups:
         self.wake = wake
         self.closing = closing
         self.control_now = control_now
+        # Told of changes that may bring a schedule's tick forward (the worker's Scheduler).
+        self.schedules_changed: Callable[[], None] | None = None
 
     @property
     def name(self) -> str:
@@ -45,6 +47,11 @@ class Wakeups:
         await self.store.watch(self.on_notify, on_listening=listening, until=self.closing)
 
     def on_notify(self, payload: str) -> None:
+        if payload == "schedule" or payload == "run":  # added, paused, resumed; a run ended
+            if self.schedules_changed is not None:
+                self.schedules_changed()
+            if payload == "schedule":
+                return
         if payload.startswith("input:"):
             ctx = self.held.get(payload[6:])
             if ctx is not None:

@@ -3,10 +3,10 @@
 _app.py holds the typer app, the shared options and the entry point; _foreground.py the terminal
 UI of a run executed here; the commands live by what they do: run.py (run, resume, start),
 look.py (list, show, logs, result, workers), steer.py (input, stop, cancel), admin.py (worker,
-upgrade check, db upgrade, gc).
+upgrade check, db upgrade, gc), schedule.py (schedule add/list/pause/resume/delete/trigger).
 """
 
-from . import admin, look, messages, repair, run, steer, ui
+from . import admin, look, messages, repair, run, schedule, steer, ui
 from ._app import app, db_app, main, upgrade_app
 
 # Registered here, in one place: typer lists commands in the order they are registered, and this
@@ -32,5 +32,12 @@ app.command()(messages.send)
 app.command()(messages.events)
 app.command()(repair.fork)
 app.command()(repair.edit)
+app.add_typer(schedule.schedule_app, name="schedule")
+schedule.schedule_app.command()(schedule.add)
+schedule.schedule_app.command("list")(schedule.list_)
+schedule.schedule_app.command()(schedule.pause)
+schedule.schedule_app.command()(schedule.resume)
+schedule.schedule_app.command()(schedule.delete)
+schedule.schedule_app.command()(schedule.trigger)
 
 __all__ = ["app", "main"]

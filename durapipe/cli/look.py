@@ -195,6 +195,9 @@ def show(
             source, forks = await client.fork_links(run_id)
             if json_out:
                 doc = _run_json(view)
+                if view.schedule is not None:  # a schedule's tick started it
+                    doc["schedule"] = view.schedule
+                    doc["scheduled_at"] = _iso(view.scheduled_at)
                 doc["events"] = [{**event_json(e), "at": _iso(e.at)} for e in events]
                 doc["children"] = [k.id for k in kids]
                 doc["continued_as"] = successor

@@ -16,8 +16,10 @@ PUBLIC = [
     "ChildHandle",
     "Client",
     "ConfigError",
+    "Cron",
     "DatabaseUnavailable",
     "DurapipeError",
+    "Every",
     "ExecFailed",
     "ExecResult",
     "InputTimeout",
@@ -29,6 +31,7 @@ PUBLIC = [
     "RunInfo",
     "RunNotFound",
     "RunView",
+    "ScheduleView",
     "Secret",
     "SerializationError",
     "StepFailed",
@@ -83,6 +86,14 @@ CLIENT_METHODS = [
     "published",
     "fork",
     "edit",
+    # schedules
+    "add_schedule",
+    "get_schedule",
+    "list_schedules",
+    "pause_schedule",
+    "resume_schedule",
+    "delete_schedule",
+    "trigger_schedule",
 ]
 
 
