@@ -24,6 +24,7 @@ from ._engine import (
 from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
 from ._exec import ExecResult
 from ._local import cancel_here as _cancel_here  # noqa: F401 - installs Client.cancel's run-here part
+from ._queues import Queue, QueueView
 from ._secrets import Secret, secret
 from ._store import Store, open_store
 from ._sync_client import SyncClient
@@ -84,4 +85,7 @@ __all__ = [
     "sleep",
     "step",
     "uuid4",
+    # Queues (issue #18)
+    "Queue",
+    "QueueView",
 ]

@@ -16,6 +16,7 @@ from ._definition import PipelineDef, load_target, registered
 from ._engine import last_handled_failure
 from ._ids import new_id, validate_run_id
 from ._kinds import RESUMABLE_EXTRA, EventKind, Request, RunStatus
+from ._queues import Queue, QueueView, cancel_queued
 from ._records import new_run, run_event, unleased_event
 from ._store import Store, open_store
 from ._store import schema as S
@@ -66,6 +67,9 @@ class RunView:
         wake_at: when a sleeping run is due.
         waiting_for: what it waits for (a timer, an input, a child run).
         lease_owner: the worker or process holding it.
+        queue: the queue it was started on (``dp.Queue``), or None.
+        queue_key: its key in the queue (per-key limits), or None.
+        priority: its priority in the queue (higher is taken first).
     """
 
     run_id: str
@@ -86,6 +90,9 @@ class RunView:
     wake_at: float | None
     waiting_for: Any
     lease_owner: str | None
+    queue: str | None
+    queue_key: str | None
+    priority: int | None
 
     @classmethod
     def of(cls, row: Any) -> RunView:
@@ -108,6 +115,9 @@ class RunView:
             wake_at=row.wake_at,
             waiting_for=_serde.loads(row.waiting_for),
             lease_owner=row.lease_owner,
+            queue=row.queue,
+            queue_key=row.queue_key,
+            priority=row.priority,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -226,8 +236,10 @@ class Client:
         pin: bool | None = None,
         owner: str | None = None,
         ttl: float = 30.0,
+        place: dict[str, Any] | None = None,
     ) -> tuple[Any, bool]:
-        """Insert a run (leased to ``owner`` when given). -> (row, created)."""
+        """Insert a run (leased to ``owner`` when given; in a queue with ``place``, the
+        columns ``Client.placement`` gives). -> (row, created)."""
         if run_id is not None:
             why = validate_run_id(run_id)
             if why:
@@ -253,6 +265,7 @@ class Client:
             owner=owner,
             ttl=ttl,
         )
+        row.update(place or {})
         started = run_event(
             rid,
             1,
@@ -291,6 +304,9 @@ class Client:
         run_id: str | None = None,
         pin: bool | None = None,
         inputs: dict[str, Any] | None = None,
+        queue: Queue | str | None = None,
+        priority: int | None = None,
+        key: str | None = None,
         **kw_inputs: Any,
     ) -> str:
         """Queue a run for the workers and return its id.
@@ -310,16 +326,47 @@ class Client:
             pin: abort the run rather than continue it on another version (default: the
                 pipeline's ``pin``).
             inputs: the inputs as a dict (for names that collide with these parameters).
+            queue: wait in this queue (a ``dp.Queue`` or the name of a declared one) until
+                its limits let a worker take the run.
+            priority: with ``queue``: higher is taken first (the queue must take priorities).
+            key: with ``queue``: the queue's ``key_concurrency`` applies per key (``"prod"``).
             **kw_inputs: the inputs by name.
 
         Raises:
-            ConfigError: an unknown pipeline, inputs that do not fit it, an unusable run id.
+            ConfigError: an unknown pipeline or queue, inputs that do not fit it, an unusable
+                run id.
+            InvalidInput: a priority or key without a queue, or not fitting it.
         """
         pdef = self.resolve(pipeline)
+        place = await self.placement(queue, priority=priority, key=key)
         row, _ = await self.create_run(
-            pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin
+            pdef, {**(inputs or {}), **kw_inputs}, run_id=run_id, pin=pin, place=place
         )
         return str(row.id)
+
+    async def placement(
+        self, queue: Queue | str | None, *, priority: int | None, key: str | None
+    ) -> dict[str, Any] | None:
+        """The queue columns of a run to start, checked (None: not on a queue)."""
+        from ._queues import check_name, declared, placement
+
+        if queue is None:
+            if priority is not None or key is not None:
+                raise InvalidInput("a priority or key needs a queue: pass queue= (--queue) too")
+            return None
+        name = queue.name if isinstance(queue, Queue) else check_name(queue)
+        code = queue if isinstance(queue, Queue) else declared(name)
+        stored = await self.store.get_queue(name)
+        if code is not None and stored != code.limits:  # declared in code: the code's settings
+            await self.store.set_queue(code.limits, now=self.store_now())
+            stored = code.limits
+        if stored is None:
+            raise ConfigError(
+                f"there is no queue named {name!r}; declare it first, in code "
+                f"(dp.Queue({name!r}, concurrency=N) in the pipeline's module) or with "
+                f"`durapipe queue set {name} --concurrency N`"
+            )
+        return placement(stored, key=key, priority=priority)
 
     @staticmethod
     def resolve(pipeline: PipelineDef | str) -> PipelineDef:
@@ -507,6 +554,41 @@ class Client:
         if row.status in RESUMABLE:
             await self.store.make_runnable(run_id, now=self.store_now(), statuses=RESUMABLE)
 
+    # ---------------------------------------------------------------- queues
+
+    async def set_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        key_concurrency: int | None = 1,
+        rate: tuple[int, str | float] | None = None,
+        priority: bool = False,
+    ) -> QueueView:
+        """Declare a queue, or replace its settings, like ``durapipe queue set``.
+
+        The settings are those of :class:`Queue` (a limit left out is no limit); they apply
+        from the next claim of every worker. A queue declared in code gets its code's settings
+        back when a worker loading that code starts.
+
+        Raises:
+            ConfigError: a limit below 1 or a malformed rate (nothing is changed).
+        """
+        from ._queues import limits_of
+
+        limits = limits_of(name, concurrency, key_concurrency, rate, priority)
+        await self.store.set_queue(limits, now=self.store_now())
+        return next(v for v in await self.queues() if v.name == name)
+
+    async def queues(self) -> builtins.list[QueueView]:
+        """Every queue with its limits and where it stands, like ``durapipe queues``."""
+        now = self.store_now()
+        return [QueueView.of(lim, stats) for lim, stats in await self.store.queue_stats(now=now)]
+
+    async def queue_places(self, run_ids: builtins.list[str]) -> dict[str, tuple[str, int]]:
+        """For the runs still waiting in a queue: (their queue, how many runs are ahead)."""
+        return await self.store.queue_places(run_ids)
+
     async def check_resumable(self, row: Any) -> None:
         """Raise InvalidRunState, changing nothing, when resuming ``row`` is refused."""
         _check_resumable(row)
@@ -610,6 +692,11 @@ async def steer(client: Client, run_id: str, what: str) -> str:
     """Stop (``stop``/``stop_now``) or cancel a run wherever it is. -> what happened."""
     row = await client.row(run_id)
     verb = "cancel" if what == "cancel" else "stop"
+    if verb == "cancel" and row.status == RunStatus.QUEUED:
+        # Still in its queue's line: none of its code ran, so there is nothing to unwind.
+        if await cancel_queued(client.store, row, now=client.store_now()):
+            return "cancelled"
+        row = await client.row(run_id)  # taken off the queue meanwhile: cancel it where it runs
     if verb == "cancel" and row.status in ("failed", "blocked"):
         # Its code already unwound (failed) or cannot run (blocked): nothing is left to clean up.
         if await client.store.finish_unleased(
@@ -642,7 +729,7 @@ async def steer(client: Client, run_id: str, what: str) -> str:
             status="stopped",
             event=unleased_event(EventKind.RUN_STOPPED, row.attempt),
             now=now,
-            expect=S.ACTIVE + ("blocked", "failed"),
+            expect=S.ACTIVE + ("blocked", "failed", RunStatus.QUEUED),
         )
         if not ok:  # it was claimed meanwhile: ask its new holder
             await client.store.set_request(run_id, what, now=now)

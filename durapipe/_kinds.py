@@ -24,6 +24,9 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     ABORTED = "aborted"  # pinned to a version that is no longer the registered one
+    # Queues (durapipe/_store/queues.py): waiting in its queue's line; a claim dequeues it into
+    # RUNNING when the queue's limits have room. Not runnable by an ordinary claim.
+    QUEUED = "queued"
 
 
 class EventKind(StrEnum):

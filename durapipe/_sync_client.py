@@ -15,6 +15,7 @@ from typing_extensions import ParamSpec, TypeVar
 
 from ._client import Client, RunView
 from ._definition import PipelineDef
+from ._queues import Queue, QueueView
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -99,10 +100,21 @@ class SyncClient:
         run_id: str | None = None,
         pin: bool | None = None,
         inputs: dict[str, Any] | None = None,
+        queue: Queue | str | None = None,
+        priority: int | None = None,
+        key: str | None = None,
         **kw_inputs: Any,
     ) -> str:
         return self._call(
-            self._client.start, pipeline, run_id=run_id, pin=pin, inputs=inputs, **kw_inputs
+            self._client.start,
+            pipeline,
+            run_id=run_id,
+            pin=pin,
+            inputs=inputs,
+            queue=queue,
+            priority=priority,
+            key=key,
+            **kw_inputs,
         )
 
     def get(self, run_id: str) -> RunView:
@@ -138,11 +150,49 @@ class SyncClient:
     def resume(self, run_id: str) -> None:
         return self._call(self._client.resume, run_id)
 
+    def set_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        key_concurrency: int | None = 1,
+        rate: tuple[int, str | float] | None = None,
+        priority: bool = False,
+    ) -> QueueView:
+        return self._call(
+            self._client.set_queue,
+            name,
+            concurrency=concurrency,
+            key_concurrency=key_concurrency,
+            rate=rate,
+            priority=priority,
+        )
+
+    def queues(self) -> builtins.list[QueueView]:
+        return self._call(self._client.queues)
+
+    def queue_places(self, run_ids: builtins.list[str]) -> dict[str, tuple[str, int]]:
+        return self._call(self._client.queue_places, run_ids)
+
 
 def _sync_doc(doc: str | None) -> str | None:
     return doc.replace("await client.", "client.") if doc else doc
 
 
-for _name in ("start", "get", "list", "events", "result", "send_input", "stop", "cancel", "resume"):
+for _name in (
+    "start",
+    "get",
+    "list",
+    "events",
+    "result",
+    "send_input",
+    "stop",
+    "cancel",
+    "resume",
+) + (
+    "set_queue",
+    "queues",
+    "queue_places",
+):
     getattr(SyncClient, _name).__doc__ = _sync_doc(getattr(Client, _name).__doc__)
 del _name

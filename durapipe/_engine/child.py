@@ -84,6 +84,17 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
         ConfigError: ``pipeline`` is not a pipeline, or its inputs do not fit it.
         NotInPipeline: called outside a running pipeline.
     """
+    return await start_and_wait(pipeline, args, inputs, None)
+
+
+async def start_and_wait(
+    pipeline: PipelineDef | str,
+    args: tuple[Any, ...],
+    inputs: dict[str, Any],
+    place: dict[str, Any] | None,
+) -> Any:
+    """``dp.run_subpipeline``; ``place`` puts the child in a queue (``Queue.run_subpipeline``):
+    its queue, key, priority and ``queued`` status, the columns of its row."""
     ctx, branch = current("run_subpipeline")
     pdef = registered(pipeline) if isinstance(pipeline, str) else pipeline
     if pdef is None:
@@ -129,6 +140,7 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
             "created_at": now,
             "updated_at": now,
             "attempt": 0,
+            **(place or {}),
         }
         child_start = {
             "run_id": child_id,

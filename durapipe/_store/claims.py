@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Row
 from .._kinds import Request, RunStatus
 from . import schema as S
 from .base import StoreBase
+from .queues import claim_queued
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +123,19 @@ class Claims(StoreBase):
             rows = list((conn.execute(stmt)).all())
             nxt = conn.execute(next_due).first()
             times = [t for t in (nxt or ()) if t is not None]
+            if len(rows) < limit:  # what is left of the limit: runs waiting in queues
+                queued, rate_due = claim_queued(
+                    conn,
+                    owner=owner,
+                    claimable=later,
+                    limit=limit - len(rows),
+                    ttl=ttl,
+                    now=now,
+                    lock=self._lock,
+                )
+                rows.extend(queued)
+                if rate_due is not None:
+                    times.append(rate_due)
             next_at = min(times) if times else None
             histories: dict[str, list[Any]] = {row.id: [] for row in rows}
             if rows:

@@ -59,6 +59,24 @@ runs = Table(
     Index("ix_durapipe_runs_parent", "parent_run_id"),
     Index("ix_durapipe_runs_root", "root_run_id"),
     Index("ix_durapipe_runs_pipeline", "pipeline", "status"),
+    # Queues (durapipe/_store/queues.py, migration 0007): the queue a run waits in, its key
+    # (per-key limits), its priority (higher first), and when a claim took it off the queue.
+    Column("queue", String(200)),
+    Column("queue_key", String(200)),
+    Column("priority", Integer),
+    Column("dequeued_at", Float),
+    # A queue's slots and rate window: its runs by status, and by when a claim took them.
+    Index("ix_durapipe_runs_queue_taken", "queue", "dequeued_at"),
+)
+# The line of a queue in the claim's order (higher priority first, then oldest first): the
+# claim reads the head of the line from this index without sorting (bench/queues.py).
+Index(
+    "ix_durapipe_runs_queue_line",
+    runs.c.queue,
+    runs.c.status,
+    runs.c.priority.desc(),
+    runs.c.created_at,
+    runs.c.id,
 )
 
 events = Table(
@@ -130,6 +148,18 @@ holds = Table(
     PrimaryKeyConstraint("pipeline", "version"),
 )
 
+queues = Table(
+    "durapipe_queues",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("concurrency", Integer),  # runs taken off it and not ended, at most; None = no limit
+    Column("key_concurrency", Integer),  # ... per key (runs started with a key); None = no limit
+    Column("rate_limit", Integer),  # at most this many taken off it per rate_window seconds
+    Column("rate_window", Float),
+    Column("priority", Boolean, nullable=False, default=False),  # runs may carry priorities
+    Column("updated_at", Float, nullable=False),
+)
+
 # The vocabulary (statuses, event kinds, requests) lives in durapipe/_kinds.py; these names stay
 # here for the code that reads them as ``schema.X``.
 from .._kinds import (  # noqa: E402
@@ -159,6 +189,7 @@ __all__ = [
     "inputs",
     "logs",
     "metadata",
+    "queues",
     "runs",
     "workers",
 ]

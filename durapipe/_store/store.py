@@ -11,15 +11,25 @@ from .base import SCHEMA_REVISION
 from .claims import Claimed, ClaimFilter, Claims
 from .control import Control
 from .journal import Journal, Op
+from .queues import QueueLimits, Queues
 from .runs import Runs
 from .url import resolve_url
 from .workers import Workers
 
 # Other modules import these from here.
-__all__ = ["SCHEMA_REVISION", "ClaimFilter", "Claimed", "Journal", "Op", "Store", "open_store"]
+__all__ = [
+    "SCHEMA_REVISION",
+    "ClaimFilter",
+    "Claimed",
+    "Journal",
+    "Op",
+    "QueueLimits",
+    "Store",
+    "open_store",
+]
 
 
-class Store(Runs, Claims, Control, Workers):
+class Store(Runs, Claims, Control, Workers, Queues):
     """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
 
     Open one with ``await dp.open_store(url)`` (the pytest fixture ``durapipe_store`` is one)

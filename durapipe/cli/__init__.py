@@ -6,7 +6,7 @@ look.py (list, show, logs, result, workers), steer.py (input, stop, cancel), adm
 upgrade check, db upgrade, gc).
 """
 
-from . import admin, look, run, steer
+from . import admin, look, queues, run, steer
 from ._app import app, db_app, main, upgrade_app
 
 # Registered here, in one place: typer lists commands in the order they are registered, and this
@@ -26,5 +26,9 @@ app.command()(steer.cancel)
 app.command()(admin.gc)
 upgrade_app.command("check")(admin.upgrade_check)
 db_app.command("upgrade")(admin.db_upgrade)
+# Queues (issue #18)
+app.add_typer(queues.queue_app, name="queue")
+queues.queue_app.command("set")(queues.set_)
+app.command()(queues.queues)
 
 __all__ = ["app", "main"]

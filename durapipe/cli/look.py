@@ -12,7 +12,15 @@ import typer
 
 from .. import _config
 from .._client import AdminClient, RunView, event_json
-from .._console import LineFormatter, record_json, render_list, render_show, use_color, visible
+from .._console import (
+    LineFormatter,
+    queued_place,
+    record_json,
+    render_list,
+    render_show,
+    use_color,
+    visible,
+)
 from .._kinds import (
     RESUMABLE_EXTRA,
     TERMINAL,
@@ -49,7 +57,10 @@ def list_(
             rows, counts, timelines = await client.overview(
                 status=status, pipeline=pipeline, roots_only=roots, limit=limit
             )
-            _print_rich(render_list(rows, counts, now=time.time(), timelines=timelines))
+            places = await client.queue_places([r.id for r in rows if r.status == "queued"])
+            _print_rich(
+                render_list(rows, counts, now=time.time(), timelines=timelines, places=places)
+            )
         return 0
 
     _run(go())
@@ -82,6 +93,9 @@ def _run_json(v: RunView) -> dict[str, Any]:
         "updated_at": _iso(v.updated_at),
         "finished_at": _iso(v.finished_at),
         "waiting_for": v.waiting_for,
+        "queue": v.queue,
+        "queue_key": v.queue_key,
+        "priority": v.priority,
     }
 
 
@@ -154,11 +168,16 @@ def show(
             kids = await client.children(run_id)
             row = await client.row(run_id)
             note = await _who_can_take(client, row)
+            waits = _waits(view, events)
+            place = (await client.queue_places([run_id])).get(run_id)
+            if place is not None:
+                waits.insert(0, f"{queued_place(*place).capitalize()}: waiting for a slot")
             if json_out:
                 doc = _run_json(view)
                 doc["events"] = [{**event_json(e), "at": _iso(e.at)} for e in events]
                 doc["children"] = [k.id for k in kids]
                 doc["note"] = note
+                doc["queue_ahead"] = place[1] if place is not None else None
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
             tree = kids
@@ -169,7 +188,7 @@ def show(
                     row,
                     events,
                     children=tree,
-                    waits=_waits(view, events),
+                    waits=waits,
                     now=time.time(),
                     note=note,
                 )

@@ -207,6 +207,17 @@ def start(
         bool, typer.Option("--pin", help="Pin the run to this version of the pipeline.")
     ] = False,
     database_url: DbOpt = None,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", help="Wait in this queue (dp.Queue or `durapipe queue set`)."),
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option("--priority", help="With --queue: higher is taken first.")
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="With --queue: its per-key limit applies to this key."),
+    ] = None,
 ) -> None:
     """Queue a run for the workers and print its id."""
 
@@ -214,7 +225,15 @@ def start(
         inputs = parse_inputs(input or [], input_json)
         pdef = load_target(target)
         async with await AdminClient.open(database_url) as client:
-            rid = await client.start(pdef, run_id=run_id, pin=pin or None, inputs=inputs)
+            rid = await client.start(
+                pdef,
+                run_id=run_id,
+                pin=pin or None,
+                inputs=inputs,
+                queue=queue,
+                priority=priority,
+                key=key,
+            )
         _out(rid)
         return 0
 

@@ -50,6 +50,9 @@ PUBLIC = [
     "sleep",
     "step",
     "uuid4",
+    # Queues (issue #18)
+    "Queue",
+    "QueueView",
 ]
 
 CLIENT_METHODS = [
@@ -64,6 +67,10 @@ CLIENT_METHODS = [
     "stop",
     "cancel",
     "resume",
+    # Queues (issue #18)
+    "set_queue",
+    "queues",
+    "queue_places",
 ]
 
 
