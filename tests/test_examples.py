@@ -144,3 +144,13 @@ async def test_reminder_sleeps_for_days_in_no_time(store: Any, tmp_path: Path) -
     assert json.loads(timer.data)["seconds"] == 3 * 86400
     echoed = [json.loads(e.data)["result"]["stdout"] for e in events if e.kind == "step_completed"]
     assert echoed == ["Reminder: renew the TLS certificate\n"]
+
+
+def test_rate_limited_fan_out_keeps_to_five_calls_a_second(dp_cli: Cli, examples: Path) -> None:
+    p = dp_cli(*documented_command("rate_limited"))
+    out = _output(p)
+    assert out["items"] == 12
+    # 12 calls at 5 per second: the third batch cannot go out before two windows have passed.
+    assert out["seconds"] >= 1.8, out
+    kids = [r for r in _runs(dp_cli) if r["pipeline"] == "call_api"]
+    assert len(kids) == 12 and {r["queue"] for r in kids} == {"api"}

@@ -18,11 +18,13 @@ rows in that same transaction — never from a worker's memory:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
 
 from .._kinds import RunStatus
 from . import schema as S
@@ -72,6 +74,10 @@ def claim_queued(
         lim = conn.execute(lock(select(S.queues).where(q.name == name))).first()
         if lim is None:
             continue
+        # The time the runs leave the line is now, under the lock — not when the claim was
+        # asked (it may have waited for the lock meanwhile): the rate window counts these
+        # times, and a stale one would let a later claim think the window had room.
+        now = max(now, time.time())
         room = limit - len(rows)
         in_queue = r.queue == name
         if lim.concurrency is not None:
@@ -157,8 +163,14 @@ class Queues(StoreBase):
         def _tx(conn: Connection) -> None:
             # Under the queue's lock, as claims are: a claim sees the old or the new limits.
             found = conn.execute(self._lock(select(q.name).where(q.name == limits.name))).first()
-            if found is None:
+            if found is None and self.is_sqlite:  # its write transaction excludes others
                 conn.execute(insert(S.queues).values(values))
+            elif found is None:
+                try:
+                    with conn.begin_nested():  # a savepoint: two workers may declare it at once
+                        conn.execute(insert(S.queues).values(values))
+                except IntegrityError:  # declared meanwhile: the later settings win
+                    conn.execute(update(S.queues).where(q.name == limits.name).values(values))
             else:
                 conn.execute(update(S.queues).where(q.name == limits.name).values(values))
             self._notify(conn, "run")  # a raised limit may make waiting runs claimable
