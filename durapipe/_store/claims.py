@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, text, update
+from sqlalchemy import and_, case, exists, func, or_, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from .._kinds import Request, RunStatus
@@ -105,6 +105,9 @@ class Claims(StoreBase):
                 *later,
             )
             .scalar_subquery(),
+            # Whether any run waits in a queue (an index probe), in the same round trip: a claim
+            # looks at the queues only then, so claims of ordinary runs cost what they did.
+            exists().where(r.status == RunStatus.QUEUED),
         )
         stmt = (
             update(S.runs)
@@ -122,8 +125,9 @@ class Claims(StoreBase):
         def _tx(conn: Connection) -> Any:
             rows = list((conn.execute(stmt)).all())
             nxt = conn.execute(next_due).first()
-            times = [t for t in (nxt or ()) if t is not None]
-            if len(rows) < limit:  # what is left of the limit: runs waiting in queues
+            lined = bool(nxt[2]) if nxt is not None else False
+            times = [t for t in (nxt or ())[:2] if t is not None]
+            if lined and len(rows) < limit:  # what is left of the limit: runs waiting in queues
                 queued, rate_due = claim_queued(
                     conn,
                     owner=owner,
