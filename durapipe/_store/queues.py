@@ -32,6 +32,8 @@ from .base import StoreBase
 
 # The statuses in which a run taken off its queue holds one of the queue's slots.
 HOLDS_SLOT = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SLEEPING, RunStatus.WAITING)
+# A claim that finds a queue locked by another claim looks again after this many seconds.
+RETRY_LOCKED = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,8 +73,13 @@ def claim_queued(
         if len(rows) >= limit:
             break
         # The lock that serialises the claims of this queue, held until the transaction ends.
-        lim = conn.execute(lock(select(S.queues).where(q.name == name))).first()
+        # A queue another claim holds is skipped rather than waited for: that claim takes what
+        # the queue has room for, up to its own capacity; this worker looks again shortly
+        # (``next_at``) in case room is left, instead of queueing behind it on every wake-up.
+        lim = conn.execute(lock(select(S.queues).where(q.name == name), skip_locked=True)).first()
         if lim is None:
+            soon = time.time() + RETRY_LOCKED
+            next_at = soon if next_at is None else min(next_at, soon)
             continue
         # The time the runs leave the line is now, under the lock — not when the claim was
         # asked (it may have waited for the lock meanwhile): the rate window counts these
