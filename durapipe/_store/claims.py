@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, text, update
+from sqlalchemy import and_, case, func, or_, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from .._kinds import Request, RunStatus
@@ -107,7 +107,15 @@ class Claims(StoreBase):
             .scalar_subquery(),
             # Whether any run waits in a queue (an index probe), in the same round trip: a claim
             # looks at the queues only then, so claims of ordinary runs cost what they did.
-            exists().where(r.status == RunStatus.QUEUED),
+            # (Asked per declared queue, so it reads the line's index, not the runs table.)
+            select(S.queues.c.name)
+            .where(
+                select(r.id)
+                .where(r.queue == S.queues.c.name, r.status == RunStatus.QUEUED)
+                .correlate(S.queues)
+                .exists()
+            )
+            .exists(),
         )
         stmt = (
             update(S.runs)
