@@ -71,19 +71,30 @@ SECTIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("Schedules", ["Cron", "Every", "ScheduleView"]),
+    # Queues (issue #18)
+    ("Queues", ["Queue", "QueueView"]),
 ]
 
 # Public by name but not API: helpers the CLI and the testing kit use.
 INTERNAL_MEMBERS: dict[str, set[str]] = {
-    "Client": {"create_run", "resolve", "row", "store_now", "check_resumable"},
+    "Client": {"create_run", "resolve", "row", "store_now", "check_resumable", "placement"},
     "RunView": {"of"},
     "PipelineDef": {"bind_inputs"},
     "ScheduleView": {"of"},
     "Cron": {"kind", "spec"},
     "Every": {"kind", "spec", "tz"},
+    "QueueView": {"of"},
 }
 # Handles a program is given, not builds: no constructor, and (Store) no methods shown.
-NOT_CONSTRUCTED = {"PipelineDef", "RunView", "RunInfo", "ExecResult", "Store", "ScheduleView"}
+NOT_CONSTRUCTED = {
+    "PipelineDef",
+    "RunView",
+    "RunInfo",
+    "ExecResult",
+    "Store",
+    "ScheduleView",
+    "QueueView",
+}
 OPAQUE = {"Store"}
 
 # Public objects that are neither functions nor classes, so carry no docstring of their own.

@@ -35,6 +35,7 @@ from ._engine import exec_ as exec  # noqa: A001 - the public name is dp.exec
 from ._engine.transaction import transaction
 from ._exec import ExecResult
 from ._local import cancel_here as _cancel_here  # noqa: F401 - installs Client.cancel's run-here part
+from ._queues import Queue, QueueView
 from ._schedules import Cron, Every
 from ._secrets import Secret, secret
 from ._store import Store, open_store
@@ -114,4 +115,7 @@ __all__ = [
     "set_event",
     "StepTimeout",
     "transaction",
+    # Queues (issue #18)
+    "Queue",
+    "QueueView",
 ]

@@ -19,6 +19,7 @@ from ._engine import check_tags, last_handled_failure, observe
 from ._ids import new_id, validate_run_id
 from ._kinds import RESUMABLE_EXTRA, EventKind, Request, RunStatus
 from ._policy import check_timeout
+from ._queues import Queue, QueueView, cancel_queued
 from ._records import new_run, run_event, unleased_event
 from ._store import Store, open_store
 from ._store import schema as S
@@ -74,6 +75,9 @@ class RunView:
         detached: a child started with ``detached=True`` (it outlives its parent).
         schedule: the schedule whose tick started it, or None.
         scheduled_at: that tick's time (seconds since the epoch), or None.
+        queue: the queue it was started on (``dp.Queue``), or None.
+        queue_key: its key in the queue (per-key limits), or None.
+        priority: its priority in the queue (higher is taken first).
     """
 
     run_id: str
@@ -99,6 +103,9 @@ class RunView:
     detached: bool = False
     schedule: str | None = None
     scheduled_at: float | None = None
+    queue: str | None = None
+    queue_key: str | None = None
+    priority: int | None = None
 
     @classmethod
     def of(cls, row: Any, tags: dict[str, str] | None = None) -> RunView:
@@ -126,6 +133,9 @@ class RunView:
             detached=bool(getattr(row, "detached", None)),
             schedule=getattr(row, "schedule", None),
             scheduled_at=getattr(row, "scheduled_at", None),
+            queue=row.queue,
+            queue_key=row.queue_key,
+            priority=row.priority,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -246,8 +256,10 @@ class Client(ScheduleMethods):
         ttl: float = 30.0,
         tags: Mapping[str, Any] | None = None,
         timeout: float | timedelta | None = None,
+        place: dict[str, Any] | None = None,
     ) -> tuple[Any, bool]:
-        """Insert a run (leased to ``owner`` when given). -> (row, created).
+        """Insert a run (leased to ``owner`` when given; in a queue with ``place``, the
+        columns ``Client.placement`` gives). -> (row, created).
 
         ``timeout`` (default: the pipeline's) becomes the run's recorded deadline."""
         checked_tags = check_tags(tags, where="--tag")
@@ -283,6 +295,7 @@ class Client(ScheduleMethods):
             ttl=ttl,
             deadline_at=now + seconds if seconds is not None else None,
         )
+        row.update(place or {})
         started = run_event(
             rid,
             1,
@@ -326,6 +339,9 @@ class Client(ScheduleMethods):
         inputs: dict[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         timeout: float | timedelta | None = None,
+        queue: Queue | str | None = None,
+        priority: int | None = None,
+        key: str | None = None,
         **kw_inputs: Any,
     ) -> str:
         """Queue a run for the workers and return its id.
@@ -350,13 +366,19 @@ class Client(ScheduleMethods):
             timeout: seconds (or a ``timedelta``) the run may take from now, suspensions and
                 resumes included (default: the pipeline's ``timeout``); past it the run is
                 cancelled and ends ``timed_out``.
+            queue: wait in this queue (a ``dp.Queue`` or the name of a declared one) until
+                its limits let a worker take the run.
+            priority: with ``queue``: higher is taken first (the queue must take priorities).
+            key: with ``queue``: the queue's ``key_concurrency`` applies per key (``"prod"``).
             **kw_inputs: the inputs by name.
 
         Raises:
-            ConfigError: an unknown pipeline, inputs that do not fit it, an unusable run id
-                or tag, a timeout that is not a finite number of seconds above 0.
+            ConfigError: an unknown pipeline or queue, inputs that do not fit it, an unusable
+                run id or tag, a timeout that is not a finite number of seconds above 0.
+            InvalidInput: a priority or key without a queue, or not fitting it.
         """
         pdef = self.resolve(pipeline)
+        place = await self.placement(queue, priority=priority, key=key)
         row, _ = await self.create_run(
             pdef,
             {**(inputs or {}), **kw_inputs},
@@ -364,8 +386,33 @@ class Client(ScheduleMethods):
             pin=pin,
             tags=tags,
             timeout=timeout,
+            place=place,
         )
         return str(row.id)
+
+    async def placement(
+        self, queue: Queue | str | None, *, priority: int | None, key: str | None
+    ) -> dict[str, Any] | None:
+        """The queue columns of a run to start, checked (None: not on a queue)."""
+        from ._queues import check_name, declared, placement
+
+        if queue is None:
+            if priority is not None or key is not None:
+                raise InvalidInput("a priority or key needs a queue: pass queue= (--queue) too")
+            return None
+        name = queue.name if isinstance(queue, Queue) else check_name(queue)
+        code = queue if isinstance(queue, Queue) else declared(name)
+        stored = await self.store.get_queue(name)
+        if code is not None and stored != code.limits:  # declared in code: the code's settings
+            await self.store.set_queue(code.limits, now=self.store_now())
+            stored = code.limits
+        if stored is None:
+            raise ConfigError(
+                f"there is no queue named {name!r}; declare it first, in code "
+                f"(dp.Queue({name!r}, concurrency=N) in the pipeline's module) or with "
+                f"`durapipe queue set {name} --concurrency N`"
+            )
+        return placement(stored, key=key, priority=priority)
 
     @staticmethod
     def resolve(pipeline: PipelineDef | str) -> PipelineDef:
@@ -623,6 +670,41 @@ class Client(ScheduleMethods):
                 }
             ]
         )
+
+    # ---------------------------------------------------------------- queues
+
+    async def set_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        key_concurrency: int | None = 1,
+        rate: tuple[int, str | float] | None = None,
+        priority: bool = False,
+    ) -> QueueView:
+        """Declare a queue, or replace its settings, like ``durapipe queue set``.
+
+        The settings are those of :class:`Queue` (a limit left out is no limit); they apply
+        from the next claim of every worker. A queue declared in code gets its code's settings
+        back when a worker loading that code starts.
+
+        Raises:
+            ConfigError: a limit below 1 or a malformed rate (nothing is changed).
+        """
+        from ._queues import limits_of
+
+        limits = limits_of(name, concurrency, key_concurrency, rate, priority)
+        await self.store.set_queue(limits, now=self.store_now())
+        return next(v for v in await self.queues() if v.name == name)
+
+    async def queues(self) -> builtins.list[QueueView]:
+        """Every queue with its limits and where it stands, like ``durapipe queues``."""
+        now = self.store_now()
+        return [QueueView.of(lim, stats) for lim, stats in await self.store.queue_stats(now=now)]
+
+    async def queue_places(self, run_ids: builtins.list[str]) -> dict[str, tuple[str, int]]:
+        """For the runs still waiting in a queue: (their queue, how many runs are ahead)."""
+        return await self.store.queue_places(run_ids)
 
     async def check_resumable(self, row: Any) -> None:
         """Raise InvalidRunState, changing nothing, when resuming ``row`` is refused."""
@@ -952,6 +1034,12 @@ async def steer(client: Client, run_id: str, what: str, *, by: str | None = None
             noted = True
             await client._note(row, f"{verb.capitalize()} requested by {by}")
 
+    if verb == "cancel" and row.status == RunStatus.QUEUED:
+        # Still in its queue's line: none of its code ran, so there is nothing to unwind.
+        await note()
+        if await cancel_queued(client.store, row, now=client.store_now()):
+            return "cancelled"
+        row = await client.row(run_id)  # taken off the queue meanwhile: cancel it where it runs
     if verb == "cancel" and row.status in ("failed", "blocked"):
         await note()
         # Its code already unwound (failed) or cannot run (blocked): nothing is left to clean up.
@@ -986,7 +1074,7 @@ async def steer(client: Client, run_id: str, what: str, *, by: str | None = None
             status="stopped",
             event=_by_event(EventKind.RUN_STOPPED, row.attempt, by),
             now=now,
-            expect=S.ACTIVE + ("blocked", "failed"),
+            expect=S.ACTIVE + ("blocked", "failed", RunStatus.QUEUED),
         )
         if not ok:  # it was claimed meanwhile: ask its new holder
             await client.store.set_request(run_id, what, now=now)

@@ -246,6 +246,7 @@ STATUS_STYLE = {
     "continued": "green",
     "timed_out": "red",
     "dead": "bold red",
+    "queued": "white",
 }
 
 
@@ -320,8 +321,10 @@ def render_list(
     *,
     now: float,
     timelines: dict[str, list[Any]] | None = None,
+    places: dict[str, tuple[str, int]] | None = None,
 ) -> Any:
-    """The runs table; DURATION is working time when ``timelines`` (Store.timelines) is given."""
+    """The runs table; DURATION is working time when ``timelines`` (Store.timelines) is given;
+    a run waiting in a queue says where (``places``: Client.queue_places)."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -335,7 +338,10 @@ def render_list(
             ("  " * r.depth) + r.id,
             r.pipeline,
             r.version,
-            Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+            Text(
+                queued_place(*places[r.id]) if places and r.id in places else r.status,
+                style=STATUS_STYLE.get(r.status, ""),
+            ),
             started,
             _run_dur(r, (timelines or {}).get(r.id), now),
         )
@@ -681,3 +687,35 @@ def render_schedules(views: list[Any], *, now: float) -> Any:
             Text(policy, style="dim"),
         )
     return table
+
+
+def render_queues(views: list[Any], *, now: float) -> Any:
+    """The queues table (``durapipe queues``): waiting, holding a slot, limits, oldest wait."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("QUEUE", "WAITING", "RUNNING", "CONCURRENCY", "PER KEY", "RATE", "OLDEST WAITING"):
+        table.add_column(col, no_wrap=True)
+    for v in views:
+        rate = "-"
+        if v.rate is not None:
+            n, window = v.rate
+            rate = f"{n}/{fmt_span(window)}"
+            if v.taken_in_window is not None:
+                rate += f" ({v.taken_in_window} in window)"
+        oldest = "-" if v.oldest_waiting_at is None else fmt_span(now - v.oldest_waiting_at)
+        table.add_row(
+            v.name + ("  (priority)" if v.priority else ""),
+            str(v.depth),
+            str(v.running),
+            "-" if v.concurrency is None else str(v.concurrency),
+            "-" if v.key_concurrency is None else str(v.key_concurrency),
+            rate,
+            oldest if oldest == "-" else f"{oldest} ago",
+        )
+    return table
+
+
+def queued_place(queue: str, ahead: int) -> str:
+    """Where a run waits in its queue, as ``list`` and ``show`` say it."""
+    return f"queued in {queue} ({ahead} ahead)"

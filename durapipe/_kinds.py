@@ -28,6 +28,9 @@ class RunStatus(StrEnum):
     CONTINUED = "continued"  # ended by dp.continue_as_new: its successor carries on
     TIMED_OUT = "timed_out"  # its run timeout passed: cancelled, its finally blocks ran
     DEAD = "dead"  # its executions kept dying (max_recoveries); `durapipe resume` continues it
+    # Queues (durapipe/_store/queues.py): waiting in its queue's line; a claim dequeues it into
+    # RUNNING when the queue's limits have room. Not runnable by an ordinary claim.
+    QUEUED = "queued"
 
 
 class EventKind(StrEnum):

@@ -135,6 +135,12 @@ class Runner:
                 "heartbeat_at": now,
             }
         )
+        # The queues its code declares (dp.Queue): their settings in code are the ones enforced.
+        from ._queues import all_declared
+
+        for queue in all_declared():
+            if await self.store.get_queue(queue.name) != queue.limits:
+                await self.store.set_queue(queue.limits, now=now)
         self.supervisor.start("durapipe-heartbeat", self.leases.heartbeat_loop())
         self.supervisor.start("durapipe-control", self.leases.control_loop())
         self.supervisor.start("durapipe-logs", self.logs.loop())
@@ -412,6 +418,11 @@ class Runner:
         if kid.status in TERMINAL:
             return
         now = self.clock.now()
+        if kid.status == RunStatus.QUEUED:  # waiting in its queue: it ends there, never claimed
+            from ._queues import cancel_queued
+
+            if await cancel_queued(self.store, kid, now=now):
+                return
         local = self.held.get(kid.id)
         if local is not None:
             local.interrupt(Request.CANCEL)

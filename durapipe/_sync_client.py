@@ -17,6 +17,7 @@ from typing_extensions import ParamSpec, TypeVar
 from ._client import Client, RunView
 from ._client_schedules import ScheduleView
 from ._definition import PipelineDef
+from ._queues import Queue, QueueView
 from ._schedules import Cron, Every
 
 P = ParamSpec("P")
@@ -104,6 +105,9 @@ class SyncClient:
         inputs: dict[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         timeout: float | timedelta | None = None,
+        queue: Queue | str | None = None,
+        priority: int | None = None,
+        key: str | None = None,
         **kw_inputs: Any,
     ) -> str:
         return self._call(
@@ -114,6 +118,9 @@ class SyncClient:
             inputs=inputs,
             tags=tags,
             timeout=timeout,
+            queue=queue,
+            priority=priority,
+            key=key,
             **kw_inputs,
         )
 
@@ -225,6 +232,30 @@ class SyncClient:
     def trigger_schedule(self, name: str) -> str:
         return self._call(self._client.trigger_schedule, name)
 
+    def set_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        key_concurrency: int | None = 1,
+        rate: tuple[int, str | float] | None = None,
+        priority: bool = False,
+    ) -> QueueView:
+        return self._call(
+            self._client.set_queue,
+            name,
+            concurrency=concurrency,
+            key_concurrency=key_concurrency,
+            rate=rate,
+            priority=priority,
+        )
+
+    def queues(self) -> builtins.list[QueueView]:
+        return self._call(self._client.queues)
+
+    def queue_places(self, run_ids: builtins.list[str]) -> dict[str, tuple[str, int]]:
+        return self._call(self._client.queue_places, run_ids)
+
 
 def _sync_doc(doc: str | None) -> str | None:
     return doc.replace("await client.", "client.") if doc else doc
@@ -244,11 +275,16 @@ for _name in (
     "send",
     "get_event",
     "published",
+    # fork and edit
     "fork",
     "edit",
-    *("start", "get", "list", "events", "result", "send_input", "stop", "cancel", "resume"),
+    # schedules
     *("add_schedule", "get_schedule", "list_schedules", "pause_schedule", "resume_schedule"),
     *("delete_schedule", "trigger_schedule"),
+    # queues
+    "set_queue",
+    "queues",
+    "queue_places",
 ):
     getattr(SyncClient, _name).__doc__ = _sync_doc(getattr(Client, _name).__doc__)
 del _name

@@ -207,3 +207,13 @@ def test_nightly_runs_by_hand_and_declares_its_schedule(dp_cli: Cli, examples: P
     assert pdef.schedule == dp.Cron(
         "0 3 * * *", tz="Europe/Berlin", overlap="skip", catch_up="last"
     )
+
+
+def test_rate_limited_fan_out_keeps_to_five_calls_a_second(dp_cli: Cli, examples: Path) -> None:
+    p = dp_cli(*documented_command("rate_limited"))
+    out = _output(p)
+    assert out["items"] == 12
+    # 12 calls at 5 per second: the third batch cannot go out before two windows have passed.
+    assert out["seconds"] >= 1.8, out
+    kids = [r for r in _runs(dp_cli) if r["pipeline"] == "call_api"]
+    assert len(kids) == 12 and {r["queue"] for r in kids} == {"api"}

@@ -107,6 +107,7 @@ async def _launch(
     run_id: str | None = None,
     detached: bool = False,
     waiting: bool = False,
+    place: dict[str, Any] | None = None,
 ) -> str:
     """Create the child run: its row, its ``run_started`` and the parent's ``kind`` event
     (naming the child) in one write. -> the child's id."""
@@ -139,6 +140,8 @@ async def _launch(
     }
     if detached:
         child["detached"] = True
+    if place:  # in a queue (Queue.run_subpipeline): its queue, key, priority, queued status
+        child.update(place)
     child_start = {
         "run_id": child_id,
         "seq": 1,
@@ -249,6 +252,17 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
         ConfigError: ``pipeline`` is not a pipeline, or its inputs do not fit it.
         NotInPipeline: called outside a running pipeline.
     """
+    return await start_and_wait(pipeline, args, inputs, None)
+
+
+async def start_and_wait(
+    pipeline: PipelineDef | str,
+    args: tuple[Any, ...],
+    inputs: dict[str, Any],
+    place: dict[str, Any] | None,
+) -> Any:
+    """``dp.run_subpipeline``; ``place`` puts the child in a queue (``Queue.run_subpipeline``):
+    its queue, key, priority and ``queued`` status, the columns of its row."""
     ctx, branch = current("run_subpipeline")
     pdef = _child_def(pipeline, "run_subpipeline")
     inputs = _checked_inputs(pdef, args, inputs, "run_subpipeline")
@@ -262,7 +276,7 @@ async def run_subpipeline(pipeline: PipelineDef | str, /, *args: Any, **inputs: 
         child_id = (_serde.loads(started.data) or {})["child_run_id"]
     else:
         child_id = await _launch(
-            ctx, call, pdef, inputs, kind=EventKind.CHILD_STARTED, waiting=True
+            ctx, call, pdef, inputs, kind=EventKind.CHILD_STARTED, waiting=True, place=place
         )
     return await _wait_for(ctx, call, child_id, typed)
 

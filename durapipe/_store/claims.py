@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Row
 from .._kinds import Request, RunStatus
 from . import schema as S
 from .base import StoreBase
+from .queues import claim_queued
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +116,17 @@ class Claims(StoreBase):
                 *later,
             )
             .scalar_subquery(),
+            # Whether any run waits in a queue (an index probe), in the same round trip: a claim
+            # looks at the queues only then, so claims of ordinary runs cost what they did.
+            # (Asked per declared queue, so it reads the line's index, not the runs table.)
+            select(S.queues.c.name)
+            .where(
+                select(r.id)
+                .where(r.queue == S.queues.c.name, r.status == RunStatus.QUEUED)
+                .correlate(S.queues)
+                .exists()
+            )
+            .exists(),
         )
         stmt = (
             update(S.runs)
@@ -133,7 +145,21 @@ class Claims(StoreBase):
         def _tx(conn: Connection) -> Any:
             rows = list((conn.execute(stmt)).all())
             nxt = conn.execute(next_due).first()
-            times = [t for t in (nxt or ()) if t is not None]
+            lined = bool(nxt[2]) if nxt is not None else False
+            times = [t for t in (nxt or ())[:2] if t is not None]
+            if lined and len(rows) < limit:  # what is left of the limit: runs waiting in queues
+                queued, rate_due = claim_queued(
+                    conn,
+                    owner=owner,
+                    claimable=later,
+                    limit=limit - len(rows),
+                    ttl=ttl,
+                    now=now,
+                    lock=self._lock,
+                )
+                rows.extend(queued)
+                if rate_due is not None:
+                    times.append(rate_due)
             next_at = min(times) if times else None
             histories: dict[str, list[Any]] = {row.id: [] for row in rows}
             if rows:

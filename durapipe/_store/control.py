@@ -112,7 +112,8 @@ class Control(StoreBase):
                 update(S.runs)
                 .where(r.id == run_id, r.status.in_(list(statuses)))
                 .values(
-                    status=RunStatus.PENDING,
+                    # A run of a queue goes back in line: it left its slot when it stopped.
+                    status=case((r.queue.is_not(None), RunStatus.QUEUED), else_=RunStatus.PENDING),
                     requested=None,
                     lease_owner=None,
                     lease_expires_at=None,

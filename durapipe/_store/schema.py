@@ -59,11 +59,11 @@ runs = Table(
     Column("chain_id", String(140)),  # the first run of its continue-as-new chain
     Column("detached", Boolean),  # a child started detached=True: it outlives its parent
     Index("ix_durapipe_runs_chain", "chain_id"),
-    # Run timeouts and the recovery limit (migration 0005).
+    # Run timeouts and the recovery limit (migration 0004).
     Column("deadline_at", Float),  # the run times out at this instant (its timeout, recorded)
     # Claims of the run whose previous holder died holding it; reset by `durapipe resume`.
     Column("recoveries", Integer, nullable=False, default=0, server_default="0"),
-    # A schedule's tick (migration 0006): the schedule that started the run, and the tick's time.
+    # A schedule's tick (migration 0007): the schedule that started the run, and the tick's time.
     Column("schedule", String(100)),
     Column("scheduled_at", Float),
     Index("ix_durapipe_runs_status_wake", "status", "wake_at"),
@@ -73,6 +73,24 @@ runs = Table(
     Index("ix_durapipe_runs_pipeline", "pipeline", "status"),
     # Newest first (`durapipe list`, the web UI's pages): walked backwards, no sort of every run.
     Index("ix_durapipe_runs_created", "created_at", "id"),
+    # Queues (durapipe/_store/queues.py, migration 0008): the queue a run waits in, its key
+    # (per-key limits), its priority (higher first), and when a claim took it off the queue.
+    Column("queue", String(200)),
+    Column("queue_key", String(200)),
+    Column("priority", Integer),
+    Column("dequeued_at", Float),
+    # A queue's slots and rate window: its runs by status, and by when a claim took them.
+    Index("ix_durapipe_runs_queue_taken", "queue", "dequeued_at"),
+)
+# The line of a queue in the claim's order (higher priority first, then oldest first): the
+# claim reads the head of the line from this index without sorting (bench/queues.py).
+Index(
+    "ix_durapipe_runs_queue_line",
+    runs.c.queue,
+    runs.c.status,
+    runs.c.priority.desc(),
+    runs.c.created_at,
+    runs.c.id,
 )
 
 events = Table(
@@ -196,7 +214,7 @@ forks = Table(
     Index("ix_durapipe_forks_source", "source_run_id"),
 )
 
-# Schedules (migration 0006): one row each, with the next tick to fire. A worker carrying the
+# Schedules (migration 0007): one row each, with the next tick to fire. A worker carrying the
 # pipeline fires a due tick by advancing next_fire_at and inserting the tick's run (its id
 # derived from name and tick) in one transaction; see durapipe/_store/schedules.py.
 schedules = Table(
@@ -220,6 +238,18 @@ schedules = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_durapipe_schedules_due", "paused", "next_fire_at"),
+)
+
+queues = Table(
+    "durapipe_queues",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("concurrency", Integer),  # runs taken off it and not ended, at most; None = no limit
+    Column("key_concurrency", Integer),  # ... per key (runs started with a key); None = no limit
+    Column("rate_limit", Integer),  # at most this many taken off it per rate_window seconds
+    Column("rate_window", Float),
+    Column("priority", Boolean, nullable=False, default=False),  # runs may carry priorities
+    Column("updated_at", Float, nullable=False),
 )
 
 # The vocabulary (statuses, event kinds, requests) lives in durapipe/_kinds.py; these names stay
@@ -254,6 +284,7 @@ __all__ = [
     "messages",
     "metadata",
     "published",
+    "queues",
     "runs",
     "workers",
     "tags",

@@ -15,6 +15,7 @@ from .forks import Forks
 from .journal import Journal, Op
 from .messages import Messages
 from .pages import Pages
+from .queues import QueueLimits, Queues
 from .recoveries import Recoveries
 from .runs import Runs
 from .schedules import Schedules
@@ -23,7 +24,16 @@ from .url import resolve_url
 from .workers import Workers
 
 # Other modules import these from here.
-__all__ = ["SCHEMA_REVISION", "ClaimFilter", "Claimed", "Journal", "Op", "Store", "open_store"]
+__all__ = [
+    "SCHEMA_REVISION",
+    "ClaimFilter",
+    "Claimed",
+    "Journal",
+    "Op",
+    "QueueLimits",
+    "Store",
+    "open_store",
+]
 
 
 class Store(
@@ -38,6 +48,7 @@ class Store(
     Pages,
     Transactions,
     Schedules,
+    Queues,
 ):
     """An open durapipe database (``dp.Store``): hand it to ``dp.Client`` and the testing kit.
 

@@ -6,7 +6,7 @@ look.py (list, show, logs, result, workers), steer.py (input, stop, cancel), adm
 upgrade check, db upgrade, gc), schedule.py (schedule add/list/pause/resume/delete/trigger).
 """
 
-from . import admin, look, messages, repair, run, schedule, steer, ui
+from . import admin, look, messages, queues, repair, run, schedule, steer, ui
 from ._app import app, db_app, main, upgrade_app
 
 # Registered here, in one place: typer lists commands in the order they are registered, and this
@@ -39,5 +39,9 @@ schedule.schedule_app.command()(schedule.pause)
 schedule.schedule_app.command()(schedule.resume)
 schedule.schedule_app.command()(schedule.delete)
 schedule.schedule_app.command()(schedule.trigger)
+# Queues (issue #18)
+app.add_typer(queues.queue_app, name="queue")
+queues.queue_app.command("set")(queues.set_)
+app.command()(queues.queues)
 
 __all__ = ["app", "main"]

@@ -17,6 +17,7 @@ from .._console import (
     fork_lines,
     fork_link_json,
     open_waits,
+    queued_place,
     record_json,
     render_list,
     render_published,
@@ -69,7 +70,10 @@ def list_(
             rows, counts, timelines = await client.overview(
                 status=status, pipeline=pipeline, roots_only=roots, limit=limit, tags=tags
             )
-            _print_rich(render_list(rows, counts, now=time.time(), timelines=timelines))
+            places = await client.queue_places([r.id for r in rows if r.status == "queued"])
+            _print_rich(
+                render_list(rows, counts, now=time.time(), timelines=timelines, places=places)
+            )
         return 0
 
     _run(go())
@@ -105,6 +109,9 @@ def _run_json(v: RunView) -> dict[str, Any]:
         "tags": v.tags,
         "continued_from": v.continued_from,
         "detached": v.detached,
+        "queue": v.queue,
+        "queue_key": v.queue_key,
+        "priority": v.priority,
     }
 
 
@@ -193,6 +200,10 @@ def show(
             note = await _who_can_take(client, row)
             successor = await client.successor(row)
             source, forks = await client.fork_links(run_id)
+            waits = _waits(view, events)
+            place = (await client.queue_places([run_id])).get(run_id)
+            if place is not None:
+                waits.insert(0, f"{queued_place(*place).capitalize()}: waiting for a slot")
             if json_out:
                 doc = _run_json(view)
                 if view.schedule is not None:  # a schedule's tick started it
@@ -210,6 +221,7 @@ def show(
                     if link is not None:
                         link["at"] = _iso(link["at"])
                 doc["forked_from"], doc["forks"] = links[0], links[1:]
+                doc["queue_ahead"] = place[1] if place is not None else None
                 _out(json.dumps(doc, ensure_ascii=False))
                 return 0
             tree = kids
@@ -220,7 +232,7 @@ def show(
                     row,
                     events,
                     children=tree,
-                    waits=_waits(view, events),
+                    waits=waits,
                     now=time.time(),
                     note=note,
                     links=_links(view, successor) + fork_lines(source, forks),

@@ -256,6 +256,17 @@ def start(
     ] = None,
     database_url: DbOpt = None,
     timeout: TimeoutOpt = None,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", help="Wait in this queue (dp.Queue or `durapipe queue set`)."),
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option("--priority", help="With --queue: higher is taken first.")
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="With --queue: its per-key limit applies to this key."),
+    ] = None,
 ) -> None:
     """Queue a run for the workers and print its id."""
     seconds = _timeout(timeout)
@@ -266,7 +277,15 @@ def start(
         pdef = load_target(target)
         async with await AdminClient.open(database_url) as client:
             rid = await client.start(
-                pdef, run_id=run_id, pin=pin or None, inputs=inputs, tags=tags, timeout=seconds
+                pdef,
+                run_id=run_id,
+                pin=pin or None,
+                inputs=inputs,
+                tags=tags,
+                timeout=seconds,
+                queue=queue,
+                priority=priority,
+                key=key,
             )
         _out(rid)
         return 0

@@ -1,7 +1,7 @@
 """Child handles, continue-as-new and tags: run links (chain, detached) and a table of tags.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-30
 """
 

@@ -66,6 +66,9 @@ PUBLIC = [
     "set_event",
     "StepTimeout",
     "transaction",
+    # Queues (issue #18)
+    "Queue",
+    "QueueView",
 ]
 
 CLIENT_METHODS = [
@@ -94,6 +97,10 @@ CLIENT_METHODS = [
     "resume_schedule",
     "delete_schedule",
     "trigger_schedule",
+    # Queues (issue #18)
+    "set_queue",
+    "queues",
+    "queue_places",
 ]
 
 

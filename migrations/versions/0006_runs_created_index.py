@@ -3,8 +3,8 @@
 Without it, listing the newest 50 of 1,000,000 runs sorts them all (seconds); with it the
 database walks the index backwards and stops after a page.
 
-Revision ID: 0009
-Revises: 0001
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Schedules: the durapipe_schedules table; a run's schedule and scheduled time.
 
-Revision ID: 0006
-Revises: 0001
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0009"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
