@@ -83,6 +83,10 @@ CLIENT_METHODS = [
     "stop",
     "cancel",
     "resume",
+    # Queues (issue #18)
+    "set_queue",
+    "queues",
+    "queue_places",
     # messages, published state
     "send",
     "get_event",
@@ -97,10 +101,6 @@ CLIENT_METHODS = [
     "resume_schedule",
     "delete_schedule",
     "trigger_schedule",
-    # Queues (issue #18)
-    "set_queue",
-    "queues",
-    "queue_places",
 ]
 
 
