@@ -164,6 +164,30 @@ class SyncClient:
         return self._call(self._client.resume, run_id, by=by)
 
     # messages, published state
+    def set_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        key_concurrency: int | None = 1,
+        rate: tuple[int, str | float] | None = None,
+        priority: bool = False,
+    ) -> QueueView:
+        return self._call(
+            self._client.set_queue,
+            name,
+            concurrency=concurrency,
+            key_concurrency=key_concurrency,
+            rate=rate,
+            priority=priority,
+        )
+
+    def queues(self) -> builtins.list[QueueView]:
+        return self._call(self._client.queues)
+
+    def queue_places(self, run_ids: builtins.list[str]) -> dict[str, tuple[str, int]]:
+        return self._call(self._client.queue_places, run_ids)
+
     def send(self, run_id: str, topic: str, value: Any = None) -> None:
         return self._call(self._client.send, run_id, topic, value)
 
@@ -231,30 +255,6 @@ class SyncClient:
 
     def trigger_schedule(self, name: str) -> str:
         return self._call(self._client.trigger_schedule, name)
-
-    def set_queue(
-        self,
-        name: str,
-        *,
-        concurrency: int | None = None,
-        key_concurrency: int | None = 1,
-        rate: tuple[int, str | float] | None = None,
-        priority: bool = False,
-    ) -> QueueView:
-        return self._call(
-            self._client.set_queue,
-            name,
-            concurrency=concurrency,
-            key_concurrency=key_concurrency,
-            rate=rate,
-            priority=priority,
-        )
-
-    def queues(self) -> builtins.list[QueueView]:
-        return self._call(self._client.queues)
-
-    def queue_places(self, run_ids: builtins.list[str]) -> dict[str, tuple[str, int]]:
-        return self._call(self._client.queue_places, run_ids)
 
 
 def _sync_doc(doc: str | None) -> str | None:
