@@ -55,11 +55,12 @@ def transaction(fn: Any = None, *, name: str | None = None) -> Any:
         await transfer(1, 2, 100)          # in a pipeline: the connection is not passed
 
     The first parameter receives a SQLAlchemy connection of the durapipe database (a
-    ``Connection`` for a plain ``def``, an ``AsyncConnection`` for an ``async def``, PostgreSQL
-    only), inside the transaction that also records the step's completion, checked against the
-    run's lease. So the step's statements and its checkpoint commit together or not at all: a
-    crash at any point, or a worker that lost its run, leaves neither, and the step runs again
-    on resume; once committed, replay returns the recorded result and never runs it again.
+    ``Connection`` for a plain ``def``, an ``AsyncConnection`` for an ``async def``, on SQLite
+    and PostgreSQL alike), inside the transaction that also records the step's completion,
+    checked against the run's lease. So the step's statements and its checkpoint commit
+    together or not at all: a crash at any point, or a worker that lost its run, leaves
+    neither, and the step runs again on resume; once committed, replay returns the recorded
+    result and never runs it again.
 
     Only changes made through that connection to tables in the durapipe database are covered;
     anything else the body does (another database, an HTTP call) is at-least-once, as in a
@@ -72,9 +73,7 @@ def transaction(fn: Any = None, *, name: str | None = None) -> Any:
         name: the step's name in the history and the console (default: the function's name).
 
     Raises:
-        ConfigError: ``fn`` is not a function or takes no connection parameter; or (in a run)
-            an ``async def`` on SQLite, whose synchronous driver has no AsyncConnection to
-            share.
+        ConfigError: ``fn`` is not a function or takes no connection parameter.
         StepFailed: (in a run) the body raised; nothing it did was committed.
         NotInPipeline: called outside a running pipeline.
     """

@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
 from .journal import Op
 from .url import DatabaseURL
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 T = TypeVar("T")
 
@@ -36,6 +39,11 @@ class Dialect(ABC):
     async def run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         """``fn(conn)`` in one transaction (a write transaction when ``write``); the driver's
         errors are raised as they come (the store classifies them)."""
+
+    @abstractmethod
+    def async_writer(self) -> AsyncEngine:
+        """An async engine whose write transactions an ``async def`` @dp.transaction runs in
+        (its body gets the engine's AsyncConnection)."""
 
     def lock(self, q: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
         """``q`` locking the rows it reads until the transaction ends (SQLite's write

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -24,6 +24,9 @@ from .dialect import Dialect, OnChange, T
 from .journal import Op
 from .journal_sql import EVENT_COLS
 from .url import DatabaseURL
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("durapipe.store")
 
@@ -85,6 +88,9 @@ class PostgreSQL(Dialect):
     async def run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         async with self.writer.begin() if write else self.writer.connect() as conn:
             return await conn.run_sync(fn)
+
+    def async_writer(self) -> AsyncEngine:
+        return self.writer
 
     def lock(self, q: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
         return q.with_for_update(skip_locked=skip_locked)

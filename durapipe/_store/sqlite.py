@@ -3,6 +3,8 @@
 SQLite is driven through the synchronous driver in a dedicated writer thread (and a small reader
 pool), so a whole transaction costs one hop between threads instead of one per statement. The
 journal commits on the loop's own thread when the write lock is free at once (no hop at all).
+An ``async def`` @dp.transaction gets an ``AsyncConnection`` of an aiosqlite engine on the same
+file, made when the first one runs (BEGIN IMMEDIATE, the same pragmas as the writer).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
@@ -25,6 +27,9 @@ from .dialect import Dialect, OnChange, T
 from .journal import Op
 from .journal_sql import EVENT_COLS
 from .url import DatabaseURL
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 # How often the watch reads PRAGMA data_version: it costs microseconds and takes no lock.
 WATCH_INTERVAL = 0.05
@@ -73,10 +78,30 @@ class SQLite(Dialect):
         self._rx = ThreadPoolExecutor(2, thread_name_prefix="durapipe-sqlite-r")
         self._jconn: sqlite3.Connection | None = None  # the journal's, in the writer thread
         self._iconn: sqlite3.Connection | None = None  # the journal's, on the loop's thread
+        self._awriter: AsyncEngine | None = None  # async transactions' (see async_writer)
 
     async def run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         pool, engine = (self._wx, self.sync_writer) if write else (self._rx, self.sync_reader)
         return await asyncio.get_running_loop().run_in_executor(pool, _sync_tx, engine, fn)
+
+    def async_writer(self) -> AsyncEngine:
+        """The engine of ``async def`` @dp.transaction steps: aiosqlite on the same file, made
+        on first use (a store that never runs one never imports it). Its transactions begin
+        with BEGIN IMMEDIATE, so the write lock is taken before the body's first statement, as
+        in the writer thread; another connection's lock is waited for (busy timeout) in
+        aiosqlite's thread, never on the loop."""
+        if self._awriter is None:
+            # Imported here: sqlalchemy.ext.asyncio pulls in the ORM, and aiosqlite is needed
+            # only by async transactions.
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            self._awriter = create_async_engine(
+                f"sqlite+aiosqlite:///{self.path}",
+                connect_args={"timeout": self._busy_ms / 1000},
+            )
+            begin, busy_ms = "BEGIN IMMEDIATE", self._busy_ms
+            _sqlite_events(self._awriter.sync_engine, begin, synchronous(), busy_ms)
+        return self._awriter
 
     # ------------------------------------------------------------------ journal batch
 
@@ -170,6 +195,9 @@ class SQLite(Dialect):
         for ex, eng in ((self._wx, self.sync_writer), (self._rx, self.sync_reader)):
             await loop.run_in_executor(ex, eng.dispose)
             ex.shutdown(wait=False)
+        if self._awriter is not None:
+            await self._awriter.dispose()
+            self._awriter = None
 
 
 def _sync_tx(engine: Engine, fn: Callable[[Connection], T]) -> T:

@@ -6,6 +6,12 @@ transaction holds the whole file) and the step's completion event is inserted. S
 changes and its checkpoint commit together or not at all, and a process that lost its lease
 commits neither. A serialization failure or a deadlock runs the whole transaction again; a
 connection lost while committing is settled by looking for the event before running it again.
+
+Where the body runs: a plain ``def`` on SQLite in the writer thread (the store's own
+transaction); an ``async def`` on SQLite on the loop, with an AsyncConnection of the aiosqlite
+engine on the same file (BEGIN IMMEDIATE: the write lock first); on PostgreSQL on the async
+engine, an ``async def`` with its AsyncConnection, a plain ``def`` through ``run_sync``. The
+lease check and the event insert are the same code (:func:`_commit_event`) on all four.
 """
 
 from __future__ import annotations
@@ -13,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection as Connection  # what a sync body gets (re-exported)
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import ConfigError, DatabaseUnavailable, LeaseLost
+from ..errors import DatabaseUnavailable, LeaseLost
 from . import errors
 from . import schema as S
 from .base import StoreBase
@@ -59,12 +65,6 @@ class Transactions(StoreBase):
         Raises LeaseLost (nothing committed) when the lease is not the caller's; what ``body``
         raised (nothing committed); DatabaseUnavailable when the database stayed away.
         """
-        if is_async and self.is_sqlite:
-            raise ConfigError(
-                f"transaction step {label} is an `async def`, but durapipe drives SQLite with "
-                "the synchronous sqlite3 driver, so it has no AsyncConnection to share: make "
-                "it a plain `def` (it gets a sqlalchemy Connection), or use PostgreSQL"
-            )
         fence = (run_id, owner, attempt)
         before = earlier or []
         delay, tries = CONFLICT_DELAY, 0
@@ -76,14 +76,24 @@ class Transactions(StoreBase):
                 if done is not None:
                     return done
             try:
-                if self.is_sqlite:
+                if self.is_sqlite and not is_async:  # the writer thread (waits out locks)
                     return await self._write(
                         lambda conn: _sync_tx(conn, body, before, event, fence)  # type: ignore[arg-type]
                     )
-                return await self._pg_tx(body, is_async, before, event, fence)
+                data = await self._async_tx(body, is_async, before, event, fence)
+                if self.is_sqlite:
+                    self.note_locked(False)
+                return data
             except (DBAPIError, DatabaseUnavailable, OSError) as exc:
                 if errors.is_conflict(exc) and tries < CONFLICT_RETRIES:
                     tries += 1
+                elif is_async and self.is_sqlite and errors.is_locked(exc):
+                    # aiosqlite's BEGIN IMMEDIATE waited its busy timeout for another
+                    # connection's write lock: as the writer thread's transactions do, again
+                    # until DURAPIPE_DB_RETRY_SECONDS.
+                    if time.monotonic() > deadline:
+                        raise errors.locked_out(self.url, self.journal.retry_for, exc) from exc
+                    self.note_locked(True)
                 elif errors.is_transient(exc) and time.monotonic() < deadline:
                     unsure = True
                 else:
@@ -91,7 +101,7 @@ class Transactions(StoreBase):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _pg_tx(
+    async def _async_tx(
         self,
         body: SyncBody | AsyncBody,
         is_async: bool,
@@ -99,13 +109,15 @@ class Transactions(StoreBase):
         event: dict[str, Any],
         fence: tuple[str, str, int],
     ) -> str:
-        engine = self.db.writer  # type: ignore[attr-defined]
+        """The transaction on the dialect's async engine (on SQLite, for an ``async def`` body
+        only: a plain ``def`` runs in the writer thread)."""
+        engine = self.db.async_writer()
         try:
             async with engine.begin() as conn:
                 if is_async:
-                    data = await body(conn)  # type: ignore[misc]
+                    data = await cast(AsyncBody, body)(conn)
                 else:
-                    data = await conn.run_sync(body)
+                    data = await conn.run_sync(cast(SyncBody, body))
                 await conn.run_sync(_commit_event, before, event, data, fence)
                 return str(data)
         except (OSError, ConnectionError) as exc:

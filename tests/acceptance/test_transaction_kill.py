@@ -3,7 +3,8 @@
 Each trial starts a run of ten transfers (tests/pipelines/bank_tx.py; each transfer pauses
 between its two updates, a window for the kill), SIGKILLs the process at a random instant
 while it moves money, resumes the run with `durapipe resume`, and checks that every transfer
-was applied exactly once and the total conserved. Both databases.
+was applied exactly once and the total conserved. Both databases; plain `def` transactions
+(`bank`) and `async def` ones (`bank_async`, an AsyncConnection: aiosqlite on SQLite).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from conftest import PIPELINES, wait_until
 from sqlalchemy import text
 
@@ -50,14 +52,15 @@ def _applied(db_url: str, run_id: str) -> list[int]:
     return sorted(r[0] for r in rows)
 
 
+@pytest.mark.parametrize("pipeline", ["bank", "bank_async"])
 def test_sigkill_at_random_instants_applies_each_transfer_once(
-    dp_cli: Cli, dp_spawn: Any, db_url: str
+    dp_cli: Cli, dp_spawn: Any, db_url: str, pipeline: str
 ) -> None:
     rng = random.Random(5)
     env = {"BANK_PAUSE": "0.02"}
     killed_mid_run = 0
     for trial in range(TRIALS):
-        proc = dp_spawn("run", f"{BANK}:bank", "--input", f"transfers={TRANSFERS}", env=env)
+        proc = dp_spawn("run", f"{BANK}:{pipeline}", "--input", f"transfers={TRANSFERS}", env=env)
         run_id = proc.stdout.readline().strip()
         assert run_id, proc.stderr.read()
         # Kill once money started moving (so the run is well under way), at a random instant.
