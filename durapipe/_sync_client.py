@@ -155,8 +155,8 @@ class SyncClient:
         return self._call(self._client.resume, run_id, by=by)
 
     # messages, published state
-    def send(self, run_id: str, topic: str, value: Any = None) -> None:
-        return self._call(self._client.send, run_id, topic, value)
+    def send(self, run_id: str, topic: str, value: Any = None, *, by: str | None = None) -> None:
+        return self._call(self._client.send, run_id, topic, value, by=by)
 
     def get_event(
         self, run_id: str, key: str, *, wait: float | None = None, default: Any = None
