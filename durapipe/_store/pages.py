@@ -25,9 +25,10 @@ class Pages(StoreBase):
         until: float | None = None,
         before: tuple[float, str] | None = None,
         limit: int = 50,
+        tags: dict[str, str] | None = None,
     ) -> list[Row[Any]]:
         """Runs newest first (``created_at`` then ``id``, as ``list_runs``), created in
-        ``[since, until)`` and older than the run ``before`` = (created_at, id)."""
+        ``[since, until)``, older than the run ``before`` = (created_at, id), with all ``tags``."""
         r = S.runs.c
         q = select(S.runs)
         if status:
@@ -43,7 +44,10 @@ class Pages(StoreBase):
         if before is not None:
             at, rid = before
             q = q.where(or_(r.created_at < at, and_(r.created_at == at, r.id < rid)))
-        # Hook: a tag filter (`durapipe list --tag`) joins the tags table here once it exists.
+        # Tags AND together, as list_runs: one lookup per tag on the tags' (key, value) index.
+        for key, value in (tags or {}).items():
+            t = S.tags.c
+            q = q.where(r.id.in_(select(t.run_id).where(t.key == key, t.value == value)))
         q = q.order_by(r.created_at.desc(), r.id.desc()).limit(limit)
 
         def _tx(conn: Connection) -> list[Row[Any]]:

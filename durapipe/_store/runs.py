@@ -116,8 +116,12 @@ class Runs(StoreBase):
         pipeline: str | None = None,
         roots_only: bool = False,
         statuses: Sequence[str] | None = None,
+        tags: dict[str, str] | None = None,
     ) -> dict[str, int]:
         q = select(S.runs.c.status, func.count()).group_by(S.runs.c.status)
+        for key, value in (tags or {}).items():  # as list_runs: all of them
+            t = S.tags.c
+            q = q.where(S.runs.c.id.in_(select(t.run_id).where(t.key == key, t.value == value)))
         if statuses is not None:
             q = q.where(S.runs.c.status.in_([str(s) for s in statuses]))
         if pipeline:
