@@ -197,7 +197,9 @@ ACTIONS: dict[str, Action] = {
         confirm="The run takes it with dp.recv(TOPIC), now or when it gets there; messages of "
         "one topic are taken in the order they were sent.",
         danger=False,
-        shown=lambda run: run.status not in ENDED,
+        # Not to a run that will never take it: ended, timed out, or continued as new (its
+        # page links the run that carries on).
+        shown=lambda run: run.status not in (*ENDED, RunStatus.CONTINUED, RunStatus.TIMED_OUT),
         perform=_send,
         done="send",
         fields=(
@@ -484,8 +486,9 @@ class UI:
         context["parts"] = parts
         done = request.query_params.get("done") or ""
         context["message"] = _DONE.get(done)
-        if done == "fork" and request.query_params.get("from"):
-            context["message"] = f"Forked from run {request.query_params['from']}."
+        link = context["forked_from"]
+        if done == "fork" and link is not None:  # said from the link, not from the URL
+            context["message"] = f"Forked from run {link.source_run_id} at step {link.step}."
         return self.page(request, "run.html", context)
 
     async def act(self, request: Request) -> Response:
@@ -544,9 +547,7 @@ class UI:
         except DurapipeError as exc:
             return self.error(request, str(exc), 409)
         if action.opens:
-            return RedirectResponse(
-                f"/runs/{done}?done={action.done}&from={run_id}", status_code=303
-            )
+            return RedirectResponse(f"/runs/{done}?done={action.done}", status_code=303)
         return RedirectResponse(f"/runs/{run_id}?done={action.done}", status_code=303)
 
     def confirm(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conftest import PIPELINES, client_call, wait_until
-from test_ui import _click, _log, _shot, _start_ui, _status, _text
+from test_ui import _click, _get, _log, _shot, _start_ui, _status, _text
 
 ACTS = str(PIPELINES / "ui_actions.py")
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -100,6 +100,11 @@ def test_fork_and_edit_failed_runs_from_the_page(browser: Any, db_url: str, dp_s
     for rid in (bad, broken):
         wait_until(lambda rid=rid: _status(db_url, rid) == "failed", what="the runs to fail")
 
+    # A POST without the page's form token (another site's form) forks nothing.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert _get(f"{url}runs/{bad}/act/fork", form, b"confirm=yes&step=1").status == 403
+    assert len(client_call(db_url, lambda c: c.list())) == 3
+
     # Fork from the failed step, with the input fixed; the fork's page follows.
     browser.get(f"{url}runs/{bad}")
     assert "release bad is broken" in _text(browser, "#error")
@@ -115,7 +120,10 @@ def test_fork_and_edit_failed_runs_from_the_page(browser: Any, db_url: str, dp_s
     _type(browser, "#f-inputs", '{"n": "good"}')
     _shot(browser, "confirm-fork")
     _click(browser, "#confirm")
-    wait_until(lambda: _text(browser, "#message") == f"Forked from run {bad}.", what="the fork")
+    wait_until(
+        lambda: _text(browser, "#message") == f"Forked from run {bad} at step 2.",
+        what="the fork's page",
+    )
     fork = browser.current_url.split("/runs/")[1].split("?")[0]
     assert fork != bad and _text(browser, "#forked-from") == bad
     wait_until(lambda: _text(browser, "#status") == "completed", what="the fork to complete")
@@ -159,6 +167,7 @@ def test_fork_and_edit_failed_runs_from_the_page(browser: Any, db_url: str, dp_s
     wait_until(lambda: _status(db_url, chain) == "continued", what="the chain to continue")
     browser.get(f"{url}runs/{chain}")
     assert "st-continued" in browser.find_element("id", "status").get_attribute("class")
+    assert not browser.find_elements("id", "msg-topic")  # its successor takes messages
     nxt = _text(browser, "#successor")
     assert nxt and nxt != chain
     _click(browser, "#successor")
