@@ -585,7 +585,11 @@ class UI:
         )
 
     async def _prefill(self, run_id: str, name: str, values: dict[str, str]) -> dict[str, str]:
-        """An edit starts from the step's recorded result (as the history has it now)."""
+        """An edit starts from the step's recorded result (as the history has it now), a fork
+        from the run's inputs."""
+        if name == "fork" and not values.get("inputs"):
+            inputs = _serde.loads((await self.client.row(run_id)).inputs)
+            return {**values, "inputs": _json(inputs)} if inputs else values
         step = values.get("step", "")
         if name != "edit" or not step or values.get("result"):
             return values

@@ -74,13 +74,13 @@ def test_send_a_message_and_filter_the_list_by_tags(
     _click(browser, "#msg-send")
     wait_until(lambda: _text(browser, "#confirm"), what="the confirmation page")
     assert _text(browser, "h1") == f"Send a message to run {blue}"
+    _shot(browser, "confirm-send")
     _type(browser, "#f-topic", "not a topic!")  # bad input: asked again, nothing sent
     _click(browser, "#confirm")
     wait_until(lambda: "is not a short identifier" in _text(browser, "#problem"), what="why")
     assert _status(db_url, blue) == "waiting"
     assert browser.find_element("id", "f-value").get_attribute("value") == '{"ok": true}'
     _type(browser, "#f-topic", "go")
-    _shot(browser, "confirm-send")
     _click(browser, "#confirm")
     wait_until(lambda: _text(browser, "#message") == "Message sent.", what="the run page")
     wait_until(lambda: _text(browser, "#status") == "completed", what="the run to take it")
@@ -94,7 +94,7 @@ def test_send_a_message_and_filter_the_list_by_tags(
 def test_fork_and_edit_failed_runs_from_the_page(browser: Any, db_url: str, dp_spawn: Any) -> None:
     dp_spawn("worker", "-m", ACTS)
     url = _start_ui(dp_spawn)
-    bad = _start(db_url, "release")
+    bad = _start(db_url, "release", n="bad")
     broken = _start(db_url, "deploy")
     chain = _start(db_url, "rounds")
     for rid in (bad, broken):
@@ -113,12 +113,14 @@ def test_fork_and_edit_failed_runs_from_the_page(browser: Any, db_url: str, dp_s
     _click(browser, "#act-fork")
     wait_until(lambda: _text(browser, "#confirm"), what="the confirmation page")
     assert _text(browser, "h1") == f"Fork run {bad} from the failed step?"
+    assert '"n": "bad"' in browser.find_element("id", "f-inputs").get_attribute("value")
+    _type(browser, "#f-inputs", '{"n": "good"}')
+    _shot(browser, "confirm-fork")
     _type(browser, "#f-inputs", '{"n": good}')  # not JSON: asked again, nothing forked
     _click(browser, "#confirm")
     wait_until(lambda: "is not valid JSON" in _text(browser, "#problem"), what="why")
     assert len(client_call(db_url, lambda c: c.list())) == 3
     _type(browser, "#f-inputs", '{"n": "good"}')
-    _shot(browser, "confirm-fork")
     _click(browser, "#confirm")
     wait_until(
         lambda: _text(browser, "#message") == f"Forked from run {bad} at step 2.",
@@ -132,6 +134,7 @@ def test_fork_and_edit_failed_runs_from_the_page(browser: Any, db_url: str, dp_s
         "check": "checked good",
     }
     assert "forked from" in _text(browser, ".links") and "ui:127.0.0.1" in _text(browser, ".links")
+    _shot(browser, "run-forked")
     browser.get(f"{url}runs/{bad}")
     assert fork in _text(browser, ".links")
     assert _status(db_url, bad) == "failed"  # the source is not changed
