@@ -215,9 +215,9 @@ ACTIONS: dict[str, Action] = {
     ),
     "fork": Action(
         title="Fork from the failed step",
-        confirm="A new run starts with a copy of this run's history before the step, and "
-        "runs the step and what follows with the code loaded here (a worker takes it). "
-        "This run is not changed.",
+        confirm="A new run starts with a copy of this run's history before the step; a worker "
+        "runs the step and what follows with the pipeline's current code. This run is not "
+        "changed.",
         danger=False,
         shown=lambda run: _forkable(run) and run.status == RunStatus.FAILED,
         perform=_fork,

@@ -9,13 +9,19 @@ import pytest
 from conftest import PIPELINES
 
 from durapipe._client import AdminClient
+from durapipe._store import pages
 from durapipe.errors import InvalidInput
 
 TICKING = f"{PIPELINES / 'ui.py'}:ticking"
 
 
 @pytest.mark.asyncio
-async def test_pages_and_counts_by_tags_are_keyset_and_anded(store: Any) -> None:
+@pytest.mark.parametrize("few", [5000, 1], ids=["rare-tags", "common-tags"])
+async def test_pages_and_counts_by_tags_are_keyset_and_anded(
+    store: Any, few: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways a tag is looked up (by its index, or run by run) give the same pages."""
+    monkeypatch.setattr(pages, "FEW", few)
     client = AdminClient(store)
     blue = [
         await client.start(TICKING, n=i, tags={"team": "blue", "env": "prod"}) for i in range(5)
