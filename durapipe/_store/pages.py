@@ -47,7 +47,7 @@ class Pages(StoreBase):
         q = q.order_by(r.created_at.desc(), r.id.desc()).limit(limit)
 
         def _tx(conn: Connection) -> list[Row[Any]]:
-            return list(conn.execute(_with_tags(conn, q, tags)).all())
+            return list(conn.execute(with_tags(conn, q, tags)).all())
 
         return await self._read(_tx)
 
@@ -57,7 +57,7 @@ class Pages(StoreBase):
 FEW = 5000
 
 
-def _with_tags(conn: Connection, q: Select[Any], tags: dict[str, str] | None) -> Select[Any]:
+def with_tags(conn: Connection, q: Select[Any], tags: dict[str, str] | None) -> Select[Any]:
     """``q`` limited to the runs with all ``tags``, each tag looked up the way that is fast for
     how many runs have it. Runs by id from the tag's index is fast for a rare tag but reads every
     run of a common one (SQLite builds the whole list first: a second for 500,000 runs); checking
