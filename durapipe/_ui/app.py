@@ -476,7 +476,7 @@ class UI:
         # The parts ui.js refreshes, each with a signature: a part whose signature did not change
         # is left alone (an answer being typed in a form stays).
         parts = {}
-        for part in ("head", "waits", "steps", "tree", "published"):
+        for part in ("head", "waits", "steps", "tree", "published", "message"):
             html = self.templates.get_template(f"_run_{part}.html").render(
                 {"csrf": self.csrf, **context}
             )

@@ -85,6 +85,9 @@ def test_send_a_message_and_filter_the_list_by_tags(
     wait_until(lambda: _text(browser, "#message") == "Message sent.", what="the run page")
     wait_until(lambda: _text(browser, "#status") == "completed", what="the run to take it")
     wait_until(lambda: "got it" in _text(browser, "#published"), what="its new state")
+    wait_until(  # live too: a run that ended takes no more messages
+        lambda: not browser.find_elements("id", "msg-topic"), what="the form to go"
+    )
     assert '"ok": true' in _text(browser, "#output")
     wait_until(lambda: "Message 'go' sent by ui:127.0.0.1" in _log(browser), what="who sent it")
     assert client_call(db_url, lambda c: c.result(blue, timeout=5)) == {"got": {"ok": True}}
