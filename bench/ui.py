@@ -5,7 +5,8 @@ python bench/ui.py [--db sqlite|postgresql|both] [--runs 1000000] [--steps 10000
 1. Bulk-inserts ``--runs`` runs (plain SQL here in bench/: COPY on PostgreSQL, executemany on
    SQLite), then times the runs page in the server (the ASGI app called in-process, rendering
    included): the first page, a page filtered by status, by pipeline, and a page deep in the
-   list (keyset cursor); p50/p99 over ``--repeat`` requests.
+   list (keyset cursor), pages filtered by tags (every run has env=prod or env=dev; one in
+   1,000 team=blue); p50/p99 over ``--repeat`` requests.
 2. Inserts a run with a ``--steps``-step history and times its run page.
 3. Starts a worker and ``durapipe ui``, runs a pipeline whose command prints a line every 100 ms
    with the time it printed it, and reads the run's log stream (server-sent events) as the
@@ -54,6 +55,15 @@ import durapipe as dp
 async def printer() -> None:
     await dp.exec(sys.executable, "-c", {PRINTER!r})
 """
+
+
+def tags(n: int) -> Any:
+    """Every run has env=prod or env=dev; one in 1,000 also team=blue."""
+    for i in range(n):
+        rid = f"run_b{i:019d}"
+        yield (rid, "env", "prod" if i % 2 else "dev")
+        if i % 1000 == 0:
+            yield (rid, "team", "blue")
 
 
 def rows(n: int, start: float) -> Any:
@@ -109,6 +119,9 @@ async def load(url: str, n: int, steps: int) -> str:
                 columns=COLS,
             )
             await conn.copy_records_to_table(
+                "durapipe_tags", records=tags(n), columns=["run_id", "key", "value"]
+            )
+            await conn.copy_records_to_table(
                 "durapipe_events",
                 records=events(long_id, steps),
                 columns=["run_id", "seq", "kind", "step", "name", "label", "at", "attempt", "data"],
@@ -129,6 +142,7 @@ async def load(url: str, n: int, steps: int) -> str:
             (long_id, "long", "1", "bench.py:long", False, "completed", "{}", "1", long_id, 0,
              "long", start - 1, start - 1, start - 1, 1),
         )  # fmt: skip
+        db.executemany("INSERT INTO durapipe_tags (run_id, key, value) VALUES (?, ?, ?)", tags(n))
         db.executemany(
             "INSERT INTO durapipe_events (run_id, seq, kind, step, name, label, at, attempt, data)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -200,6 +214,10 @@ async def pages(url: str, long_id: str, repeat: int) -> list[tuple[str, float, f
             ("runs, status=failed", "/runs", "status=failed"),
             ("runs, pipeline=nightly", "/runs", "pipeline=nightly"),
             ("runs, page 21 (keyset)", "/runs", "before=" + urllib.parse.quote(cursor)),
+            ("runs, tag env=prod (1 in 2)", "/runs", "tag=env%3Dprod"),
+            ("runs, tag team=blue (1 in 1,000)", "/runs", "tag=team%3Dblue"),
+            ("runs, both tags", "/runs", "tag=team%3Dblue+env%3Ddev"),
+            ("runs, a tag no run has", "/runs", "tag=team%3Dnobody"),
             ("runs, last hour (since)", "/runs", "since=" + time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() - 7200))),
             (f"run page, {steps:,} steps (first 1,000)", f"/runs/{long_id}", ""),
             (f"run page, {steps:,} steps (all)", f"/runs/{long_id}", "steps=all"),

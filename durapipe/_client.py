@@ -713,13 +713,16 @@ class Client(ScheduleMethods):
 
     # ---------------------------------------------------------------- messages, published state
 
-    async def send(self, run_id: str, topic: str, value: Any = None) -> None:
+    async def send(
+        self, run_id: str, topic: str, value: Any = None, *, by: str | None = None
+    ) -> None:
         """Send ``value`` to a run on ``topic``, like ``durapipe send``; it takes it with
         ``dp.recv(topic)``.
 
         The message (any JSON value, at most 1 MB encoded) is kept until the run takes it;
         messages of one topic are taken in the order they were sent. A run suspended waiting
-        for it is woken.
+        for it is woken. ``by`` (who sends it, e.g. ``"ui:10.0.0.7"``) is recorded in the
+        run's log.
 
         Raises:
             InvalidInput: the topic is not a short identifier (letters, digits, ``_ - . :``;
@@ -728,7 +731,7 @@ class Client(ScheduleMethods):
             InvalidRunState: the run has ended.
             RunNotFound: there is no such run.
         """
-        await _client_messages.send(self, run_id, topic, value)
+        await _client_messages.send(self, run_id, topic, value, by=_check_by(by))
 
     async def get_event(
         self, run_id: str, key: str, *, wait: float | None = None, default: Any = None
@@ -931,9 +934,14 @@ class AdminClient(Client):
         """-> (the link to the run it was forked from or None, the links of its forks)."""
         return await self.store.fork_links(run_id)
 
-    async def counts(self, *, pipeline: str | None, roots_only: bool) -> dict[str, int]:
-        """How many runs there are of each status (the summary under ``durapipe list``)."""
-        return await self.store.count_by_status(pipeline=pipeline, roots_only=roots_only)
+    async def counts(
+        self, *, pipeline: str | None, roots_only: bool, tags: Mapping[str, str] | None = None
+    ) -> dict[str, int]:
+        """How many runs there are of each status (the summary under ``durapipe list``);
+        ``tags``: of the runs with all of them (the web UI's tag filter)."""
+        return await self.store.count_by_status(
+            pipeline=pipeline, roots_only=roots_only, tags=check_tags(tags, where="tag")
+        )
 
     async def timelines(self, run_ids: builtins.list[str]) -> dict[str, Any]:
         """The events working time is computed from, for several runs (``durapipe list``)."""
@@ -949,9 +957,12 @@ class AdminClient(Client):
         until: float | None = None,
         before: tuple[float, str] | None = None,
         limit: int = 50,
+        tags: Mapping[str, str] | None = None,
     ) -> builtins.list[Any]:
-        """A page of runs, newest first, for the web UI: the list's filters, a time range
-        ``[since, until)``, and a keyset ``before`` = (created_at, id) of the last run shown."""
+        """A page of runs, newest first, for the web UI: the list's filters (``tags``: all of
+        them), a time range ``[since, until)``, and a keyset ``before`` = (created_at, id) of
+        the last run shown."""
+        wanted = check_tags(tags, where="tag")
         if status is not None and status not in S.ALL_STATUSES:
             raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(S.ALL_STATUSES)}")
         if pipeline is not None and (not pipeline or not _serde.storable_text(pipeline)):
@@ -964,7 +975,12 @@ class AdminClient(Client):
             until=until,
             before=before,
             limit=limit,
+            tags=wanted,
         )
+
+    async def tags_of(self, run_ids: builtins.list[str]) -> dict[str, dict[str, str]]:
+        """The tags of these runs, by run id (runs without tags are left out)."""
+        return await self.store.tags_of(run_ids)
 
 
 def _check_resumable(row: Any) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _serde
 from ._engine.messages import NAME_RULE, valid_name
-from ._kinds import TERMINAL
+from ._kinds import ENDED, TERMINAL
 from .errors import InvalidInput, InvalidRunState, RunNotFound
 
 if TYPE_CHECKING:
@@ -29,10 +29,16 @@ def check_name(what: str, name: object) -> str:
     return str(name)
 
 
-async def send(client: Client, run_id: str, topic: str, value: Any) -> None:
+async def send(
+    client: Client, run_id: str, topic: str, value: Any, *, by: str | None = None
+) -> None:
     check_name("the topic", topic)
     text = _serde.dumps(value, what=f"message {topic!r}")
-    await client.row(run_id)  # RunNotFound for an id no run can have
+    row = await client.row(run_id)  # RunNotFound for an id no run can have
+    if by is not None and row.status not in ENDED:
+        # First, as send_input notes: the message may wake the run, whose next attempt fences
+        # its log lines.
+        await client._note(row, f"Message '{topic}' sent by {by}")
     mid, status = await client.store.send_message(run_id, topic, text, now=client.store_now())
     if mid is None:
         if status is None:

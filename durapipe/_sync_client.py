@@ -188,8 +188,8 @@ class SyncClient:
     def queue_places(self, run_ids: builtins.list[str]) -> dict[str, tuple[str, int]]:
         return self._call(self._client.queue_places, run_ids)
 
-    def send(self, run_id: str, topic: str, value: Any = None) -> None:
-        return self._call(self._client.send, run_id, topic, value)
+    def send(self, run_id: str, topic: str, value: Any = None, *, by: str | None = None) -> None:
+        return self._call(self._client.send, run_id, topic, value, by=by)
 
     def get_event(
         self, run_id: str, key: str, *, wait: float | None = None, default: Any = None

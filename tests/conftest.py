@@ -218,3 +218,39 @@ def client_call(db_url: str, fn: Any) -> Any:
             return await fn(c)
 
     return asyncio.run(go())
+
+
+# The web UI's browser (tests/acceptance/test_ui.py, test_ui_actions.py): one per test process.
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's) driven by Selenium: the web UI's browser tests."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        why = "the browser tests need Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+        if IN_CI:
+            pytest.fail(why)
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        "--force-device-scale-factor=1",
+    ):
+        opts.add_argument(arg)
+    # The driver is given: Selenium Manager (which would download one) is never asked.
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()

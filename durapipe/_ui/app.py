@@ -44,7 +44,18 @@ from .._console import (
     step_rows,
     timestamp,
 )
-from .._kinds import ACTIVE, ALL_STATUSES, RESUMABLE_EXTRA, TERMINAL, EventKind, RunStatus
+from .._engine.repair import EDITABLE, completion
+from .._engine.tags import parse_tags
+from .._kinds import (
+    ACTIVE,
+    ALL_STATUSES,
+    ENDED,
+    RESUMABLE_EXTRA,
+    TERMINAL,
+    EventKind,
+    RunStatus,
+)
+from .._repair import EDITABLE_STATUSES
 from ..errors import DurapipeError, InvalidInput, RunNotFound, SerializationError
 from .guard import Guard, check_csrf
 
@@ -58,31 +69,109 @@ NAV: list[tuple[str, str]] = [("/runs", "Runs"), ("/workers", "Workers")]
 
 
 @dataclass(frozen=True, kw_only=True)
+class Field:
+    """A value an action asks for on its confirmation page (a form field)."""
+
+    name: str
+    label: str
+    kind: str = "text"  # text, textarea, checkbox (its value is "1" when checked)
+    required: bool = False
+    placeholder: str = ""
+    help: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Action:
-    """A button on a run page: shown when ``shown(run)``, asks ``confirm`` first, then
-    ``perform(client, run_id, by)`` through the Client and says ``done``."""
+    """A button on a run page: shown when ``shown(run)``, asks ``confirm`` first (and its
+    ``fields``), then ``perform(client, run_id, by, fields)`` through the Client and says
+    ``done``. ``button``: a button in the run's head (False: its form is elsewhere on the
+    page). ``opens``: perform returns a run id, whose page is shown next (a fork)."""
 
     title: str
     confirm: str
     danger: bool
     shown: Callable[[Any], bool]
-    perform: Callable[[AdminClient, str, str], Awaitable[Any]]
+    perform: Callable[[AdminClient, str, str, dict[str, str]], Awaitable[Any]]
     done: str
+    fields: tuple[Field, ...] = ()
+    button: bool = True
+    opens: bool = False
 
 
 def _stoppable(run: Any) -> bool:
     return run.status in ACTIVE and run.requested != "cancel"
 
 
-# Hook: sending a message, fork and edit add their Action here (and their form fields, if any,
-# to templates/confirm.html); the run page shows every action whose `shown` says so.
+def _held(run: Any) -> bool:
+    """A live process holds the run (fork and edit refuse it: stop it first)."""
+    return run.lease_owner is not None and (run.lease_expires_at or 0) >= time.time()
+
+
+def _forkable(run: Any) -> bool:
+    return run.parent_run_id is None and not _held(run)
+
+
+def _editable(run: Any) -> bool:
+    return run.status in EDITABLE_STATUSES and not _held(run)
+
+
+def _json_field(fields: dict[str, str], name: str, what: str) -> Any:
+    text = fields.get(name, "").strip()
+    if not text:
+        raise InvalidInput(f'{what}: give a JSON value (a string is written in quotes: "text")')
+    try:
+        return _serde.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"{what} is not valid JSON ({exc.args[0] if exc.args else exc}); a string is "
+            'written in quotes: "text"'
+        ) from None
+    except RecursionError:
+        raise InvalidInput(f"{what} is nested too deeply to be read as JSON") from None
+
+
+def _new_inputs(fields: dict[str, str]) -> dict[str, Any] | None:
+    if not fields.get("inputs", "").strip():
+        return None
+    value = _json_field(fields, "inputs", "new inputs")
+    if not isinstance(value, dict):
+        raise InvalidInput('new inputs are a JSON object of input names to values, e.g. {"n": 3}')
+    return value
+
+
+async def _send(c: AdminClient, rid: str, by: str, f: dict[str, str]) -> None:
+    topic = f.get("topic", "").strip()
+    try:
+        value = _serde.parse_cli_value(f.get("value", ""))
+    except SerializationError as exc:
+        raise InvalidInput(f"message {topic!r}: {exc}") from None
+    await c.send(rid, topic, value, by=by)
+
+
+async def _fork(c: AdminClient, rid: str, by: str, f: dict[str, str]) -> str:
+    step = f.get("step", "").strip() or None
+    return await c.fork(rid, from_step=step, inputs=_new_inputs(f), by=by)
+
+
+async def _edit(c: AdminClient, rid: str, by: str, f: dict[str, str]) -> None:
+    step = f.get("step", "").strip()
+    if not step:
+        raise InvalidInput("give the step whose result is edited (a key such as 3, or a name)")
+    value = _json_field(f, "result", "the new result")
+    reason = f.get("reason", "").strip()
+    if not reason:
+        raise InvalidInput("give a reason: why the result is edited (it is kept with the edit)")
+    await c.edit(rid, step, value, reason=reason, by=by, rerun_after=f.get("keep_after") != "1")
+
+
+# The run page shows every action whose `shown` says so (schedules and queues add theirs here).
 ACTIONS: dict[str, Action] = {
     "stop": Action(
         title="Stop",
         confirm="It stops at its next journaled call; Resume continues it later.",
         danger=False,
         shown=_stoppable,
-        perform=lambda c, rid, by: c.stop(rid, by=by),
+        perform=lambda c, rid, by, f: c.stop(rid, by=by),
         done="stop",
     ),
     "resume": Action(
@@ -90,7 +179,7 @@ ACTIONS: dict[str, Action] = {
         confirm="A worker that carries its pipeline continues it from its history.",
         danger=False,
         shown=lambda run: run.status in (*RESUMABLE_EXTRA, RunStatus.FAILED),
-        perform=lambda c, rid, by: c.resume(rid, by=by),
+        perform=lambda c, rid, by, f: c.resume(rid, by=by),
         done="resume",
     ),
     "cancel": Action(
@@ -99,8 +188,75 @@ ACTIONS: dict[str, Action] = {
         "children are cancelled, and it ends cancelled. This cannot be undone.",
         danger=True,
         shown=lambda run: run.status not in TERMINAL,
-        perform=lambda c, rid, by: c.cancel(rid, here=False, by=by),
+        perform=lambda c, rid, by, f: c.cancel(rid, here=False, by=by),
         done="cancel",
+    ),
+    # Messages, fork and edit (issue #20): each asks its values on the confirmation page.
+    "send": Action(
+        title="Send a message",
+        confirm="The run takes it with dp.recv(TOPIC), now or when it gets there; messages of "
+        "one topic are taken in the order they were sent.",
+        danger=False,
+        # Not to a run that will never take it: ended, timed out, or continued as new (its
+        # page links the run that carries on).
+        shown=lambda run: run.status not in (*ENDED, RunStatus.CONTINUED, RunStatus.TIMED_OUT),
+        perform=_send,
+        done="send",
+        fields=(
+            Field(name="topic", label="Topic", required=True, placeholder="as in dp.recv(TOPIC)"),
+            Field(
+                name="value",
+                label="Value",
+                kind="textarea",
+                placeholder='JSON when it parses (true, 3, {"a": 1}), else text',
+            ),
+        ),
+        button=False,
+    ),
+    "fork": Action(
+        title="Fork from the failed step",
+        confirm="A new run starts with a copy of this run's history before the step; a worker "
+        "runs the step and what follows with the pipeline's current code. This run is not "
+        "changed.",
+        danger=False,
+        shown=lambda run: _forkable(run) and run.status == RunStatus.FAILED,
+        perform=_fork,
+        done="fork",
+        fields=(
+            Field(
+                name="step",
+                label="From step",
+                placeholder="the failed step",
+                help="A key (3, 5/1/2) or a name (build_1); 1 starts over.",
+            ),
+            Field(
+                name="inputs",
+                label="New inputs",
+                kind="textarea",
+                placeholder='optional: {"n": 3} replaces these inputs, keeps the others',
+            ),
+        ),
+        opens=True,
+    ),
+    "edit": Action(
+        title="Edit a result",
+        confirm="The new result supersedes the recorded one (which is kept in the history with "
+        "your reason); Resume then continues the run with it.",
+        danger=False,
+        shown=_editable,
+        perform=_edit,
+        done="edit",
+        fields=(
+            Field(name="step", label="Step", required=True),
+            Field(name="result", label="New result (JSON)", kind="textarea", required=True),
+            Field(name="reason", label="Reason", required=True, placeholder="why it is edited"),
+            Field(
+                name="keep_after",
+                label="Keep the results recorded after it (default: those calls run again)",
+                kind="checkbox",
+            ),
+        ),
+        button=False,
     ),
 }
 
@@ -156,16 +312,20 @@ class UI:
             since = _instant(q.get("since"), "since")
             until = _instant(q.get("until"), "until")
             before = _cursor(q.get("before"))
+            # Tags: `key=value`, several (space- or comma-separated, or repeated) AND together.
+            tag_text = " ".join(" ".join(q.getlist("tag")).replace(",", " ").split())
+            tags = parse_tags(tag_text.split(), option="tag")
         except InvalidInput as exc:
             return self.error(request, str(exc), 400)
         if q.get("counts"):
             # The counts by status: a scan of every run, so fetched after the page, apart.
-            counts = await self.client.counts(pipeline=pipeline, roots_only=roots)
+            counts = await self.client.counts(pipeline=pipeline, roots_only=roots, tags=tags)
             html = self.templates.get_template("_runs_counts.html").render(
                 {
                     "counts": sorted(counts.items()),
                     "total": sum(counts.values()),
                     "pipeline": pipeline or "",
+                    "tag": tag_text,
                 }
             )
             return HTMLResponse(html)
@@ -177,11 +337,13 @@ class UI:
             until=until,
             before=before,
             limit=PAGE + 1,
+            tags=tags,
         )
         more = len(rows) > PAGE
         rows = rows[:PAGE]
         now = time.time()
         timelines = await self.client.timelines([r.id for r in rows])
+        tagged = await self.client.tags_of([r.id for r in rows])
         items = [
             {
                 "id": r.id,
@@ -191,6 +353,7 @@ class UI:
                 "child": r.parent_run_id is not None,
                 "started": _when(r.created_at),
                 "duration": _run_dur(r, timelines.get(r.id), now),
+                "tags": sorted(tagged.get(r.id, {}).items()),
             }
             for r in rows
         ]
@@ -200,6 +363,7 @@ class UI:
             "roots": roots,
             "since": q.get("since") or "",
             "until": q.get("until") or "",
+            "tag": tag_text,
         }
         keep = {k: v for k, v in filters.items() if v}
         nxt = None
@@ -250,20 +414,45 @@ class UI:
                 )
             elif e.kind == EventKind.CHILD_STARTED:
                 waits.append({"kind": "child", "child": data.get("child_run_id")})
+            elif e.kind == EventKind.RECV_STARTED:
+                waits.append(
+                    {"kind": "message", "topic": e.name, "deadline": _when(data.get("deadline"))}
+                )
+            elif e.kind == EventKind.FIRST_STARTED:
+                waits.append({"kind": "first", "name": e.label or e.name})
+            elif e.kind == EventKind.STEP_RETRY:
+                waits.append(
+                    {
+                        "kind": "retry",
+                        "name": e.label or e.name,
+                        "until": _when(data.get("retry_at")),
+                    }
+                )
             else:
                 waits.append({"kind": "timer", "until": _when(data.get("wake_at"))})
         actions = [
             {"name": name, "title": a.title, "danger": a.danger}
             for name, a in ACTIONS.items()
-            if a.shown(row)
+            if a.button and a.shown(row)
         ]
+        # Fork and edit from a step of the history: the buttons on its rows.
+        repair = {"fork": _forkable(row), "edit": ACTIONS["edit"].shown(row)}
         begin = events[0].at if events else row.created_at
         end = row.finished_at or (events[-1].at if events and row.status in TERMINAL else now)
+        view = RunView.of(row, (await client.tags_of([row.id])).get(row.id))
+        source, forks = await client.fork_links(run_id)
         return {
             "run": view,
             "row": row,
             "steps": shown,
-            "step_html": _step_rows_html(shown, begin=begin, end=end),
+            "step_html": _step_rows_html(shown, begin=begin, end=end, repair=repair),
+            "repair": repair,
+            "tags": sorted(view.tags.items()),
+            "successor": await client.successor(row),
+            "forked_from": source,
+            "forks": forks,
+            "published": sorted((await client.published(run_id)).items()),
+            "can_send": ACTIONS["send"].shown(row),
             "hidden_steps": total - len(shown),
             "tree": _tree(tree, row.root_run_id),
             "waits": waits,
@@ -287,7 +476,7 @@ class UI:
         # The parts ui.js refreshes, each with a signature: a part whose signature did not change
         # is left alone (an answer being typed in a form stays).
         parts = {}
-        for part in ("head", "waits", "steps", "tree"):
+        for part in ("head", "waits", "steps", "tree", "published", "message"):
             html = self.templates.get_template(f"_run_{part}.html").render(
                 {"csrf": self.csrf, **context}
             )
@@ -295,7 +484,11 @@ class UI:
         if request.query_params.get("partial"):
             return JSONResponse({"parts": parts, "key": context["key"], "live": context["live"]})
         context["parts"] = parts
-        context["message"] = _DONE.get(request.query_params.get("done") or "")
+        done = request.query_params.get("done") or ""
+        context["message"] = _DONE.get(done)
+        link = context["forked_from"]
+        if done == "fork" and link is not None:  # said from the link, not from the URL
+            context["message"] = f"Forked from run {link.source_run_id} at step {link.step}."
         return self.page(request, "run.html", context)
 
     async def act(self, request: Request) -> Response:
@@ -335,25 +528,79 @@ class UI:
             action = ACTIONS.get(name)
             if action is None:
                 return self.error(request, f"there is no action {name!r}", 404)
+            asked = {f.name: fields.get(f.name, "") for f in action.fields}
             if fields.get("confirm") != "yes":
-                return self.page(
-                    request,
-                    "confirm.html",
-                    {
-                        "run_id": run_id,
-                        "action": name,
-                        "title": f"{action.title} run {run_id}?",
-                        "text": action.confirm,
-                        "danger": action.danger,
-                        "fields": {},
-                    },
+                return self.confirm(
+                    request, run_id, name, action, await self._prefill(run_id, name, asked)
                 )
-            await action.perform(self.client, run_id, by)
+            try:
+                done = await action.perform(self.client, run_id, by, asked)
+            except (InvalidInput, SerializationError) as exc:
+                if not action.fields:
+                    raise
+                # Asked again, with what was typed and what was wrong with it.
+                return self.confirm(request, run_id, name, action, asked, str(exc), 400)
         except RunNotFound as exc:
             return self.error(request, str(exc), 404)
+        except (InvalidInput, SerializationError) as exc:
+            return self.error(request, str(exc), 400)
         except DurapipeError as exc:
             return self.error(request, str(exc), 409)
+        if action.opens:
+            return RedirectResponse(f"/runs/{done}?done={action.done}", status_code=303)
         return RedirectResponse(f"/runs/{run_id}?done={action.done}", status_code=303)
+
+    def confirm(
+        self,
+        request: Request,
+        run_id: str,
+        name: str,
+        action: Action,
+        values: dict[str, str],
+        problem: str | None = None,
+        status: int = 200,
+    ) -> Response:
+        """An action's confirmation page: what it does, its fields, Yes / No."""
+        titles = {
+            "send": f"Send a message to run {run_id}",
+            "edit": f"Edit a result of run {run_id}",
+            "fork": f"Fork run {run_id} from "
+            + (f"step {values['step']}?" if values.get("step") else "the failed step?"),
+        }
+        title = titles.get(name, f"{action.title} run {run_id}?")
+        return self.page(
+            request,
+            "confirm.html",
+            {
+                "run_id": run_id,
+                "action": name,
+                "title": title,
+                "text": action.confirm,
+                "danger": action.danger,
+                "fields": {},
+                "asked": [(f, values.get(f.name, "")) for f in action.fields],
+                "problem": problem,
+            },
+            status,
+        )
+
+    async def _prefill(self, run_id: str, name: str, values: dict[str, str]) -> dict[str, str]:
+        """An edit starts from the step's recorded result (as the history has it now), a fork
+        from the run's inputs."""
+        if name == "fork" and not values.get("inputs"):
+            inputs = _serde.loads((await self.client.row(run_id)).inputs)
+            return {**values, "inputs": _json(inputs)} if inputs else values
+        step = values.get("step", "")
+        if name != "edit" or not step or values.get("result"):
+            return values
+        evs = [e for e in await self.client.history(run_id) if e.step == step]
+        done = completion(evs)
+        data = _serde.loads(done.data) if done is not None and done.data else None
+        if isinstance(data, dict):
+            field = next((k for k in ("result", "value", "output") if k in data), None)
+            if field is not None:
+                return {**values, "result": _json(data[field])}
+        return values
 
     async def logs(self, request: Request) -> Response:
         """The log of the run's tree (a child's own part of it) as server-sent events."""
@@ -444,14 +691,27 @@ _DONE = {
     "stop": "Stop requested.",
     "resume": "Resumed: a worker continues it.",
     "cancel": "Cancel requested.",
+    "send": "Message sent.",
+    "fork": "Forked.",
+    "edit": "Result edited: Resume continues the run with it.",
 }
 
 
-def _step_rows_html(steps: list[dict[str, Any]], *, begin: float, end: float) -> Markup:
+def _step_rows_html(
+    steps: list[dict[str, Any]],
+    *,
+    begin: float,
+    end: float,
+    repair: dict[str, bool] | None = None,
+) -> Markup:
     """The history's table rows. Built here rather than in a template loop: a run of 10,000
     steps renders several times faster, and every value is escaped all the same. Each row has a
-    bar on the run's time axis (``begin``..``end``): an SVG, as the page allows no inline style."""
+    bar on the run's time axis (``begin``..``end``): an SVG, as the page allows no inline style.
+    ``repair``: which of fork and edit each row offers (buttons of the forms the steps part
+    holds once, ``f-fork`` and ``f-edit``)."""
     span = max(end - begin, 1e-6)
+    fork = bool(repair and repair.get("fork"))
+    edit = bool(repair and repair.get("edit"))
     out = []
     for s in steps:
         x = min(1000.0, max(0.0, (s["start"] - begin) / span * 1000))
@@ -466,15 +726,30 @@ def _step_rows_html(steps: list[dict[str, Any]], *, begin: float, end: float) ->
             if s["tries"]:
                 runs += f'<span class="muted" title="{escape(s["tries"].strip())}"> ↻</span>'
         style = (s["style"] or "plain").replace(" ", "-")
-        out.append(
+        row = (
             f'<tr class="fam-{escape(s["family"])}"><td class="num mono muted">{escape(s["key"])}</td>'
             f'<td class="mono"><b>{escape(s["label"])}</b></td>'
             f'<td><span class="kind">{escape(s["family"])}</span></td>'
             f'<td><span class="state sty-{escape(style)}">{escape(s["state"])}</span></td>'
             f'<td class="num">{runs}</td><td class="num mono">{escape(s["dur"])}</td>'
             f'<td class="timeline">{bar}</td>'
-            f'<td class="mono preview">{escape(s["preview"])}</td></tr>\n'
+            f'<td class="mono preview">{escape(s["preview"])}</td>'
         )
+        if fork or edit:
+            key = escape(s["key"])
+            buttons = ""
+            if fork:
+                buttons += (
+                    f'<button class="btn tiny" form="f-fork" name="step" value="{key}" '
+                    f'id="fork-{key}">Fork here</button>'
+                )
+            if edit and s["family"] in EDITABLE:
+                buttons += (
+                    f'<button class="btn tiny" form="f-edit" name="step" value="{key}" '
+                    f'id="edit-{key}">Edit</button>'
+                )
+            row += f'<td class="repair">{buttons}</td>'
+        out.append(row + "</tr>\n")
     return Markup("".join(out))
 
 

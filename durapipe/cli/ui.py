@@ -27,7 +27,7 @@ def ui(
         ),
     ] = None,
 ) -> None:
-    """Serve the web UI: runs, their histories and live logs, inputs, stop/resume/cancel."""
+    """Serve the web UI: runs, histories, live logs; inputs, messages, stop/resume/cancel, fork, edit."""
     from .. import _ui
     from ..errors import InvalidInput
 

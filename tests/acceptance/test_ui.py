@@ -10,48 +10,15 @@ import os
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import IN_CI, PIPELINES, client_call, wait_until
+from conftest import PIPELINES, client_call, wait_until
 
 UI = str(PIPELINES / "ui.py")
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 SECRET = "sup3r-s3cret-9f2c"
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        why = "the browser tests need Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
-        if IN_CI:
-            pytest.fail(why)
-        pytest.skip(why)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-        "--force-device-scale-factor=1",
-    ):
-        opts.add_argument(arg)
-    # The driver is given: Selenium Manager (which would download one) is never asked.
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _start_ui(dp_spawn: Any, *args: str) -> str:

@@ -36,7 +36,7 @@ function liveRun(box) {
         const part = box.querySelector(`[data-part="${name}"]`);
         if (part && part.dataset.sig !== got.sig) {
           const active = document.activeElement;
-          if (part.contains(active) && active.tagName === "INPUT" && active.value) continue;
+          if (part.contains(active) && (active.tagName === "INPUT" || active.tagName === "TEXTAREA") && active.value) continue;
           part.innerHTML = got.html;  // rendered by the server with autoescape
           part.dataset.sig = got.sig;
         }
