@@ -34,7 +34,9 @@ async def send(
 ) -> None:
     check_name("the topic", topic)
     text = _serde.dumps(value, what=f"message {topic!r}")
-    row = await client.row(run_id)  # RunNotFound for an id no run can have
+    # RunNotFound for an id no run can have; a run that continued as new: its live link.
+    row = await client._live_row(run_id)
+    run_id = row.id
     if by is not None and row.status not in ENDED:
         # First, as send_input notes: the message may wake the run, whose next attempt fences
         # its log lines.

@@ -112,8 +112,17 @@ RELEASING = (Request.SHUTDOWN, Request.SHUTDOWN_NOW, Request.HOLD)
 # Requests that kill a running command at once.
 KILLING = (Request.STOP_NOW, Request.LOST, Request.SHUTDOWN_NOW)
 
-# Runs that take no more messages or inputs (a failed run may be resumed: it keeps them).
-ENDED = frozenset({RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.ABORTED})
+# Runs that take no more messages or inputs: ended for good (a failed, stopped, blocked or dead
+# run may still be resumed; a continued run's messages go to its chain's live link).
+ENDED = frozenset(
+    {
+        RunStatus.COMPLETED,
+        RunStatus.CANCELLED,
+        RunStatus.ABORTED,
+        RunStatus.TIMED_OUT,
+        RunStatus.CONTINUED,
+    }
+)
 
 # Events that mark when a run works (`show`/`list` durations): its executions' ends, its waits,
 # its commands. Any other event only says the run was working at that moment.

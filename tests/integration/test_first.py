@@ -237,3 +237,32 @@ async def test_a_child_handles_result_is_raced_by_first(durapipe_store: Any) -> 
     for view in (won, lost):
         replayed = await replay_run(durapipe_store, view.run_id, handle_racer)
         assert replayed.output == view.output
+
+
+@dp.pipeline(version="1")
+async def relay(n: int = 0) -> Any:
+    if n == 0:
+        await dp.continue_as_new(n=1)
+    return await dp.recv("go", timeout=60)
+
+
+@both
+@pytest.mark.asyncio
+async def test_a_message_to_a_chain_reaches_its_live_link(durapipe_store: Any) -> None:
+    import asyncio
+
+    client = dp.Client(durapipe_store)
+    task = asyncio.create_task(run_pipeline(durapipe_store, relay, run_id="relay-1"))
+    for _ in range(600):  # the second link waits in dp.recv
+        waiting = await client.list(status="waiting")
+        if waiting:
+            break
+        await asyncio.sleep(0.05)
+    assert waiting and waiting[0].run_id != "relay-1"
+    await client.send("relay-1", "go", 5)  # the first id: the live link takes it
+    await asyncio.wait_for(task, 60)
+    assert await client.result("relay-1") == 5
+    # A chain's ended link never holds a message.
+    assert list(await durapipe_store.messages_of("relay-1")) == []
+    with pytest.raises(dp.InvalidRunState):
+        await client.send(waiting[0].run_id, "go", 6)  # the live link has completed
