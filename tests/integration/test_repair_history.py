@@ -33,7 +33,7 @@ def s(tag: str) -> str:
     return tag
 
 
-@dp.pipeline(version="1")
+@dp.pipeline(name="repair_chain", version="1")
 async def chain(first: str = "bad") -> list[str]:
     a = await s(first)  # 1
     b = await s(f"b-{a}")  # 2
@@ -107,7 +107,7 @@ async def test_fork_copies_the_calls_before_the_point_and_links_back(store: Any)
 
 def _source(run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     row = new_run(
-        run_id=run_id, pipeline="chain", version="1", entrypoint="x.py:chain", pinned=False,
+        run_id=run_id, pipeline="repair_chain", version="1", entrypoint="x.py:chain", pinned=False,
         inputs="{}", now=1.0, owner=None, ttl=30,
     )  # fmt: skip
     return row, run_event(run_id, 1, EventKind.RUN_STARTED, at=1.0, attempt=0)
