@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("durapipe")
 
-REFRESH_SECONDS = 5.0  # how often the gauges of runs by status are read from the database
+REFRESH_SECONDS = 5.0
+_COUNTED = (
+    *ACTIVE,
+    RunStatus.QUEUED,
+)  # the statuses durapipe_runs reports  # how often the gauges of runs by status are read from the database
 _ENDED = frozenset(
     {
         RunStatus.COMPLETED,
@@ -106,6 +110,18 @@ class Metrics(observe.Observer):
             ["status"],
             registry=reg,
         )
+        self.queue_depth = pc.Gauge(
+            "durapipe_queue_depth",
+            "Runs waiting in each queue (dp.Queue), read every few seconds.",
+            ["queue"],
+            registry=reg,
+        )
+        self.queue_running = pc.Gauge(
+            "durapipe_queue_running",
+            "Runs of each queue holding one of its slots, read every few seconds.",
+            ["queue"],
+            registry=reg,
+        )
         self.batch = pc.Histogram(
             "durapipe_journal_batch_size",
             "History writes (one per run) committed together by this worker's journal.",
@@ -118,7 +134,7 @@ class Metrics(observe.Observer):
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
             registry=reg,
         )
-        for status in ACTIVE:
+        for status in _COUNTED:
             self.runs.labels(status=status).set(0)
 
     # ---------------------------------------------------------------- engine hooks
@@ -165,12 +181,20 @@ class Metrics(observe.Observer):
         """Read the gauges of runs by status from the database, every REFRESH_SECONDS."""
         while True:
             try:
-                counts = await runner.store.count_by_status(statuses=ACTIVE)
+                counts = await runner.store.count_by_status(statuses=_COUNTED)
             except Exception as exc:  # the database is away: keep the last figures
                 log.debug("metrics: counting runs failed: %s", exc)
             else:
-                for status in ACTIVE:
+                for status in _COUNTED:
                     self.runs.labels(status=status).set(counts.get(status, 0))
+            try:
+                queues = await runner.store.queue_stats(now=time.time())
+            except Exception as exc:
+                log.debug("metrics: reading the queues failed: %s", exc)
+            else:
+                for lim, stats in queues:
+                    self.queue_depth.labels(queue=lim.name).set(stats["depth"])
+                    self.queue_running.labels(queue=lim.name).set(stats["running"])
             self.held.set(len(runner.held))
             await asyncio.sleep(REFRESH_SECONDS)
 

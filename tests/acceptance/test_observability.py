@@ -17,6 +17,7 @@ import pytest
 from conftest import PIPELINES, wait_until
 
 TRACED = str(PIPELINES / "traced.py")
+WORK = str(PIPELINES / "work.py")
 FAST = {"DURAPIPE_POLL_INTERVAL": "0.05"}
 
 
@@ -79,6 +80,13 @@ def test_worker_metrics_move_as_runs_finish(dp_cli: Any, dp_spawn: Any) -> None:
     assert _value(text, "durapipe_journal_batch_size_sum") >= 3
     assert _value(text, "durapipe_leases_lost_total") == 0
     assert 'durapipe_runs{status="pending"}' in text
+    # A queue's depth: a run of a pipeline no worker here carries waits in it.
+    dp_cli("queue", "set", "metricsq", "--concurrency", "1", check=True)
+    dp_cli("start", f"{WORK}:nap", "--input", "seconds=0", "--queue", "metricsq", check=True)
+    wait_until(
+        lambda: _value(_scrape(port), "durapipe_queue_depth", queue="metricsq") == 1,
+        what="the queue's depth reported",
+    )
     w.terminate()
     w.communicate(timeout=60)
 
