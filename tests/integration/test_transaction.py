@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -318,12 +319,33 @@ async def test_a_crash_after_a_transaction_beside_a_step_leaves_a_contiguous_his
     await check_bank(store, view.run_id, 1)
 
 
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database: for the tests of SQLite's own file lock (no PostgreSQL
+    variant to skip)."""
+    from conftest import _migrate
+
+    url = f"sqlite:///{tmp_path / 'durapipe.db'}"
+    _migrate(url)
+    return url
+
+
+@pytest_asyncio.fixture
+async def sqlite_store(sqlite_url: str) -> Any:
+    store = await dp.open_store(sqlite_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @body_kind
-async def test_sqlite_write_lock_is_taken_before_the_body_runs(store: Any, kind: str) -> None:
+async def test_sqlite_write_lock_is_taken_before_the_body_runs(
+    sqlite_store: Any, kind: str
+) -> None:
     """BEGIN IMMEDIATE: the body's first statement never waits for the lock, and a read-then-
     write body cannot be refused for a lock upgrade (SQLITE_BUSY) halfway through."""
-    if not store.is_sqlite:
-        pytest.skip("SQLite's file lock")
+    store = sqlite_store
     path = store.url.path
     seen: list[str] = []
 
@@ -389,10 +411,9 @@ async def deposit_behind_a_lock(path: str) -> int:
 
 
 async def test_an_async_transaction_waits_for_another_process_s_lock_on_sqlite(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite's file lock")
+    db_url = sqlite_url
     monkeypatch.setenv("DURAPIPE_DB_TIMEOUT", "0.1")
     store = await dp.open_store(db_url)
     try:
