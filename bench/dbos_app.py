@@ -56,3 +56,9 @@ async def sleeper(seconds: float) -> float:
 @DBOS.workflow()
 async def ticker(n: int, pause: float) -> list[float]:
     return [await tick(pause) for _ in range(n)]
+
+
+@DBOS.workflow()
+async def one_step() -> int:
+    """bench/queues.py: one trivial step, as dp_queue_pipelines.trivial."""
+    return await trivial(1)

@@ -2,13 +2,17 @@
 
     python bench/queues.py --pg-url postgresql://user@host:port/postgres [--runs 2000]
     python bench/queues.py --pg-url URL --only unqueued --repo /path/to/another/checkout
+    python bench/queues.py --pg-url URL --only throughput --dbos --runs 1000 --reps 2
 
 Each part creates a database of its own on the server (the user must be able to create them)
 and prints its figures; bench/README.md keeps them.
 
 * throughput: ``--runs`` trivial runs on a queue with ``concurrency=50``, then as many without a
   queue, each drained by 4 ``durapipe worker`` processes: runs/s from the first start to the last
-  finish.
+  finish. With ``--dbos``, DBOS as well (bench/dbos_queue.py): as many trivial workflows
+  enqueued on a DBOS queue with ``concurrency=50`` and drained by 4 DBOS worker processes, then
+  on a DBOS queue without a limit (DBOS has no other way for separate processes to take
+  workflows); the four measurements alternate, ``--reps`` times.
 * unqueued: the time of one claim of one pending run (10 × 200 claims), with no queue, and with
   a queue of 100,000 waiting runs whose limit is reached (a claim still looks at it). With
   ``--repo`` the same is measured on another checkout (e.g. main, which has no queues).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -120,13 +125,41 @@ async def _drain(url: str, runs: int, queued: bool) -> float:
         await store.close()
 
 
-async def throughput(server: str, runs: int) -> None:
-    q = await _drain(await _fresh_db(server, "bench_q_queued"), runs, True)
-    u = await _drain(await _fresh_db(server, "bench_q_plain"), runs, False)
-    print(
-        f"throughput, 4 workers, {runs} trivial runs: queue (concurrency=50) {q:.0f} runs/s, "
-        f"no queue {u:.0f} runs/s"
-    )
+async def _dbos_drain(url: str, runs: int, concurrency: int) -> float:
+    """The same on DBOS (bench/dbos_queue.py, in a process of its own): runs/s."""
+    cmd = [sys.executable, str(HERE / "dbos_queue.py"), "drive", "--url", url]
+    cmd += ["--runs", str(runs), "--concurrency", str(concurrency)]
+    p = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+    out, _ = await p.communicate()
+    if p.returncode != 0:
+        raise RuntimeError(f"bench/dbos_queue.py failed ({p.returncode})")
+    line = next(x for x in out.decode().splitlines() if x.startswith("RESULT "))
+    return float(json.loads(line[len("RESULT ") :])["runs_per_s"])
+
+
+async def throughput(server: str, runs: int, reps: int, dbos: bool) -> None:
+    """durapipe queued, DBOS queued, durapipe unqueued, DBOS no limit: interleaved, ``reps``
+    times; a fresh database for each measurement."""
+    got: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        got.setdefault(key, []).append(value)
+        print(f"  {key}: {value:.1f} runs/s", flush=True)
+
+    for _ in range(reps):
+        add("durapipe, queue (concurrency=50)",
+            await _drain(await _fresh_db(server, "bench_q_queued"), runs, True))  # fmt: skip
+        if dbos:
+            add("DBOS, queue (concurrency=50)",
+                await _dbos_drain(await _fresh_db(server, "bench_q_dbos50"), runs, 50))  # fmt: skip
+        add("durapipe, no queue",
+            await _drain(await _fresh_db(server, "bench_q_plain"), runs, False))  # fmt: skip
+        if dbos:
+            add("DBOS, queue without a limit",
+                await _dbos_drain(await _fresh_db(server, "bench_q_dbos_nolimit"), runs, 0))  # fmt: skip
+    print(f"throughput, 4 workers, {runs} trivial runs ({reps} repetitions, runs/s):")
+    for key, values in got.items():
+        print(f"  {key}: " + ", ".join(f"{v:.0f}" for v in values))
 
 
 # ------------------------------------------------------------------ unqueued claims
@@ -231,6 +264,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--only", choices=["throughput", "unqueued", "plan"])
     ap.add_argument("--repo", help="measure `unqueued` on this checkout instead")
+    ap.add_argument("--reps", type=int, default=1, help="throughput: repetitions")
+    ap.add_argument("--dbos", action="store_true",
+                    help="throughput: DBOS too (bench/dbos_queue.py; needs `pip install dbos`)")  # fmt: skip
     a = ap.parse_args()
     _path(a.repo)
     if a.only in (None, "plan"):
@@ -238,7 +274,7 @@ def main() -> None:
     if a.only in (None, "unqueued"):
         asyncio.run(unqueued(a.pg_url, a.repo))
     if a.only in (None, "throughput"):
-        asyncio.run(throughput(a.pg_url, a.runs))
+        asyncio.run(throughput(a.pg_url, a.runs, a.reps, a.dbos))
 
 
 if __name__ == "__main__":
