@@ -624,12 +624,14 @@ class Client(ScheduleMethods):
             InvalidRunState: the run has already ended.
             RunNotFound: there is no such run.
         """
-        run_id = (await self._live_row(run_id)).id  # a chain (continue-as-new): its live link
+        # steer acts on a chain's live link (continue-as-new) and reads the run once: a second
+        # read here could see the run change between the two (held, then parked).
         what = await steer(self, run_id, Request.CANCEL, by=_check_by(by))
         if what != "queued" or not here or _cancel_here is None:
             return what
         # Nobody holds it: its cancellation runs here (the CLI's runner prints its output).
-        return await _cancel_here(self, run_id, _runner_for)
+        live = (await self._live_row(run_id)).id
+        return await _cancel_here(self, live, _runner_for)
 
     async def resume(self, run_id: str, *, by: str | None = None) -> None:
         """Make a stopped, failed, blocked or dead run runnable again for the workers (a dead
