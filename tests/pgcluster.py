@@ -360,8 +360,11 @@ def _main() -> int:
 
     parser = argparse.ArgumentParser(description="Run a throwaway PostgreSQL until SIGTERM.")
     parser.add_argument("--max-connections", type=int, default=200)
+    parser.add_argument(
+        "--durable", action="store_true", help="fsync on, as benchmarks need (tests run without)"
+    )
     args = parser.parse_args()
-    cluster = PgCluster(max_connections=args.max_connections)
+    cluster = PgCluster(max_connections=args.max_connections, durable=args.durable)
 
     def _terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
