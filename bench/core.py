@@ -1,9 +1,22 @@
-"""Core hot path: µs per trivial step (1,000-step run) and resume time of long histories.
+"""Core hot path: µs per trivial step against the floor, and resume time of long histories.
 
-    python bench/core.py --db sqlite --db postgresql [--steps 1000] [--resume 1000,10000]
+    python bench/core.py --db sqlite --db postgresql [--steps 1000] [--reps 5] [--resume 1000,10000]
 
-PostgreSQL comes from DURAPIPE_BENCH_PG_URL, or a throwaway cluster (tests/pgcluster.py) with
-the server's default durability (fsync on, synchronous_commit on).
+For each database, ``--reps`` rounds, each measuring in turn (interleaved, so all three see the
+same disk at about the same time):
+
+- the **floor**: a bare one-row INSERT + COMMIT on the same database and settings, the price of
+  one durable transaction, which a journaled step cannot go below;
+- a step **in-process**: ``testing.run_pipeline`` of a run of ``--steps`` trivial steps on a store
+  that has already run one (a worker's warm connection), wall time / steps;
+- a step **through the CLI**: ``durapipe run bench/core.py:many_steps`` as a user runs it, a
+  subprocess; its steps' cost is read from the history it wrote (the time between the first and
+  the last step's completion, over the steps between), since the process's start (imports,
+  opening the database) is a fixed cost of its own, printed beside it.
+
+Medians over the rounds, with the ratio to the floor. PostgreSQL comes from
+DURAPIPE_BENCH_PG_URL, or a throwaway cluster (tests/pgcluster.py) with the server's default
+durability (fsync on, synchronous_commit on); SQLite runs in WAL mode with synchronous=FULL.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ async def per_step(url: str, n: int, reps: int) -> list[float]:
     out = []
     store = await open_store(url, migrate=True)
     try:
+        await run_pipeline(store, many_steps, n=10)  # connections made, statements prepared
         for _ in range(reps):
             t0 = time.perf_counter()
             view = await run_pipeline(store, many_steps, n=n)
@@ -110,6 +124,34 @@ async def floor(url: str, n: int) -> float:
     return dt / n * 1e6
 
 
+def through_cli(url: str, n: int) -> tuple[float, float]:
+    """``durapipe run`` of an ``n``-step run in a subprocess: (µs per step, from the history it
+    wrote; the command's whole wall time in seconds)."""
+    import subprocess
+
+    here = Path(__file__).resolve()
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "durapipe", "run", f"{here}:many_steps", "-i", f"n={n}"],
+        env={**os.environ, "DURAPIPE_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"durapipe run failed: {proc.stderr.strip()}")
+    run_id = proc.stdout.split()[0]
+    ats = asyncio.run(_completions(url, run_id))
+    return (ats[-1] - ats[0]) / (len(ats) - 1) * 1e6, wall
+
+
+async def _completions(url: str, run_id: str) -> list[float]:
+    async with await dp.Client.connect(url) as client:
+        events = await client.events(run_id)
+    return [e["at"] for e in events if e["kind"] == "step_completed"]
+
+
 def pg_url() -> tuple[str, Any]:
     url = os.environ.get("DURAPIPE_BENCH_PG_URL")
     if url:
@@ -121,39 +163,56 @@ def pg_url() -> tuple[str, Any]:
     return c.url, c
 
 
+def _med(xs: list[float]) -> str:
+    return f"median {statistics.median(xs):.0f} µs (min {min(xs):.0f}, max {max(xs):.0f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", action="append", choices=["sqlite", "postgresql"])
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--resume", default="1000,10000")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--no-cli", action="store_true", help="skip the `durapipe run` measurement")
     a = ap.parse_args()
     dbs = a.db or ["sqlite", "postgresql"]
     cluster = None
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for db in dbs:
         if db == "sqlite":
             url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
             note = f"WAL, synchronous={os.environ.get('DURAPIPE_SQLITE_SYNCHRONOUS', 'FULL')}"
         else:
             url, cluster = pg_url()
-            note = "server defaults"
-        us, fl = [], []
-        for _ in range(a.reps):  # interleaved, so both see the same disk
+            note = "server defaults: fsync on, synchronous_commit on"
+        fl: list[float] = []
+        us: list[float] = []
+        cli: list[float] = []
+        walls: list[float] = []
+        for _ in range(a.reps):  # interleaved, so all see the same disk
             fl.append(asyncio.run(floor(url, a.steps)))
             us += asyncio.run(per_step(url, a.steps, 1))
+            if not a.no_cli:
+                per, wall = through_cli(url, a.steps)
+                cli.append(per)
+                walls.append(wall)
+        base = statistics.median(fl)
+        print(f"{db} ({note}), {a.reps} interleaved rounds, runs of {a.steps} trivial steps:")
+        print(f"  floor, bare INSERT+COMMIT:   {_med(fl)}")
         print(
-            f"{db:10} per step ({a.steps}-step run, {note}): median {statistics.median(us):.0f} µs  (min {min(us):.0f}, max {max(us):.0f})"
+            f"  step, in-process:            {_med(us)}  ratio {statistics.median(us) / base:.2f}"
         )
-        print(
-            f"{db:10} floor: bare INSERT+COMMIT, same database: median {statistics.median(fl):.0f} µs"
-            f"  (min {min(fl):.0f}, max {max(fl):.0f}); step above floor: "
-            f"{statistics.median(us) - statistics.median(fl):.0f} µs"
-        )
+        if cli:
+            print(
+                f"  step, through `durapipe run`: {_med(cli)}  ratio {statistics.median(cli) / base:.2f}"
+                f"  (the whole command: {statistics.median(walls):.2f} s)"
+            )
         for n in [int(x) for x in a.resume.split(",") if x]:
             ts = asyncio.run(resume_time(url, n, a.reps))
             print(
-                f"{db:10} resume of {n:>6} recorded steps: median {statistics.median(ts) * 1000:.0f} ms  (min {min(ts) * 1000:.0f}, max {max(ts) * 1000:.0f})"
+                f"  resume of {n:>6} recorded steps: median {statistics.median(ts) * 1000:.0f} ms  (min {min(ts) * 1000:.0f}, max {max(ts) * 1000:.0f})"
             )
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if cluster is not None:
         cluster.stop()
 

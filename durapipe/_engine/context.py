@@ -8,6 +8,7 @@ journaled call gets them, and refuses calls made where replay could not stay det
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import socket
@@ -177,8 +178,13 @@ def in_run_on_loop() -> bool:
 
 
 def current(what: str, *, step: bool = False) -> tuple[RunContext, Branch]:
-    call = f"step {what}()" if step else f"dp.{what}()"
     ctx = _CTX.get()
+    branch = _BRANCH.get()
+    if ctx is not None and branch is not None and _IN_STEP.get() is None:
+        with contextlib.suppress(RuntimeError):  # no running loop: the messages below
+            if branch.task is asyncio.current_task():
+                return ctx, branch  # every journaled call: checked without building a message
+    call = f"step {what}()" if step else f"dp.{what}()"
     if ctx is None:
         raise NotInPipeline(
             f"{call} works only inside a running pipeline; start one with `durapipe run FILE.py:NAME`"

@@ -21,6 +21,10 @@ from .retry import pending_retry, schedule_retry, wait_retry
 _STEP = Family.STEP
 _STARTED, _RETRY = EventKind.STEP_STARTED, EventKind.STEP_RETRY
 _COMPLETED, _FAILED = EventKind.STEP_COMPLETED, EventKind.STEP_FAILED
+# Results returned as they are: JSON holds them exactly (a float by its repr; NaN and infinities
+# are refused), so the live value is the replayed one without decoding what was just encoded.
+# Not str: a string holding a secret is stored (and replayed) masked.
+_EXACT = frozenset({int, float, bool, type(None)})
 
 
 def replay(call: Call) -> Any:
@@ -128,7 +132,11 @@ async def call_step(
             finally:
                 _STEP_TRY.reset(try_token)
             await ctx.write(call.event(_COMPLETED, '{"result":' + text + "}"))
-            return _serde.loads(text) if typed is None else value
+            if typed is not None:
+                return value
+            if type(result) in _EXACT:  # its JSON decodes to an equal value of the same type
+                return result
+            return _serde.loads(text)
     finally:
         _IN_STEP.reset(token)
         _STEP_LOG.reset(log_token)

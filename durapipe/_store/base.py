@@ -127,6 +127,15 @@ class StoreBase:
         """Apply many runs' ops in one transaction. Each op is checked against its lease."""
         return await self.db.commit_ops(ops)
 
+    @property
+    def awaits_in_place(self) -> bool:
+        """Whether a caller may commit its own op from its own task (PostgreSQL)."""
+        return self.db.awaits_in_place
+
+    async def recorded(self, run_id: str, seq: int) -> bool:
+        """Whether event ``seq`` of ``run_id`` is stored."""
+        return await self.db.recorded(run_id, seq)
+
     # ------------------------------------------------------------------ wake-ups
 
     async def watch(

@@ -67,6 +67,17 @@ class Dialect(ABC):
     async def commit_ops(self, ops: list[Op]) -> list[BaseException | None]:
         """Apply many runs' ops in one transaction; each op is checked against its lease."""
 
+    @property
+    def awaits_in_place(self) -> bool:
+        """Whether a caller may await :meth:`commit_ops` for its own op from its own task
+        (PostgreSQL: a round trip on the journal's connection, no thread)."""
+        return False
+
+    async def recorded(self, run_id: str, seq: int) -> bool:
+        """Whether the event ``seq`` of ``run_id`` is in the history (the journal settles a
+        commit whose outcome it did not see)."""
+        raise NotImplementedError
+
     @abstractmethod
     async def watch(
         self,

@@ -69,6 +69,11 @@ class Committer(Protocol):
 
     async def commit_ops(self, ops: list[Op]) -> list[BaseException | None]: ...
 
+    @property
+    def awaits_in_place(self) -> bool: ...
+
+    async def recorded(self, run_id: str, seq: int) -> bool: ...
+
     def note_locked(self, locked: bool) -> None: ...
 
 
@@ -91,7 +96,13 @@ class Journal:
         self.retry_for = _config.db_retry_seconds()
         self.batches = 0
         self.ops = 0
-        self._committing = False
+        # Held while a batch commits, by the journal task or by a caller committing its own op
+        # in place: one statement at a time on the journal's connection.
+        self._lock = asyncio.Lock()
+        # Batches whose caller was cancelled while committing them in place: the journal task
+        # finds out whether they committed and, if not, commits them (a cancelled step's
+        # write is not lost halfway, as it is not when the journal task commits it).
+        self._unsure: list[list[Op]] = []
         self.take_logs: Callable[[], list[dict[str, Any]]] | None = None
         self.requeue_logs: Callable[[list[dict[str, Any]]], None] | None = None
         # Told of each commit: its number of ops and seconds (durapipe worker --metrics-port).
@@ -100,13 +111,19 @@ class Journal:
     async def submit(self, op: Op) -> None:
         loop = asyncio.get_running_loop()
         op.future = loop.create_future()
-        if (
+        alone = (
             _FAST
-            and self._store.commits_in_place
             and not self._pending
-            and not self._committing
+            and not self._lock.locked()
             and not getattr(loop, "_ready", True)
-        ):
+        )
+        if alone and op.events and self._store.awaits_in_place:
+            # PostgreSQL, nothing else ready on this loop: commit this op from the caller's
+            # task, saving the hand-off to the journal task and back (two loop iterations).
+            await self._commit_in_place(self._batch([op]))
+            await op.future
+            return
+        if alone and self._store.commits_in_place:
             # Nothing else is ready to run on this loop, so nobody could join this op's batch
             # before it commits: on SQLite, commit it here, skipping the two loop iterations a
             # hand-off to the journal task costs (a run stepping alone: `durapipe run`).
@@ -125,12 +142,32 @@ class Journal:
             if len(batch) > 1 and self.requeue_logs is not None:
                 self.requeue_logs(batch[-1].logs)
         self._pending.append(op)
+        self._kick()
+        await op.future
+
+    def _kick(self) -> None:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._task = loop.create_task(self._run(), name="durapipe-journal")
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="durapipe-journal"
+            )
         assert self._wake is not None
         self._wake.set()
-        await op.future
+
+    async def _commit_in_place(self, batch: list[Op]) -> None:
+        async with self._lock:
+            try:
+                await self._commit(batch)
+            except asyncio.CancelledError:
+                # Cancelled mid-statement (a sibling branch failed, the worker stops): the
+                # statement may or may not have committed. The journal task settles it.
+                for op in batch:
+                    op.future = None  # nobody waits for it any more
+                self._unsure.append(batch)
+                self._kick()
+                raise
+        if self._pending:
+            self._kick()  # ops that came while this one committed
 
     async def flush_logs(self) -> None:
         """Store the log lines buffered so far (they ride along with an empty op); never raises:
@@ -145,19 +182,29 @@ class Journal:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: len(batch)]
-                # Rows given to write_logs are older than the ones buffered now: none is left
-                # behind for the next batch, so they get the lower ids.
-                if any(op.logs for op in self._pending):
-                    batch += [op for op in self._pending if op.logs]
-                    self._pending = [op for op in self._pending if not op.logs]
-                self._committing = True
-                try:
-                    await self._commit(self._batch(batch))
-                finally:
-                    self._committing = False
+            async with self._lock:
+                await self._drain()
+
+    async def _drain(self) -> None:
+        while self._unsure:
+            batch = self._unsure.pop(0)
+            first = batch[0].events[0]
+            try:
+                done = await self._store.recorded(first["run_id"], first["seq"])
+            except Exception as exc:  # the journal's retries below will say what is wrong
+                log.debug("could not look for a cancelled commit's event: %s", exc)
+                done = False
+            if not done:
+                await self._commit(batch)
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: len(batch)]
+            # Rows given to write_logs are older than the ones buffered now: none is left
+            # behind for the next batch, so they get the lower ids.
+            if any(op.logs for op in self._pending):
+                batch += [op for op in self._pending if op.logs]
+                self._pending = [op for op in self._pending if not op.logs]
+            await self._commit(self._batch(batch))
 
     def _batch(self, ops: list[Op]) -> list[Op]:
         """``ops`` and the log lines written so far, which ride along: a line printed before a
