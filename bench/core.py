@@ -167,6 +167,83 @@ def _med(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.0f} µs (min {min(xs):.0f}, max {max(xs):.0f})"
 
 
+def _cell(xs: list[float], base: float | None = None) -> str:
+    text = f"{statistics.median(xs):,.0f} ({min(xs):,.0f}–{max(xs):,.0f})"
+    if base:
+        text += f" **{statistics.median(xs) / base:.2f}×**"
+    return text
+
+
+def throughput(url: str, reps: int) -> list[float]:
+    """Group commit: 1,000 runs × 3 trivial steps started with Client.start while one `durapipe
+    worker` runs them (bench/side_durapipe.py), runs/s, a fresh database each round."""
+    import json
+    import subprocess
+    import uuid
+
+    from durapipe._store import create_database, drop_database
+
+    server = url
+    out = []
+    for _ in range(reps):
+        name = "dp_tp_" + uuid.uuid4().hex[:10]
+        asyncio.run(create_database(server, name))
+        db = server.rsplit("/", 1)[0] + "/" + name
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "durapipe", "db", "upgrade", "--database-url", db],
+                check=True,
+                capture_output=True,
+            )
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).parent / "side_durapipe.py"), "throughput"]
+                + ["--url", db, "--runs", "1000", "--workers", "1"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+            out.append(float(json.loads(line[7:])["runs_per_s"]))
+        finally:
+            asyncio.run(drop_database(server, name))
+    return out
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The hot path's rows for bench/results.md."""
+    lines = [
+        "### The hot path: a step against one durable commit (issue #22)",
+        "",
+        f"`{res['command']}`; load average {res['load_start']} at the start, {res['load_end']} at"
+        " the end. Per trivial `@dp.step` in runs of "
+        f"{res['steps']:,} steps, µs, median (min–max) of {res['reps']} interleaved rounds, and"
+        " the ratio to the floor measured in the same rounds. The floor is a bare one-row"
+        " `INSERT` + `COMMIT` on the same database and settings. In-process: `testing.run_pipeline`"
+        " on a warm store. Through the CLI: `durapipe run` in a subprocess, its steps' cost read"
+        " from the history it wrote (first to last step completion); the whole command's wall"
+        " time (interpreter, imports, opening the database, creating and ending the run) beside.",
+        "",
+        "| database | floor: INSERT+COMMIT | step, in-process | step, `durapipe run` | `durapipe run` whole command |",
+        "|---|---|---|---|---|",
+    ]
+    for db, r in res["dbs"].items():
+        base = statistics.median(r["floor"])
+        cli = _cell(r["cli"], base) if r["cli"] else "—"
+        wall = f"{statistics.median(r['wall']):.2f} s" if r["wall"] else "—"
+        lines.append(
+            f"| {db} ({r['note']}) | {_cell(r['floor'])} | {_cell(r['inproc'], base)} | {cli} | {wall} |"
+        )
+    if res.get("throughput"):
+        tp = res["throughput"]
+        lines += [
+            "",
+            "Group commit, PostgreSQL: 1,000 runs × 3 trivial steps, `Client.start` + one `durapipe"
+            f" worker` (`bench/side_durapipe.py throughput`): **{statistics.median(tp):,.0f} runs/s**"
+            f" ({min(tp):,.0f}–{max(tp):,.0f}, {len(tp)} rounds).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", action="append", choices=["sqlite", "postgresql"])
@@ -174,17 +251,30 @@ def main() -> None:
     ap.add_argument("--resume", default="1000,10000")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-cli", action="store_true", help="skip the `durapipe run` measurement")
+    ap.add_argument(
+        "--throughput", type=int, default=0, metavar="N",
+        help="also N rounds of group-commit throughput on PostgreSQL (1,000 runs x 3 steps)",
+    )  # fmt: skip
+    ap.add_argument("--md", help="also write the figures as a markdown section to this file")
     a = ap.parse_args()
     dbs = a.db or ["sqlite", "postgresql"]
     cluster = None
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    res: dict[str, Any] = {
+        "command": "python bench/core.py " + " ".join(sys.argv[1:]),
+        "load_start": load,
+        "steps": a.steps,
+        "reps": a.reps,
+        "dbs": {},
+    }
+    print(f"load average at start: {load}")
     for db in dbs:
         if db == "sqlite":
             url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
             note = f"WAL, synchronous={os.environ.get('DURAPIPE_SQLITE_SYNCHRONOUS', 'FULL')}"
         else:
             url, cluster = pg_url()
-            note = "server defaults: fsync on, synchronous_commit on"
+            note = "fsync on, synchronous_commit on"
         fl: list[float] = []
         us: list[float] = []
         cli: list[float] = []
@@ -196,6 +286,7 @@ def main() -> None:
                 per, wall = through_cli(url, a.steps)
                 cli.append(per)
                 walls.append(wall)
+        res["dbs"][db] = {"note": note, "floor": fl, "inproc": us, "cli": cli, "wall": walls}
         base = statistics.median(fl)
         print(f"{db} ({note}), {a.reps} interleaved rounds, runs of {a.steps} trivial steps:")
         print(f"  floor, bare INSERT+COMMIT:   {_med(fl)}")
@@ -212,7 +303,17 @@ def main() -> None:
             print(
                 f"  resume of {n:>6} recorded steps: median {statistics.median(ts) * 1000:.0f} ms  (min {min(ts) * 1000:.0f}, max {max(ts) * 1000:.0f})"
             )
-    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if db == "postgresql" and a.throughput:
+            tp = throughput(url, a.throughput)
+            res["throughput"] = tp
+            print(
+                f"  group commit, 1,000 runs x 3 steps, 1 worker: median {statistics.median(tp):,.0f} runs/s"
+                f"  (min {min(tp):,.0f}, max {max(tp):,.0f})"
+            )
+    res["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average at the end: {res['load_end']}")
+    if a.md:
+        Path(a.md).write_text(markdown(res))
     if cluster is not None:
         cluster.stop()
 

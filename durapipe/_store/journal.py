@@ -117,9 +117,10 @@ class Journal:
             and not self._lock.locked()
             and not getattr(loop, "_ready", True)
         )
-        if alone and op.events and self._store.awaits_in_place:
-            # PostgreSQL, nothing else ready on this loop: commit this op from the caller's
-            # task, saving the hand-off to the journal task and back (two loop iterations).
+        if alone and op.events and op.owner is not None and self._store.awaits_in_place:
+            # PostgreSQL, a run's own write and nothing else ready on this loop: commit it from
+            # the run's task, saving the hand-off to the journal task and back (two loop
+            # iterations). A client's writes (starts, sends) keep batching.
             await self._commit_in_place(self._batch([op]))
             await op.future
             return
