@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -261,7 +262,7 @@ def main() -> None:
     cluster = None
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     res: dict[str, Any] = {
-        "command": "python bench/core.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/core.py " + shlex.join(sys.argv[1:]),
         "load_start": load,
         "steps": a.steps,
         "reps": a.reps,
