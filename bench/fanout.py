@@ -1,6 +1,6 @@
 """Fan-out: a parent pipeline that gathers N children, run by 2 `durapipe worker` processes.
 
-    python bench/fanout.py --db sqlite --db postgresql --children 10000 [--dbos] [--md FILE]
+    python bench/fanout.py --db sqlite --db postgresql --children 10000 [--dbos N] [--md FILE]
     python bench/fanout.py --db sqlite --children 500          # development size: ~1 minute
 
 The parent is what a user writes to run N children in parallel and use their results
@@ -20,7 +20,7 @@ synchronous_commit=on, from DURAPIPE_BENCH_PG_URL or tests/pgcluster.py):
    completed, SIGKILL the worker holding the parent. Time until the parent writes again (the
    other worker took it over and replayed it) and until it completes.
 
-With --dbos, DBOS's counterpart (bench/dbos_fanout.py): a workflow enqueueing N child workflows
+With --dbos N, DBOS's counterpart with N children (bench/dbos_fanout.py): a workflow enqueueing N child workflows
 on a queue and awaiting their handles, run by 2 DBOS worker processes.
 At 10,000 children: about 3-6 minutes per database on 2 cores (see bench/README.md).
 """
@@ -285,7 +285,7 @@ def loadavg() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
-def measure(db: str, server: str | None, n: int, timeout: float, dbos: bool) -> dict[str, Any]:
+def measure(db: str, server: str | None, n: int, timeout: float, dbos: int) -> dict[str, Any]:
     res: dict[str, Any] = {"db": db, "children": n, "load_start": loadavg()}
     url = fresh_url(db, server, "fanout_total")
     log(f"[{db}] total, {n} children")
@@ -301,7 +301,7 @@ def measure(db: str, server: str | None, n: int, timeout: float, dbos: bool) -> 
     if dbos:
         url = fresh_url(db, server, "fanout_dbos")
         out = subprocess.run(
-            [sys.executable, str(HERE / "dbos_fanout.py"), "drive", "--url", url, "--children", str(n)],
+            [sys.executable, str(HERE / "dbos_fanout.py"), "drive", "--url", url, "--children", str(dbos)],
             capture_output=True, text=True, timeout=timeout + 120,
         )  # fmt: skip
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
@@ -353,7 +353,7 @@ def main() -> None:
     ap.add_argument("--db", action="append", choices=["sqlite", "postgresql"])
     ap.add_argument("--children", type=int, default=10000)
     ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--dbos", action="store_true")
+    ap.add_argument("--dbos", type=int, default=0, metavar="N", help="DBOS too, with N children")
     ap.add_argument("--md", default=None, help="write the markdown section to this file")
     ap.add_argument("--json", default=None, help="write the raw results to this file")
     ap.add_argument("--url", default=None)
