@@ -54,6 +54,8 @@ import durapipe as dp  # noqa: E402
 from durapipe._store import open_store  # noqa: E402
 
 PIPES = str(HERE / "fanout_pipelines.py")
+SHAPES = {"gather": FP.fan_parent, "handles": FP.fan_parent_handles}
+PARENT = {"shape": "gather"}  # --shape
 CLI = [sys.executable, "-m", "durapipe"]
 
 
@@ -144,7 +146,7 @@ async def total(url: str, n: int, timeout: float) -> dict[str, Any]:
     try:
         await workers.ready(store)
         t0 = time.time()
-        rid = await dp.Client(store).start(FP.fan_parent, n=n)
+        rid = await dp.Client(store).start(SHAPES[PARENT["shape"]], n=n)
         row = await wait_ended(store, rid, timeout, poll=0.2)
         hwm = workers.hwm_mib()
         assert row.status == "failed", (row.status, row.error)
@@ -161,6 +163,7 @@ async def total(url: str, n: int, timeout: float) -> dict[str, Any]:
 
 def replay_in_child(url: str, run_id: str, trace: bool) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "replay", "--url", url, "--run-id", run_id]
+    cmd += ["--shape", PARENT["shape"]]
     if trace:
         cmd.append("--trace")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env_with_repo(), timeout=1800)
@@ -181,7 +184,7 @@ async def replay(url: str, run_id: str, trace: bool) -> dict[str, Any]:
         if trace:
             tracemalloc.start()
         t0 = time.perf_counter()
-        view = await resume_run(store, FP.fan_parent, run_id)
+        view = await resume_run(store, SHAPES[PARENT["shape"]], run_id)
         dt = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1] / 2**20 if trace else None
         assert view.status == "completed", view.error
@@ -219,7 +222,7 @@ async def kill(url: str, n: int, timeout: float) -> dict[str, Any]:
     try:
         await workers.ready(store)
         t0 = time.time()
-        rid = await dp.Client(store).start(FP.fan_parent, n=n)
+        rid = await dp.Client(store).start(SHAPES[PARENT["shape"]], n=n)
         end = deadline(timeout)
         while await count_events(store, rid, "child_completed") < n // 2:
             if time.monotonic() > end:
@@ -286,7 +289,12 @@ def loadavg() -> str:
 
 
 def measure(db: str, server: str | None, n: int, timeout: float, dbos: int) -> dict[str, Any]:
-    res: dict[str, Any] = {"db": db, "children": n, "load_start": loadavg()}
+    res: dict[str, Any] = {
+        "db": db,
+        "children": n,
+        "shape": PARENT["shape"],
+        "load_start": loadavg(),
+    }
     url = fresh_url(db, server, "fanout_total")
     log(f"[{db}] total, {n} children")
     res["total"] = asyncio.run(total(url, n, timeout))
@@ -313,11 +321,17 @@ def measure(db: str, server: str | None, n: int, timeout: float, dbos: int) -> d
 
 def markdown(results: list[dict[str, Any]], command: str = "") -> str:
     out = ["## Fan-out: a parent gathering N children on 2 workers (issue #21, item 4)", ""]
+    shape = results[0].get("shape", "gather") if results else "gather"
     if command:
         out += [f"Command: `{command}`", ""]
     out += [
-        "The parent: `await dp.gather(*(dp.run_subpipeline(fan_child, i=i) for i in range(n)))`; "
-        "each child one trivial step. 2 `durapipe worker` processes (default concurrency 100). "
+        (
+            "The parent: `await dp.gather(*(dp.run_subpipeline(fan_child, i=i) for i in range(n)))`; "
+            if shape == "gather"
+            else "The parent: `hs = [await dp.start_subpipeline(fan_child, i=i) for i in range(n)]`, "
+            "then `await h.result()` for each in order; "
+        )
+        + "each child one trivial step. 2 `durapipe worker` processes (default concurrency 100). "
         "SQLite: WAL, synchronous=FULL; PostgreSQL: throwaway cluster, fsync=on, synchronous_commit=on.",
         "",
         "| database | children | total | worker peak RSS (VmHWM) | parent replay | replay RSS growth / tracemalloc peak | SIGKILL of the parent's worker → taken over / completed | DBOS total | DBOS worker peak RSS | load avg start → end |",
@@ -359,7 +373,14 @@ def main() -> None:
     ap.add_argument("--url", default=None)
     ap.add_argument("--run-id", default=None)
     ap.add_argument("--trace", action="store_true")
+    ap.add_argument(
+        "--shape",
+        default="gather",
+        choices=sorted(SHAPES),
+        help="gather: dp.gather of dp.run_subpipeline; handles: dp.start_subpipeline, then h.result()",
+    )
     a = ap.parse_args()
+    PARENT["shape"] = a.shape
     if a.mode == "replay":
         print("RESULT " + json.dumps(asyncio.run(replay(a.url, a.run_id, a.trace))), flush=True)
         return

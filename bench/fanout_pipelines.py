@@ -36,4 +36,6 @@ async def fan_parent_handles(n: int) -> int:
     total = 0
     for h in handles:
         total += await h.result()
+    if os.environ.get("BENCH_FAIL_AT_END") == "1":
+        raise RuntimeError("stop here so the parent can be resumed")
     return total
