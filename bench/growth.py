@@ -19,7 +19,8 @@ where the size dominates (the top three sizes; a fixed cost flattens the bottom 
 SQLite: a fresh file, WAL + synchronous=FULL. PostgreSQL: a fresh database on
 DURAPIPE_BENCH_PG_URL, or on a throwaway durable cluster (tests/pgcluster.py, fsync=on,
 synchronous_commit=on). A PNG per database (matplotlib, the `bench` extra) goes to --img-dir.
-The full run takes about 3-5 minutes per database on 2 cores (the 100,000-step run ~40-80 s).
+The full run took 6.5 minutes for both databases on 2 cores at load average 6-10 (the
+100,000-step runs 131 s on SQLite, 161 s on PostgreSQL; ~40-80 s on a quiet machine).
 """
 
 from __future__ import annotations
