@@ -22,8 +22,8 @@ synchronous_commit=on, from DURAPIPE_BENCH_PG_URL or tests/pgcluster.py):
 
 With --dbos N, DBOS's counterpart with N children (bench/dbos_fanout.py): a workflow enqueueing N child workflows
 on a queue and awaiting their handles, run by 2 DBOS worker processes.
-At 10,000 children on 2 cores: about 1-1.5 minutes per database, plus ~20 s for DBOS with
---dbos 2000 (2026-11-30, load average 3-8); `--shape handles`: ~10 minutes (see bench/README.md).
+At 10,000 children on 2 cores: about 1-1.5 minutes per database, plus 75-110 s for DBOS with
+--dbos 10000 (2026-11-30, load average 3-8); `--shape handles`: ~10 minutes (bench/README.md).
 """
 
 from __future__ import annotations
