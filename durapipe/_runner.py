@@ -29,6 +29,7 @@ from ._store import Store
 from ._store.store import ClaimFilter, Op
 from ._worker.leases import Leases
 from ._worker.logs import LogShipper
+from ._worker.outcomes import ChildOutcomes
 from ._worker.schedules import Scheduler
 from ._worker.supervisor import Supervisor
 from ._worker.wakeups import Wakeups
@@ -103,6 +104,7 @@ class Runner:
             poll_interval=self.poll_interval,
         )
         self.supervisor = Supervisor(self._side_task_died)
+        self.outcomes = ChildOutcomes(store)
         self.wakeups = Wakeups(
             store,
             held=self.held,
@@ -185,8 +187,10 @@ class Runner:
         return int(row.id), _serde.loads(row.value)
 
     async def child_outcome(self, child_id: str) -> tuple[str, Any, Any] | None:
-        row = await self.store.live_link(child_id)  # a child continued as new: its live link
-        if row is None or row.status not in TERMINAL:
+        # Read with every other child a wait of this process asks about now (a gather of many
+        # children), and its live link if it continued as new.
+        row = await self.outcomes.get(child_id)
+        if row is None:
             return None
         return row.status, _serde.loads(row.output), _serde.loads(row.error)
 

@@ -101,6 +101,9 @@ class RunContext:
         self.write_error: BaseException | None = None  # why a history write failed, if one did
         self.interrupted = asyncio.Event()
         self.nudge = asyncio.Event()
+        # The pause shared by the run's polling waits (see _pause_shared) and how many await it.
+        self._tick: asyncio.Future[None] | None = None
+        self._tick_waiters = 0
         self.procs: set[_exec.Process] = set()
         self.cancel_pending = False
         self.cancel_delivered = False
@@ -376,6 +379,9 @@ class RunContext:
                 # Unwinding runs the pipeline's finally blocks: journaled calls there must do nothing.
                 self.request = Request.SUSPENDED
                 raise RunSuspending(status)
+            if ready is not None and remaining >= self.host.poll_interval:
+                await self._pause_shared()
+                continue
             step = self.host.poll_interval if ready is not None else remaining
             await self._pause(min(remaining, step))
 
@@ -389,6 +395,22 @@ class RunContext:
                 "run %s: could not check what it waits for (%s); retrying", self.run_id, exc
             )
             return False
+
+    async def _pause_shared(self) -> None:
+        """A polling wait's pause until its next look (a poll interval, a nudge or an
+        interruption), shared by all the run's waits that poll: a gather of 10,000 child runs
+        waits on one timer and one watch of the nudge, not on 30,000 tasks made anew at every
+        nudge. A wait that joins late wakes early with the others (it only looks sooner)."""
+        tick = self._tick
+        if tick is None or tick.done():
+            tick = self._tick = asyncio.ensure_future(self._pause(self.host.poll_interval))
+        self._tick_waiters += 1
+        try:
+            await asyncio.shield(tick)
+        finally:
+            self._tick_waiters -= 1
+            if self._tick_waiters == 0 and not tick.done():
+                tick.cancel()
 
     async def _pause(self, seconds: float) -> None:
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))

@@ -35,6 +35,33 @@ class Chains(StoreBase):
 
         return await self._read(_tx)
 
+    async def live_links(self, run_ids: Sequence[str]) -> dict[str, Row[Any]]:
+        """:meth:`live_link` of many runs in one read: by the id asked for, each run or, if it
+        has continued as new, its chain's live link (ids of no run are left out). A parent
+        waiting for thousands of children asks for all of them at once (``Runner``)."""
+        r = S.runs.c
+        ids = list(dict.fromkeys(run_ids))
+
+        def _tx(conn: Connection) -> Any:
+            out: dict[str, Any] = {}
+            for i in range(0, len(ids), 500):
+                for row in conn.execute(select(S.runs).where(r.id.in_(ids[i : i + 500]))).all():
+                    out[row.id] = row
+            for rid, row in list(out.items()):  # rare: a child that continued as new
+                if row.status != RunStatus.CONTINUED or row.chain_id is None:
+                    continue
+                live = conn.execute(
+                    select(S.runs)
+                    .where(r.chain_id == row.chain_id, r.status != RunStatus.CONTINUED)
+                    .order_by(r.created_at.desc())
+                    .limit(1)
+                ).first()
+                if live is not None:
+                    out[rid] = live
+            return out
+
+        return await self._read(_tx)
+
     async def successor(self, run_id: str, chain_id: str) -> str | None:
         """The run that continues ``run_id`` (in its chain ``chain_id``), if any."""
         r = S.runs.c
