@@ -10,12 +10,12 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from importlib import import_module
 from typing import Any
 
-from . import _client_messages, _serde
+from . import _serde
 from ._client_schedules import ScheduleMethods
 from ._definition import PipelineDef, load_target, registered
-from ._engine import check_tags, last_handled_failure, observe
 from ._ids import new_id, validate_run_id
 from ._kinds import RESUMABLE_EXTRA, EventKind, Request, RunStatus
 from ._policy import check_timeout
@@ -23,6 +23,7 @@ from ._queues import Queue, QueueView, cancel_queued
 from ._records import new_run, run_event, unleased_event
 from ._store import Store, open_store
 from ._store import schema as S
+from ._tag_rules import check_tags
 from .errors import (
     ConfigError,
     InvalidInput,
@@ -35,8 +36,8 @@ from .errors import (
 RESUMABLE = (*RESUMABLE_EXTRA, RunStatus.FAILED)
 
 # How a cancellation runs in this process (`Client.cancel(here=True)`): the layer that executes
-# runs sits above the client, so it installs itself here (durapipe._local, imported by the
-# package) rather than being imported by it. Its third argument is the CLI's runner factory.
+# runs sits above the client, so it installs itself here (durapipe._local, imported by cancel
+# when it is not yet) rather than being imported at the top of this module. Its third argument is the CLI's runner factory.
 CancelHere = Callable[["Client", str, Any], Awaitable[str]]
 _cancel_here: CancelHere | None = None
 
@@ -627,6 +628,10 @@ class Client(ScheduleMethods):
         # steer acts on a chain's live link (continue-as-new) and reads the run once: a second
         # read here could see the run change between the two (held, then parked).
         what = await steer(self, run_id, Request.CANCEL, by=_check_by(by))
+        if what == "queued" and here and _cancel_here is None:
+            # `import durapipe` no longer imports every module at once: the layer that runs
+            # cancellations here installs itself when it is imported, so import it now.
+            import_module("durapipe._local")
         if what != "queued" or not here or _cancel_here is None:
             return what
         # Nobody holds it: its cancellation runs here (the CLI's runner prints its output).
@@ -733,6 +738,8 @@ class Client(ScheduleMethods):
             InvalidRunState: the run has ended.
             RunNotFound: there is no such run.
         """
+        from . import _client_messages
+
         await _client_messages.send(self, run_id, topic, value, by=_check_by(by))
 
     async def get_event(
@@ -754,6 +761,8 @@ class Client(ScheduleMethods):
             InvalidInput: the key is not a short identifier, or ``wait`` is negative.
             RunNotFound: there is no such run.
         """
+        from . import _client_messages
+
         return await _client_messages.get_event(self, run_id, key, wait=wait, default=default)
 
     async def published(self, run_id: str) -> dict[str, Any]:
@@ -762,6 +771,8 @@ class Client(ScheduleMethods):
         Raises:
             RunNotFound: there is no such run.
         """
+        from . import _client_messages
+
         return await _client_messages.published(self, run_id)
 
     async def fork(
@@ -1006,6 +1017,8 @@ async def check_failure_retryable(store: Store, row: Any) -> None:
     made calls after it: they are recorded, so running the call again could not be replayed."""
     if row.status != "failed":
         return
+    from ._engine import last_handled_failure
+
     found = last_handled_failure(await store.events(row.id))
     if found is None:
         return
@@ -1107,6 +1120,8 @@ async def steer(client: Client, run_id: str, what: str, *, by: str | None = None
 
 def _trace_carrier() -> dict[str, Any]:
     """With tracing on, what links a new run's spans to this process's (durapipe.tracing)."""
+    from ._engine import observe
+
     obs = observe.active()
     if obs is None:
         return {}

@@ -11,7 +11,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import _serde
-from ._engine.messages import NAME_RULE, valid_name
 from ._kinds import ENDED, TERMINAL
 from .errors import InvalidInput, InvalidRunState, RunNotFound
 
@@ -24,6 +23,8 @@ _REREAD = 5.0
 
 
 def check_name(what: str, name: object) -> str:
+    from ._engine.messages import NAME_RULE, valid_name  # the rule the pipeline side checks
+
     if not valid_name(name):
         raise InvalidInput(f"{what} {name!r} is not a short identifier: use {NAME_RULE}")
     return str(name)

@@ -13,12 +13,16 @@ import sys
 import time
 import zlib
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from ._engine import LogRecord, fmt_span
-from ._engine.repair import before
+from . import _kinds as S
 from ._kinds import COMPLETIONS, EventKind
-from ._store import schema as S
+from ._spans import fmt_span
+
+# The console imports neither the engine nor the store: `durapipe show` and `list` render
+# without them (tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from ._engine import LogRecord
 
 _PALETTE = [36, 32, 35, 34, 33, 96, 92, 95, 94, 93]  # ANSI foreground colours
 _STREAM_STYLE = {"err": "31", "warn": "33", "error": "1;31", "info": "2"}
@@ -627,6 +631,8 @@ def _mark_edit(steps: dict[str, dict[str, Any]], ev: Any, s: dict[str, Any]) -> 
     s["data"] = json.dumps({"result": d.get("new")})
     s["end"] = s["end"] or ev.at
     if d.get("rerun_after"):
+        from ._engine.repair import before
+
         for key, other in steps.items():
             if key != ev.step and before(ev.step, key):
                 other["discarded"] = True

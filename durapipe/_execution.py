@@ -33,10 +33,10 @@ from ._engine import (
     step_of,
 )
 from ._engine.continue_as_new import ContinueAsNew
-from ._engine.sleep import fmt_span
 from ._ids import new_id
 from ._kinds import RELEASING, TERMINAL, EventKind, Request, RunStatus
 from ._records import continued_run, end_update, run_event
+from ._spans import fmt_span
 from .errors import (
     DurapipeError,
     LeaseLost,

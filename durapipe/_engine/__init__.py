@@ -20,6 +20,7 @@ The names below are what the rest of durapipe imports from the engine.
 """
 
 from .._kinds import COMPLETIONS
+from .._spans import fmt_span
 from .child import ChildHandle, run_subpipeline, start_subpipeline
 from .context import (
     _BRANCH,
@@ -49,7 +50,7 @@ from .messages import recv, send  # noqa: E402
 from .patched import patched
 from .publish import set_event  # noqa: E402
 from .run import STEP_START_GRACE, RunContext
-from .sleep import fmt_span, sleep
+from .sleep import sleep
 from .step import call_step
 from .tags import check_tags, parse_tags, tag
 from .values import now, random, uuid4

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from .. import _serde
 from .._kinds import EventKind, Family, RunStatus
+from .._spans import fmt_span
 from .context import current
 from .journaled import begin
 
@@ -61,19 +62,6 @@ async def sleep(duration: float | timedelta) -> None:
         waiting_for={"timer": label, "wake_at": wake_at},
     )
     await ctx.write(call.event(EventKind.TIMER_FIRED), run_update=ctx.after_wait())
-
-
-def fmt_span(seconds: float) -> str:
-    """5m, 1h30m, 2d — for 'Sleeping for ...'."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{seconds:.3g}s" if seconds < 10 else f"{s}s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if s >= size:
-            parts.append(f"{s // size}{unit}")
-            s %= size
-    return "".join(parts[:2])
 
 
 def _clock_str(at: float) -> str:

@@ -3,20 +3,22 @@ errors and meaningful exit codes."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
 from collections.abc import Awaitable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import _config, _serde
-from .._client import AdminClient
-from .._console import use_color
 from .._store.url import redact, resolve_url
 from ..errors import DurapipeError, InvalidInput, RunNotFound
+
+# The client, the console and asyncio are imported by the commands that use them, when they
+# run: `durapipe --help` imports none of them (tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from .._client import AdminClient
 
 app = typer.Typer(
     name="durapipe",
@@ -84,13 +86,24 @@ def _err(text: str) -> None:
 
 
 def _run(coro: Awaitable[int]) -> None:
+    import asyncio
+
     code: int = asyncio.run(coro)  # type: ignore[arg-type]
     raise typer.Exit(code)
+
+
+async def _open(database_url: str | None) -> AdminClient:
+    """Open the database as the CLI's client (imported here, when a command runs)."""
+    from .._client import AdminClient
+
+    return await AdminClient.open(database_url)
 
 
 async def _connect_for_run(database_url: str | None, run_id: str) -> AdminClient:
     """Open the database a run id refers to; an embedded SQLite file that does not exist yet
     holds no runs, so say so without creating it."""
+    from .._client import AdminClient
+
     url = resolve_url(database_url)
     if url.dialect == "sqlite" and url.path and not os.path.exists(url.path):  # noqa: ASYNC240 (one stat)
         raise RunNotFound(run_id)
@@ -99,6 +112,8 @@ async def _connect_for_run(database_url: str | None, run_id: str) -> AdminClient
 
 def _print_rich(renderable: Any) -> None:
     from rich.console import Console
+
+    from .._console import use_color
 
     tty = sys.stdout.isatty()
     Console(

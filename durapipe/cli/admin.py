@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
 import re
 import signal
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import _config
-from .._console import LiveConsole
-from .._definition import PipelineDef, load_module, pipelines_in
-from .._engine import HOST
-from .._runner import Runner
-from .._store import open_store
 from ..errors import ConfigError, InvalidInput
 from ._app import DbOpt, JsonOpt, NoTsOpt, _err, _out, _print_rich, _run
+
+# The engine, the runner and the store are imported when a command runs, not with the CLI
+# (tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from .._definition import PipelineDef
 
 
 def _pipelines_of(modules: list[str]) -> list[PipelineDef]:
     """The pipelines of ``--module`` specs (worker, upgrade check); a module without any is an error."""
+    from .._definition import load_module, pipelines_in
+
     pipelines: list[PipelineDef] = []
     for spec in modules:
         found = pipelines_in(load_module(spec))
@@ -107,6 +108,13 @@ def worker(
         metrics = _metrics.listen(port=metrics_port, host=metrics_host)
 
     async def go() -> int:
+        import asyncio
+
+        from .._console import LiveConsole
+        from .._engine import HOST
+        from .._runner import Runner
+        from .._store import open_store
+
         pipelines = _pipelines_of(module)
         store = await open_store(database_url)
         live = LiveConsole(timestamps=not no_timestamps) if console else None
@@ -183,6 +191,8 @@ def upgrade_check(
     from .._upgrade import upgrade_check as check
 
     async def go() -> int:
+        from .._store import open_store
+
         pipelines = _pipelines_of(module)
         store = await open_store(database_url)
         try:
@@ -223,6 +233,8 @@ def db_upgrade(database_url: DbOpt = None) -> None:
     """Create or migrate durapipe's tables to this version's schema."""
 
     async def go() -> int:
+        from .._store import open_store
+
         store = await open_store(database_url, migrate=True)
         rev = await store.schema_revision()
         await store.close()
@@ -251,6 +263,8 @@ def gc(
         )
 
     async def go() -> int:
+        from .._store import open_store
+
         store = await open_store(database_url)
         try:
             n = await store.gc(older_than=time.time() - seconds)

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import _config
-from .._client import AdminClient, RunView, event_json
-from .._console import (
-    LineFormatter,
-    fork_lines,
-    fork_link_json,
-    open_waits,
-    queued_place,
-    record_json,
-    render_list,
-    render_published,
-    render_show,
-    use_color,
-    visible,
-)
-from .._engine import parse_tags
 from .._kinds import (
     RESUMABLE_EXTRA,
     TERMINAL,
@@ -33,6 +17,11 @@ from .._kinds import (
     RunStatus,
 )
 from ._app import DbOpt, JsonOpt, NoTsOpt, _connect_for_run, _err, _out, _print_rich, _run
+
+# The client, the console and the engine are imported when a command runs, not with the CLI
+# (tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from .._client import AdminClient, RunView
 
 
 def list_(
@@ -59,6 +48,10 @@ def list_(
     """
 
     async def go() -> int:
+        from .._client import AdminClient
+        from .._console import render_list
+        from .._tag_rules import parse_tags
+
         tags = parse_tags(tag)
         async with await AdminClient.open(database_url) as client:
             views = await client.list(
@@ -131,6 +124,8 @@ def _links(v: RunView, successor: str | None) -> list[str]:
 
 def _waits(v: RunView, events: list[Any]) -> list[str]:
     """Every wait the run is in (several under dp.gather), each with what ends it."""
+    from .._console import open_waits
+
     out = []
     for e in open_waits(v.status, events):
         data = json.loads(e.data) if e.data else {}
@@ -192,6 +187,15 @@ def show(
     """Show a run: its steps, children, output or error, and what it waits for."""
 
     async def go() -> int:
+        from .._client import event_json
+        from .._console import (
+            fork_lines,
+            fork_link_json,
+            queued_place,
+            render_published,
+            render_show,
+        )
+
         async with await _connect_for_run(database_url, run_id) as client:
             view = await client.get(run_id)
             events = await client.history(run_id)
@@ -258,6 +262,10 @@ def logs(
     """Print a run's log — the whole run tree as one ordered log."""
 
     async def go() -> int:
+        import asyncio
+
+        from .._console import LineFormatter, record_json, use_color
+
         async with await _connect_for_run(database_url, run_id) as client:
             row = await client.row(run_id)
             fmt = LineFormatter(timestamps=not no_timestamps, color=use_color(sys.stdout))
@@ -310,6 +318,8 @@ def result(
         timeout = _config.TIMEOUT.check(timeout)
 
     async def go() -> int:
+        from .._console import visible
+
         async with await _connect_for_run(database_url, run_id) as client:
             if wait:
                 try:
@@ -339,6 +349,8 @@ def workers(database_url: DbOpt = None, json_out: JsonOpt = False) -> None:
     """List live workers: host, pid, heartbeat age, runs held, pipelines carried."""
 
     async def go() -> int:
+        from .._client import AdminClient
+
         async with await AdminClient.open(database_url) as client:
             now = time.time()
             rows = await client.live_workers(now=now)

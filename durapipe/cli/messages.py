@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from .. import _serde
-from .._console import render_published
 from ._app import DbOpt, JsonOpt, _connect_for_run, _err, _out, _print_rich, _run
 from .steer import _stdin_text
 
@@ -64,6 +63,8 @@ def events(
                 if json_out:
                     _out(json.dumps(values, ensure_ascii=False))
                 else:
+                    from .._console import render_published
+
                     _print_rich(render_published(values))
                 return 0
             if timeout is not None and (timeout != timeout or timeout < 0):

@@ -8,10 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .._client import AdminClient
-from .._console import render_queues
-from .._queues import parse_rate
-from ._app import DbOpt, JsonOpt, _out, _print_rich, _run
+from ._app import DbOpt, JsonOpt, _open, _out, _print_rich, _run
 
 queue_app = typer.Typer(help="Declare queues (durapipe queues lists them).", no_args_is_help=True)
 
@@ -40,8 +37,11 @@ def set_(
     """Declare a queue or replace its settings (a limit left out is no limit)."""
 
     async def go() -> int:
+        from .._console import render_queues
+        from .._queues import parse_rate
+
         parsed = parse_rate(rate) if rate is not None else None
-        async with await AdminClient.open(database_url) as client:
+        async with await _open(database_url) as client:
             view = await client.set_queue(
                 name,
                 concurrency=concurrency,
@@ -59,7 +59,9 @@ def queues(database_url: DbOpt = None, json_out: JsonOpt = False) -> None:
     """List the queues: waiting runs, runs holding a slot, limits, the oldest waiting."""
 
     async def go() -> int:
-        async with await AdminClient.open(database_url) as client:
+        from .._console import render_queues
+
+        async with await _open(database_url) as client:
             views = await client.queues()
             if json_out:
                 _out(json.dumps([v.__dict__ for v in views], ensure_ascii=False))

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import _serde
-from .._client import AdminClient, parse_inputs
-from .._definition import load_target
-from .._repair import edit_result, fork_run
 from ..errors import InvalidInput
 from ._app import DbOpt, NoTsOpt, _connect_for_run, _err, _out, _run
-from ._foreground import _Foreground
+
+# The client, the engine and the runner are imported when a command runs, not with the CLI
+# (tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from .._client import AdminClient
 
 
 def fork(
@@ -51,6 +52,11 @@ def fork(
     """Start a new run with a run's history up to a step, continuing from there with the current code."""
 
     async def go() -> int:
+        from .._client import parse_inputs
+        from .._definition import load_target
+        from .._repair import fork_run
+        from ._foreground import _Foreground
+
         inputs = parse_inputs(input or [], None)
         client = await _connect_for_run(database_url, run_id)
         try:
@@ -137,6 +143,8 @@ def edit(
             raise InvalidInput(
                 "give a --reason: why the result is edited (it is kept with the edit)"
             )
+        from .._repair import edit_result
+
         client: AdminClient = await _connect_for_run(database_url, run_id)
         try:
             done = await edit_result(

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import _serde
-from .._client import AdminClient, parse_inputs
-from .._definition import load_target
-from .._engine import parse_tags
 from .._ids import validate_run_id
 from .._kinds import TERMINAL
-from .._local import take
-from .._runner import Runner
 from ..errors import InvalidInput, InvalidRunState
 from ._app import DbOpt, NoTsOpt, _connect_for_run, _err, _out, _run, _run_or_pipeline
-from ._foreground import _Foreground
 from .admin import _duration
+
+# The client, the engine and the runner are imported when a command runs, not with the CLI
+# (tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from .._client import AdminClient
+    from .._runner import Runner
 
 TimeoutOpt = Annotated[
     str | None,
@@ -88,6 +88,11 @@ def run(
     seconds = _timeout(timeout)
 
     async def go() -> int:
+        from .._client import AdminClient, parse_inputs
+        from .._definition import load_target
+        from .._tag_rules import parse_tags
+        from ._foreground import _Foreground
+
         inputs = parse_inputs(input or [], input_json)
         tags = parse_tags(tag)
         pdef = load_target(target)
@@ -143,6 +148,8 @@ def run(
 async def _take(client: AdminClient, row: Any, runner: Runner) -> Any:
     """Take a run's lease for this process, or say who holds it."""
     now = time.time()
+    from .._local import take
+
     taken = await take(runner, row)
     if taken is None:
         fresh = await client.row(row.id)
@@ -180,6 +187,10 @@ def resume(
     _run_or_pipeline(run_id, pipeline, version, "to release a held pipeline")
 
     async def go() -> int:
+        from .._client import AdminClient
+        from .._definition import load_target
+        from ._foreground import _Foreground
+
         client = await (
             _connect_for_run(database_url, run_id) if run_id else AdminClient.open(database_url)
         )
@@ -272,6 +283,10 @@ def start(
     seconds = _timeout(timeout)
 
     async def go() -> int:
+        from .._client import AdminClient, parse_inputs
+        from .._definition import load_target
+        from .._tag_rules import parse_tags
+
         inputs = parse_inputs(input or [], input_json)
         tags = parse_tags(tag)
         pdef = load_target(target)

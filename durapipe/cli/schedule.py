@@ -8,11 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .. import _schedules as sch
-from .._client import AdminClient, parse_inputs
-from .._console import render_schedules
 from ..errors import InvalidInput
-from ._app import DbOpt, JsonOpt, _out, _print_rich, _run
+from ._app import DbOpt, JsonOpt, _open, _out, _print_rich, _run
 
 schedule_app = typer.Typer(
     help="Start runs on a schedule: cron expressions or fixed intervals.", no_args_is_help=True
@@ -61,6 +58,9 @@ def add(
     database_url: DbOpt = None,
 ) -> None:
     """Add a schedule: workers carrying the pipeline start one run per tick."""
+    from .. import _schedules as sch
+    from .._client import parse_inputs
+
     sch.check_name(name)
     if (cron is None) == (every is None):
         raise InvalidInput("give one of --cron EXPR or --every DURATION")
@@ -77,7 +77,7 @@ def add(
         spec = sch.Every(every, **policy)
 
     async def go() -> int:
-        async with await AdminClient.open(database_url) as client:
+        async with await _open(database_url) as client:
             view = await client.add_schedule(name, target, spec)
         _out(
             f"added schedule {view.name}: {view.description} starts {view.pipeline}; "
@@ -92,13 +92,15 @@ def list_(database_url: DbOpt = None, json_out: JsonOpt = False) -> None:
     """List schedules: when each fires next, its last run and that run's status."""
 
     async def go() -> int:
-        async with await AdminClient.open(database_url) as client:
+        async with await _open(database_url) as client:
             views = await client.list_schedules()
         if json_out:
             _out(json.dumps([v.to_json() for v in views], ensure_ascii=False))
         elif not views:
             _out("no schedules")
         else:
+            from .._console import render_schedules
+
             _print_rich(render_schedules(views, now=time.time()))
         return 0
 
@@ -109,7 +111,7 @@ def pause(name: NameArg, database_url: DbOpt = None) -> None:
     """Pause a schedule: it starts nothing until resumed (its runs go on)."""
 
     async def go() -> int:
-        async with await AdminClient.open(database_url) as client:
+        async with await _open(database_url) as client:
             await client.pause_schedule(name)
         _out(f"paused schedule {name}; resume with: durapipe schedule resume {name}")
         return 0
@@ -121,7 +123,7 @@ def resume(name: NameArg, database_url: DbOpt = None) -> None:
     """Resume a paused schedule from its next tick (ticks it missed are not caught up)."""
 
     async def go() -> int:
-        async with await AdminClient.open(database_url) as client:
+        async with await _open(database_url) as client:
             await client.resume_schedule(name)
             view = await client.get_schedule(name)
         _out(f"resumed schedule {name}; next at {_when(view.next_fire_at)}")
@@ -134,7 +136,7 @@ def delete(name: NameArg, database_url: DbOpt = None) -> None:
     """Delete a schedule (the runs it started stay)."""
 
     async def go() -> int:
-        async with await AdminClient.open(database_url) as client:
+        async with await _open(database_url) as client:
             view = await client.get_schedule(name)
             await client.delete_schedule(name)
         note = (
@@ -152,7 +154,7 @@ def trigger(name: NameArg, database_url: DbOpt = None) -> None:
     """Start one run of a schedule now."""
 
     async def go() -> int:
-        async with await AdminClient.open(database_url) as client:
+        async with await _open(database_url) as client:
             run_id = await client.trigger_schedule(name)
         _out(run_id)
         return 0

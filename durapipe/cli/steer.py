@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import _serde
-from .._client import AdminClient
-from .._runner import Runner
 from ..errors import InvalidInput
 from ._app import DbOpt, NoTsOpt, _connect_for_run, _out, _run, _run_or_pipeline
-from ._foreground import _Foreground
+
+# The client and the runner are imported when a command runs (tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from .._runner import Runner
 
 
 def _stdin_text() -> str:
@@ -67,6 +68,8 @@ def stop(
     _run_or_pipeline(run_id, pipeline, version, "to hold every run of a pipeline")
 
     async def go() -> int:
+        from .._client import AdminClient
+
         async with await (
             _connect_for_run(database_url, run_id) if run_id else AdminClient.open(database_url)
         ) as client:
@@ -102,6 +105,8 @@ def cancel(
     """Cancel a run: its `finally` blocks run, its children are cancelled, it ends `cancelled`."""
 
     async def go() -> int:
+        from ._foreground import _Foreground
+
         async with await _connect_for_run(database_url, run_id) as client:
             shown: list[_Foreground] = []
 
