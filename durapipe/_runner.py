@@ -26,11 +26,12 @@ from ._ids import new_id
 from ._kinds import COMPLETIONS, RESUMABLE_EXTRA, TERMINAL, EventKind, Request, RunStatus
 from ._records import end_update, run_event, unleased_event
 from ._store import Store
-from ._store.store import ClaimFilter, Op
+from ._store.store import Claimed, ClaimFilter, Op
 from ._worker.leases import Leases
 from ._worker.logs import LogShipper
 from ._worker.schedules import Scheduler
 from ._worker.supervisor import Supervisor
+from ._worker.timers import Timers
 from ._worker.wakeups import Wakeups
 from .errors import DatabaseUnavailable, LeaseLost, TargetNotFound
 
@@ -90,6 +91,7 @@ class Runner:
         self.dead_owners: list[str] = []  # gone processes whose runs of the tree it takes at once
         self.tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()  # a run ended: a slot of `concurrency` is free
         self._closing = asyncio.Event()
         self._stopping = False
         # The parts.
@@ -155,6 +157,20 @@ class Runner:
             )
             self.wakeups.schedules_changed = scheduler.changed
             self.supervisor.start("durapipe-schedules", scheduler.loop())
+        if self.kind == "worker" and self.pipelines:  # timers due soon: taken on time
+            timers = Timers(
+                self.store,
+                owner=self.id,
+                flt=self.claim_filter(),
+                clock=self.clock,
+                lease_ttl=self.lease_ttl,
+                suspend_after=self.suspend_after,
+                free=lambda: self.concurrency - len(self.tasks),
+                slot_freed=self._slot_freed,
+                take=self._take,
+                stopping=lambda: self._stopping,
+            )
+            self.supervisor.start("durapipe-timers", timers.loop())
 
     async def close(self) -> None:
         # The listener ends by itself (cancelling asyncpg mid-connect leaks a future); the rest stop.
@@ -227,17 +243,14 @@ class Runner:
                         now=self.clock.now(),
                     )
                     rows = got.rows
-                    if rows and self.on_claim is not None:
-                        self.on_claim(len(rows))
                     backoff = pause = self.poll_interval
                     if got.next_at is not None:  # a timer or an expiring lease: be there on time
                         pause = min(pause, max(got.next_at - self.clock.now(), 0.0) + 0.002)
                 except DatabaseUnavailable as exc:
                     log.warning("claim failed: %s", exc)
                     backoff = pause = min(backoff * 2, 10.0)
-                for row in rows:
-                    self._prefetched[row.id] = got.histories.get(row.id)
-                    self.spawn(row)
+                else:
+                    self._take(got)
             if rows and len(rows) == min(free, 50):
                 continue
             waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
@@ -250,6 +263,14 @@ class Runner:
                 if w is not until:
                     w.cancel()
 
+    def _take(self, got: Claimed) -> None:
+        """Run what a claim took (its histories were read with it)."""
+        if got.rows and self.on_claim is not None:
+            self.on_claim(len(got.rows))
+        for row in got.rows:
+            self._prefetched[row.id] = got.histories.get(row.id)
+            self.spawn(row)
+
     def spawn(
         self, row: Any, *, resumed: str | None = None, cancel: bool = False
     ) -> asyncio.Task[str]:
@@ -259,6 +280,7 @@ class Runner:
         def done(task: asyncio.Task[str]) -> None:
             self.tasks.discard(task)
             self._wake.set()
+            self._slot_freed.set()
             if not task.cancelled() and task.exception() is not None:
                 log.error("run %s: its execution failed: %r", row.id, task.exception())
 
