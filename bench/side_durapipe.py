@@ -183,6 +183,13 @@ async def resume(a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def sleepers(a: argparse.Namespace) -> dict[str, Any]:
     """Runs that sleep, then run a step; delay = the step began - the wake time recorded.
 
@@ -219,7 +226,9 @@ async def sleepers(a: argparse.Namespace) -> dict[str, Any]:
                 counts = await store.count_by_status()
                 asleep_before_due = counts.get("sleeping", 0)
                 idle = rss_mib(pid)
+            cpu0 = cpu_seconds(pid)
             await wait_done(store, a.runs, timeout=(a.due_in or a.sleep) + 600)
+            cpu = cpu_seconds(pid) - cpu0
         rows = await sql(
             store,
             "SELECT r.id, r.output, e.at, e.data, f.at FROM durapipe_runs r JOIN durapipe_events e "
@@ -248,6 +257,7 @@ async def sleepers(a: argparse.Namespace) -> dict[str, Any]:
         "rss_peak_mib": rss.peak,
         "rss_base_mib": base,
         "start_s": started,
+        "worker_cpu_s": cpu,  # from (--due-in: just before the first is due) to the last done
     }
     if a.due_in is not None:
         out.update(rss_idle_mib=idle, asleep_before_due=asleep_before_due)

@@ -37,6 +37,8 @@ from .errors import DatabaseUnavailable, LeaseLost, TargetNotFound
 
 log = logging.getLogger("durapipe.worker")
 
+TIMERS_BUSY_CLAIM_EVERY = 0.1  # seconds between claims while due timers wait for slots
+
 
 def _env_float(name: str, default: float) -> float:
     """A DURAPIPE_* setting, checked by the validator the command line uses (range, finite)."""
@@ -92,6 +94,7 @@ class Runner:
         self.tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()  # a run ended: a slot of `concurrency` is free
+        self._timers: Timers | None = None
         self._closing = asyncio.Event()
         self._stopping = False
         # The parts.
@@ -158,7 +161,7 @@ class Runner:
             self.wakeups.schedules_changed = scheduler.changed
             self.supervisor.start("durapipe-schedules", scheduler.loop())
         if self.kind == "worker" and self.pipelines:  # timers due soon: taken on time
-            timers = Timers(
+            self._timers = timers = Timers(
                 self.store,
                 owner=self.id,
                 flt=self.claim_filter(),
@@ -228,12 +231,21 @@ class Runner:
     async def serve(self, flt: ClaimFilter, *, until: asyncio.Future[Any] | None = None) -> None:
         """Claim and run runs until stopped (or until ``until`` is done)."""
         backoff = self.poll_interval
+        claimed_at = 0.0
         while not self._stopping and (until is None or not until.done()):
             free = self.concurrency - len(self.tasks)
             rows: list[Any] = []
             pause = backoff
             self._wake.clear()  # before claiming: a wake-up that arrives meanwhile is kept
+            if free > 0 and self._timers is not None and self._timers.waiting:
+                # Due timers wait for slots: the timers part fills each slot as it frees (by id).
+                # A claim here then would order every due run to take one; look only now and
+                # then (for pending runs and expired leases, which are not left waiting).
+                since = asyncio.get_running_loop().time() - claimed_at
+                if since < TIMERS_BUSY_CLAIM_EVERY:
+                    free, pause = 0, TIMERS_BUSY_CLAIM_EVERY - since
             if free > 0:
+                claimed_at = asyncio.get_running_loop().time()
                 try:
                     got = await self.store.claim(
                         owner=self.id,

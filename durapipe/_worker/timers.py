@@ -30,7 +30,10 @@ from ..errors import DatabaseUnavailable
 log = logging.getLogger("durapipe.worker")
 
 HORIZON = 2.0  # seconds ahead the timers are read
-PAGE = 10_000  # timers read at most at once (a later page is read once these are taken)
+PAGE = 2_000  # timers read at most at once (a later page is read once these are taken)
+# Taken this much before their time: enough to hide the claim's round trip and the replay, short
+# because a run taken early holds one of the worker's slots (``concurrency``) while it waits.
+LEAD = 0.025
 BATCH = 500  # runs taken by one claim at most
 
 
@@ -56,9 +59,10 @@ class Timers:
         self.flt = flt
         self.clock = clock
         self.lease_ttl = lease_ttl
-        # Taken this much early: the rest is slept in memory, which a run does only for waits
-        # shorter than suspend_after (a longer one would suspend again at once).
-        self.lead = max(0.0, min(0.1, suspend_after / 2))
+        # The rest is slept in memory, which a run does only for waits shorter than
+        # suspend_after (a longer one would suspend again at once).
+        self.lead = max(0.0, min(LEAD, suspend_after / 2))
+        self.waiting = 0  # due timers read, waiting for a free slot
         self.free = free
         self.slot_freed = slot_freed
         self.take = take
@@ -90,6 +94,12 @@ class Timers:
 
     async def _take_on_time(self, upcoming: list[tuple[str, float]], *, until: float) -> None:
         """Claim the timers as they come due (``lead`` early), until ``until`` or all taken."""
+        try:
+            await self._take_each(upcoming, until)
+        finally:
+            self.waiting = 0
+
+    async def _take_each(self, upcoming: list[tuple[str, float]], until: float) -> None:
         i = 0
         while i < len(upcoming) and not self.stopping():
             now = self.clock.now()
@@ -106,6 +116,7 @@ class Timers:
             ids = [rid for rid, _ in upcoming[i:j]]
             i = j
             while ids and not self.stopping():
+                self.waiting = len(ids)
                 free = self.free()
                 if free <= 0:  # every slot busy: wait for one
                     self.slot_freed.clear()
@@ -123,6 +134,7 @@ class Timers:
                     due_by=now + self.lead,
                 )
                 self.take(got)
+        self.waiting = 0
 
     async def _pause(self, seconds: float, event: asyncio.Event | None = None) -> None:
         if seconds <= 0:
