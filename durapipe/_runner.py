@@ -237,6 +237,7 @@ class Runner:
             rows: list[Any] = []
             pause = backoff
             self._wake.clear()  # before claiming: a wake-up that arrives meanwhile is kept
+            timers_busy = False
             if free > 0 and self._timers is not None and self._timers.waiting:
                 # Due timers wait for slots: the timers part fills each slot as it frees (by id).
                 # A claim here then would order every due run to take one; look only now and
@@ -244,6 +245,7 @@ class Runner:
                 since = asyncio.get_running_loop().time() - claimed_at
                 if since < TIMERS_BUSY_CLAIM_EVERY:
                     free, pause = 0, TIMERS_BUSY_CLAIM_EVERY - since
+                    timers_busy = True
             if free > 0:
                 claimed_at = asyncio.get_running_loop().time()
                 try:
@@ -265,7 +267,9 @@ class Runner:
                     self._take(got)
             if rows and len(rows) == min(free, 50):
                 continue
-            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+            waits: list[asyncio.Future[Any]] = []
+            if not timers_busy:  # (each run that ends sets it: thousands a second then)
+                waits.append(asyncio.ensure_future(self._wake.wait()))
             if until is not None:
                 waits.append(until)
             sleeper = asyncio.ensure_future(asyncio.sleep(pause))

@@ -18,7 +18,6 @@ did not take); both take from the same free slots (``concurrency``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -118,10 +117,10 @@ class Timers:
             while ids and not self.stopping():
                 self.waiting = len(ids)
                 free = self.free()
-                if free <= 0:  # every slot busy: wait for one
+                if free <= 0:  # every slot busy: wait for one (each run that ends frees one)
                     self.slot_freed.clear()
                     if self.free() <= 0:
-                        await self._pause(1.0, self.slot_freed)
+                        await self.slot_freed.wait()
                     continue
                 batch, ids = ids[: min(free, BATCH)], ids[min(free, BATCH) :]
                 now = self.clock.now()
@@ -136,11 +135,6 @@ class Timers:
                 self.take(got)
         self.waiting = 0
 
-    async def _pause(self, seconds: float, event: asyncio.Event | None = None) -> None:
-        if seconds <= 0:
-            return
-        if event is None:
+    async def _pause(self, seconds: float) -> None:
+        if seconds > 0:
             await self.clock.sleep(seconds)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
