@@ -87,10 +87,13 @@ class Databases:
             self.cluster.stop()
 
 
-def measure(side: str, root: Path, url: str, a: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    side: str, root: Path, url: str, a: argparse.Namespace, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     script = "side_dbos.py" if side == "dbos" else "side_durapipe.py"
     cmd = [sys.executable, str(root / "bench" / script), "sleepers", "--url", url]
     cmd += ["--runs", str(a.runs), "--due-in", str(a.due_in), "--spread", str(a.spread)]
+    cmd += [f"--worker-arg={x}" for x in extra]
     env = env_with_repo()
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     before = loadavg()
@@ -152,28 +155,34 @@ def main() -> None:
     ap.add_argument("--before", default=None, help="a git revision to measure too")
     ap.add_argument("--no-dbos", action="store_true")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, action="append", default=[],
+                    help="also measure this checkout with `worker --concurrency N` (repeatable)")  # fmt: skip
     ap.add_argument("--md", default=None, help="write the markdown section to this file")
     a = ap.parse_args()
     command = " ".join(["python bench/wake.py", *(shlex.quote(x) for x in sys.argv[1:])])
     tmp = Path(tempfile.mkdtemp(prefix="durapipe-wake-"))
     dbs = Databases(tmp)
-    sides: list[tuple[str, str, Path]] = []
+    sides: list[tuple[str, str, Path, tuple[str, ...]]] = []
     before = None
     if a.before:
         before = export(a.before)
         rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", a.before],
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-        sides.append(("durapipe", f"durapipe before ({rev})", before))
-    sides.append(("durapipe", "durapipe", ROOT))
+        sides.append(("durapipe", f"durapipe before ({rev})", before, ()))
+    sides.append(("durapipe", "durapipe", ROOT, ()))
+    for n in a.concurrency:
+        sides.append(
+            ("durapipe", f"durapipe, `--concurrency {n}`", ROOT, ("--concurrency", str(n)))
+        )
     if not a.no_dbos:
-        sides.append(("dbos", "DBOS", ROOT))
+        sides.append(("dbos", "DBOS", ROOT, ()))
     rows = []
     try:
         for db in a.db or ["sqlite", "postgresql"]:
             for rep in range(a.reps):
                 order = sides if rep % 2 == 0 else sides[::-1]
-                for side, label, root in order:
-                    r = measure(side, root, dbs.new(db), a)
+                for side, label, root, extra in order:
+                    r = measure(side, root, dbs.new(db), a, extra)
                     rows.append({**r, "db": db, "label": label})
     finally:
         dbs.stop()
