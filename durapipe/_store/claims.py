@@ -228,7 +228,11 @@ class Claims(StoreBase):
                 update(S.workers).where(S.workers.c.id == worker_id).values(heartbeat_at=now)
             )
             if held:
-                ids = list(held)
+                ids = sorted(held)
+                # Locked in id order first, as the journal locks the runs of a batch: an UPDATE
+                # of many rows locks them in whatever order its plan reads them, and a batch
+                # committing the same runs then could deadlock with it (PostgreSQL aborts one).
+                conn.execute(self._lock(select(r.id).where(r.id.in_(ids)).order_by(r.id)))
                 conn.execute(
                     update(S.runs)
                     .where(r.id.in_(ids), r.lease_owner == worker_id)
