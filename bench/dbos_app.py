@@ -54,6 +54,12 @@ async def sleeper(seconds: float) -> float:
 
 
 @DBOS.workflow()
+async def sleeper_until(at: float) -> float:
+    await DBOS.sleep_async(max(0.0, at - time.time()))
+    return await stamp()
+
+
+@DBOS.workflow()
 async def ticker(n: int, pause: float) -> list[float]:
     return [await tick(pause) for _ in range(n)]
 

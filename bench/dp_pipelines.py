@@ -55,6 +55,14 @@ async def sleeper(seconds: float) -> float:
     return await stamp()
 
 
+@dp.pipeline(name="bench_sleep_until", version="1")
+async def sleeper_until(at: float) -> float:
+    """bench/wake.py: a durable sleep until the wall time ``at``, then a step that records when
+    it began. (The duration is read from the clock once: a replay takes the recorded wake time.)"""
+    await dp.sleep(max(0.0, at - time.time()))
+    return await stamp()
+
+
 @dp.pipeline(name="bench_ticker", version="1")
 async def ticker(n: int, pause: float) -> list[float]:
     """(e): n steps of `pause` seconds each; the output is every step's start time."""

@@ -146,12 +146,22 @@ async def sleepers(a: argparse.Namespace) -> dict[str, Any]:
     base = rss_mib()
     with RssSampler() as rss:
         t0 = time.time()
-        handles = await bounded(
-            [DBOS.start_workflow_async(app.sleeper, a.sleep) for _ in range(a.runs)]
-        )
+        if a.due_in is None:
+            handles = await bounded(
+                [DBOS.start_workflow_async(app.sleeper, a.sleep) for _ in range(a.runs)]
+            )
+        else:  # bench/wake.py: all due within --spread seconds, --due-in after the first start
+            due = t0 + a.due_in
+            handles = await bounded(
+                [
+                    DBOS.start_workflow_async(app.sleeper_until, due + a.spread * i / a.runs)
+                    for i in range(a.runs)
+                ]
+            )
         started = time.time() - t0
         actual = await asyncio.wait_for(
-            asyncio.gather(*(h.get_result() for h in handles)), timeout=a.sleep + 600
+            asyncio.gather(*(h.get_result() for h in handles)),
+            timeout=(a.due_in or a.sleep) + 600,
         )
     ids = [h.get_workflow_id() for h in handles]
     rows = query(
@@ -228,6 +238,8 @@ def main() -> None:
     ap.add_argument("--mode", default="direct", choices=["direct", "queue"])
     ap.add_argument("--wid", default=None)
     ap.add_argument("--sleep", type=float, default=10.0)
+    ap.add_argument("--due-in", type=float, default=None)
+    ap.add_argument("--spread", type=float, default=1.0)
     ap.add_argument("--pause", type=float, default=0.05)
     ap.add_argument("--kill-after", type=int, default=20)
     ap.add_argument("--recover", action="store_true")

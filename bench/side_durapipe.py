@@ -26,7 +26,16 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import dp_pipelines as P  # noqa: E402
-from benchlib import RssSampler, bounded, deadline, emit, env_with_repo, rss_mib, wake_stats  # noqa: E402
+from benchlib import (  # noqa: E402
+    RssSampler,
+    bounded,
+    deadline,
+    emit,
+    env_with_repo,
+    pct,
+    rss_mib,
+    wake_stats,
+)
 from sqlalchemy import text  # noqa: E402
 
 import durapipe as dp  # noqa: E402
@@ -174,30 +183,85 @@ async def resume(a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def sleepers(a: argparse.Namespace) -> dict[str, Any]:
+    """Runs that sleep, then run a step; delay = the step began - the wake time recorded.
+
+    --sleep S: each run sleeps S seconds from when it first ran (due as they were started);
+    --due-in D: the runs sleep until D seconds after the first start, spread evenly over
+    --spread seconds (bench/wake.py: 10,000 due within one second)."""
     store = await open_store(a.url, migrate=True)
     client = dp.Client(store)
-    workers = Workers(a.url, 1, "--suspend-after", str(a.suspend_after))
+    workers = Workers(a.url, 1, "--suspend-after", str(a.suspend_after), *a.worker_arg)
     pid = workers.procs[0].pid
+    idle = None
     try:
         await workers.ready(store)
         base = rss_mib(pid)
         with RssSampler(pid) as rss:
             t0 = time.time()
-            ids = await start_many(client, P.sleeper, a.runs, seconds=a.sleep)
+            if a.due_in is None:
+                ids = await start_many(client, P.sleeper, a.runs, seconds=a.sleep)
+            else:
+                due = t0 + a.due_in
+                ids = await bounded(
+                    [
+                        client.start(P.sleeper_until, at=due + a.spread * i / a.runs)
+                        for i in range(a.runs)
+                    ]
+                )
             started = time.time() - t0
-            await wait_done(store, a.runs, timeout=a.sleep + 600)
+            if a.due_in is not None:  # all asleep (suspended) before the first is due?
+                while time.time() < due - 0.5:
+                    counts = await store.count_by_status()
+                    if counts.get("sleeping", 0) >= a.runs:
+                        break
+                    await asyncio.sleep(0.1)
+                counts = await store.count_by_status()
+                asleep_before_due = counts.get("sleeping", 0)
+                idle = rss_mib(pid)
+            cpu0 = cpu_seconds(pid)
+            await wait_done(store, a.runs, timeout=(a.due_in or a.sleep) + 600)
+            cpu = cpu_seconds(pid) - cpu0
         rows = await sql(
             store,
-            "SELECT r.id, r.output, e.at, e.data FROM durapipe_runs r JOIN durapipe_events e "
-            "ON e.run_id = r.id AND e.kind = 'timer_started'",
+            "SELECT r.id, r.output, e.at, e.data, f.at FROM durapipe_runs r JOIN durapipe_events e "
+            "ON e.run_id = r.id AND e.kind = 'timer_started' "
+            "JOIN durapipe_events f ON f.run_id = r.id AND f.kind = 'timer_fired'",
         )
     finally:
         workers.stop()
         await store.close()
-    data = [(at, float(json.loads(d)["wake_at"]), float(json.loads(out))) for _, out, at, d in rows]
+    data = [
+        (at, float(json.loads(d)["wake_at"]), float(json.loads(out))) for _, out, at, d, _f in rows
+    ]
     assert len(data) == len(ids)
-    return {**wake_stats(data), "rss_peak_mib": rss.peak, "rss_base_mib": base, "start_s": started}
+    # Where the delay went: due -> timer_fired written (claimed, history read, replayed to the
+    # sleep, the event built) -> the step began (the timer_fired commit, the step's start).
+    fired = [(float(f) - w) * 1000 for (_, w, _), (*_, f) in zip(data, rows, strict=True)]
+    to_step = [(s - float(f)) * 1000 for (_, _, s), (*_, f) in zip(data, rows, strict=True)]
+    wakes = sorted(w for _, w, _ in data)
+    out = {
+        **wake_stats(data),
+        "fired_p50_ms": pct(fired, 50),
+        "fired_p99_ms": pct(fired, 99),
+        "step_p50_ms": pct(to_step, 50),
+        "step_p99_ms": pct(to_step, 99),
+        "due_span_s": wakes[-1] - wakes[0],
+        "rss_peak_mib": rss.peak,
+        "rss_base_mib": base,
+        "start_s": started,
+        "worker_cpu_s": cpu,  # from (--due-in: just before the first is due) to the last done
+    }
+    if a.due_in is not None:
+        out.update(rss_idle_mib=idle, asleep_before_due=asleep_before_due)
+    return out
 
 
 async def kill(a: argparse.Namespace) -> dict[str, Any]:
@@ -268,6 +332,9 @@ def main() -> None:
     ap.add_argument("--run-id", default=None)
     ap.add_argument("--sleep", type=float, default=10.0)
     ap.add_argument("--suspend-after", type=float, default=1.0)
+    ap.add_argument("--due-in", type=float, default=None)
+    ap.add_argument("--spread", type=float, default=1.0)
+    ap.add_argument("--worker-arg", action="append", default=[], help="passed to the worker")
     ap.add_argument("--mode", default="peer", choices=["peer", "restart"])
     ap.add_argument("--lease-ttl", type=float, default=2.0)
     ap.add_argument("--pause", type=float, default=0.05)

@@ -26,16 +26,19 @@ from ._ids import new_id
 from ._kinds import COMPLETIONS, RESUMABLE_EXTRA, TERMINAL, EventKind, Request, RunStatus
 from ._records import end_update, run_event, unleased_event
 from ._store import Store
-from ._store.store import ClaimFilter, Op
+from ._store.store import Claimed, ClaimFilter, Op
 from ._worker.leases import Leases
 from ._worker.logs import LogShipper
 from ._worker.outcomes import ChildOutcomes
 from ._worker.schedules import Scheduler
 from ._worker.supervisor import Supervisor
+from ._worker.timers import Timers
 from ._worker.wakeups import Wakeups
 from .errors import DatabaseUnavailable, LeaseLost, TargetNotFound
 
 log = logging.getLogger("durapipe.worker")
+
+TIMERS_BUSY_CLAIM_EVERY = 0.1  # seconds between claims while due timers wait for slots
 
 
 def _env_float(name: str, default: float) -> float:
@@ -91,6 +94,8 @@ class Runner:
         self.dead_owners: list[str] = []  # gone processes whose runs of the tree it takes at once
         self.tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()  # a run ended: a slot of `concurrency` is free
+        self._timers: Timers | None = None
         self._closing = asyncio.Event()
         self._stopping = False
         # The parts.
@@ -157,6 +162,20 @@ class Runner:
             )
             self.wakeups.schedules_changed = scheduler.changed
             self.supervisor.start("durapipe-schedules", scheduler.loop())
+        if self.kind == "worker" and self.pipelines:  # timers due soon: taken on time
+            self._timers = timers = Timers(
+                self.store,
+                owner=self.id,
+                flt=self.claim_filter(),
+                clock=self.clock,
+                lease_ttl=self.lease_ttl,
+                suspend_after=self.suspend_after,
+                free=lambda: self.concurrency - len(self.tasks),
+                slot_freed=self._slot_freed,
+                take=self._take,
+                stopping=lambda: self._stopping,
+            )
+            self.supervisor.start("durapipe-timers", timers.loop())
 
     async def close(self) -> None:
         # The listener ends by itself (cancelling asyncpg mid-connect leaks a future); the rest stop.
@@ -216,12 +235,23 @@ class Runner:
     async def serve(self, flt: ClaimFilter, *, until: asyncio.Future[Any] | None = None) -> None:
         """Claim and run runs until stopped (or until ``until`` is done)."""
         backoff = self.poll_interval
+        claimed_at = 0.0
         while not self._stopping and (until is None or not until.done()):
             free = self.concurrency - len(self.tasks)
             rows: list[Any] = []
             pause = backoff
             self._wake.clear()  # before claiming: a wake-up that arrives meanwhile is kept
+            timers_busy = False
+            if free > 0 and self._timers is not None and self._timers.waiting:
+                # Due timers wait for slots: the timers part fills each slot as it frees (by id).
+                # A claim here then would order every due run to take one; look only now and
+                # then (for pending runs and expired leases, which are not left waiting).
+                since = asyncio.get_running_loop().time() - claimed_at
+                if since < TIMERS_BUSY_CLAIM_EVERY:
+                    free, pause = 0, TIMERS_BUSY_CLAIM_EVERY - since
+                    timers_busy = True
             if free > 0:
+                claimed_at = asyncio.get_running_loop().time()
                 try:
                     got = await self.store.claim(
                         owner=self.id,
@@ -231,20 +261,19 @@ class Runner:
                         now=self.clock.now(),
                     )
                     rows = got.rows
-                    if rows and self.on_claim is not None:
-                        self.on_claim(len(rows))
                     backoff = pause = self.poll_interval
                     if got.next_at is not None:  # a timer or an expiring lease: be there on time
                         pause = min(pause, max(got.next_at - self.clock.now(), 0.0) + 0.002)
                 except DatabaseUnavailable as exc:
                     log.warning("claim failed: %s", exc)
                     backoff = pause = min(backoff * 2, 10.0)
-                for row in rows:
-                    self._prefetched[row.id] = got.histories.get(row.id)
-                    self.spawn(row)
+                else:
+                    self._take(got)
             if rows and len(rows) == min(free, 50):
                 continue
-            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+            waits: list[asyncio.Future[Any]] = []
+            if not timers_busy:  # (each run that ends sets it: thousands a second then)
+                waits.append(asyncio.ensure_future(self._wake.wait()))
             if until is not None:
                 waits.append(until)
             sleeper = asyncio.ensure_future(asyncio.sleep(pause))
@@ -253,6 +282,14 @@ class Runner:
             for w in waits:
                 if w is not until:
                     w.cancel()
+
+    def _take(self, got: Claimed) -> None:
+        """Run what a claim took (its histories were read with it)."""
+        if got.rows and self.on_claim is not None:
+            self.on_claim(len(got.rows))
+        for row in got.rows:
+            self._prefetched[row.id] = got.histories.get(row.id)
+            self.spawn(row)
 
     def spawn(
         self, row: Any, *, resumed: str | None = None, cancel: bool = False
@@ -263,6 +300,7 @@ class Runner:
         def done(task: asyncio.Task[str]) -> None:
             self.tasks.discard(task)
             self._wake.set()
+            self._slot_freed.set()
             if not task.cancelled() and task.exception() is not None:
                 log.error("run %s: its execution failed: %r", row.id, task.exception())
 

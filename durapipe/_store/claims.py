@@ -46,6 +46,18 @@ def _recovered(owner: str) -> Any:
     )
 
 
+def _histories(conn: Connection, rows: list[Any]) -> dict[str, list[Any]]:
+    """The claimed runs' histories in the same round of work: one query for the batch instead
+    of one read per run when each starts."""
+    histories: dict[str, list[Any]] = {row.id: [] for row in rows}
+    if rows:
+        ev = S.events.c
+        q = select(S.events).where(ev.run_id.in_(list(histories))).order_by(ev.run_id, ev.seq)
+        for e in conn.execute(q):
+            histories[e.run_id].append(e)
+    return histories
+
+
 class Claims(StoreBase):
     """Claiming runs, heartbeats and releases: the worker's side of a lease."""
 
@@ -161,19 +173,7 @@ class Claims(StoreBase):
                 if rate_due is not None:
                     times.append(rate_due)
             next_at = min(times) if times else None
-            histories: dict[str, list[Any]] = {row.id: [] for row in rows}
-            if rows:
-                # The claimed runs' histories in the same round of work: one query for the
-                # batch instead of one read per run when each starts.
-                ev = S.events.c
-                q = (
-                    select(S.events)
-                    .where(ev.run_id.in_(list(histories)))
-                    .order_by(ev.run_id, ev.seq)
-                )
-                for e in conn.execute(q):
-                    histories[e.run_id].append(e)
-            return Claimed(rows, histories, next_at)
+            return Claimed(rows, _histories(conn, rows), next_at)
 
         return await self._write(_tx)
 
@@ -228,7 +228,11 @@ class Claims(StoreBase):
                 update(S.workers).where(S.workers.c.id == worker_id).values(heartbeat_at=now)
             )
             if held:
-                ids = list(held)
+                ids = sorted(held)
+                # Locked in id order first, as the journal locks the runs of a batch: an UPDATE
+                # of many rows locks them in whatever order its plan reads them, and a batch
+                # committing the same runs then could deadlock with it (PostgreSQL aborts one).
+                conn.execute(self._lock(select(r.id).where(r.id.in_(ids)).order_by(r.id)))
                 conn.execute(
                     update(S.runs)
                     .where(r.id.in_(ids), r.lease_owner == worker_id)

@@ -19,6 +19,7 @@ from .queues import QueueLimits, Queues
 from .recoveries import Recoveries
 from .runs import Runs
 from .schedules import Schedules
+from .timers import DueTimers
 from .transactions import Transactions
 from .url import resolve_url
 from .workers import Workers
@@ -38,6 +39,7 @@ __all__ = [
 
 class Store(
     Runs,
+    DueTimers,
     Claims,
     Control,
     Workers,

@@ -31,6 +31,7 @@ from ..errors import DatabaseUnavailable
 log = logging.getLogger("durapipe.worker")
 
 LONGEST_SLEEP = 30.0  # look again at least this often (a change another worker missed telling)
+CHANGES_EVERY = 0.05  # look again at most this often for changes (a tick's time is kept exactly)
 
 
 class Scheduler:
@@ -113,8 +114,13 @@ class Scheduler:
                 backoff = min(backoff * 2, 10.0)
             if pause <= 0:
                 continue
+            looked = asyncio.get_running_loop().time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), pause)
+                # Woken by a change: every commit that ends runs tells, so thousands of runs
+                # waking at once would look up the next tick hundreds of times a second.
+                gap = min(CHANGES_EVERY, pause)  # (never past the next tick's time)
+                await asyncio.sleep(looked + gap - asyncio.get_running_loop().time())
 
     async def fire(self, names: list[str]) -> float:
         """Fire what is due now. -> seconds until the next look (0: at once)."""
