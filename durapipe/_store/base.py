@@ -38,6 +38,9 @@ class StoreBase:
         self.db = SQLite(url) if self.is_sqlite else PostgreSQL(url)
         self._lock_said = False
         self.journal = Journal(self)
+        # The hot path's write, bound once: the journal calls the dialect directly.
+        self.can_append_now = self.db.can_append_now
+        self.append_now = self.db.append_now
 
     # ------------------------------------------------------------------ transactions
 

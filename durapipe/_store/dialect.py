@@ -73,6 +73,15 @@ class Dialect(ABC):
         (PostgreSQL: a round trip on the journal's connection, no thread)."""
         return False
 
+    def can_append_now(self, op: Op) -> bool:
+        """Whether :meth:`append_now` takes ``op`` (events only, under a lease)."""
+        return False
+
+    async def append_now(self, op: Op) -> BaseException | None:
+        """Append ``op``'s events in one fenced statement, committed on its own: None, or
+        LeaseLost when the lease moved on (raises what the driver raises)."""
+        raise NotImplementedError
+
     async def recorded(self, run_id: str, seq: int) -> bool:
         """Whether the event ``seq`` of ``run_id`` is in the history (the journal settles a
         commit whose outcome it did not see)."""

@@ -74,6 +74,10 @@ class Committer(Protocol):
 
     async def recorded(self, run_id: str, seq: int) -> bool: ...
 
+    def can_append_now(self, op: Op) -> bool: ...
+
+    async def append_now(self, op: Op) -> BaseException | None: ...
+
     def note_locked(self, locked: bool) -> None: ...
 
 
@@ -158,7 +162,23 @@ class Journal:
     async def _commit_in_place(self, batch: list[Op]) -> None:
         async with self._lock:
             try:
-                await self._commit(batch)
+                if len(batch) == 1 and self._store.can_append_now(batch[0]):
+                    # The common write (a step's events, nothing else): one statement, straight
+                    # to the driver. Any failure takes the general path, which retries,
+                    # classifies and reports it.
+                    t0 = time.perf_counter()
+                    try:
+                        result = await self._store.append_now(batch[0])
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        await self._commit(batch)
+                    else:
+                        if self.on_commit is not None:
+                            self.on_commit(1, time.perf_counter() - t0)
+                        self._settle(batch, [result])
+                else:
+                    await self._commit(batch)
             except asyncio.CancelledError:
                 # Cancelled mid-statement (a sibling branch failed, the worker stops): the
                 # statement may or may not have committed. The journal task settles it.

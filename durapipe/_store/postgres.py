@@ -111,6 +111,19 @@ class PostgreSQL(Dialect):
     def awaits_in_place(self) -> bool:
         return True
 
+    def can_append_now(self, op: Op) -> bool:
+        return 0 < len(op.events) <= _ONE_RUN_MAX and journal_sql.simple([op])
+
+    async def append_now(self, op: Op) -> BaseException | None:
+        conn = self._apg
+        if conn is None or conn.is_closed():
+            conn = await self._journal_conn()
+        try:
+            return await append_one(conn, op)
+        except BaseException as exc:
+            self._drop_unless_statement(conn, exc)
+            raise
+
     async def recorded(self, run_id: str, seq: int) -> bool:
         conn = await self._journal_conn()
         found = await conn.fetchval(
@@ -125,11 +138,16 @@ class PostgreSQL(Dialect):
                 return await run_simple(conn, ops)
             return await run(conn, ops)
         except BaseException as exc:
-            if not errors.is_statement_error(exc):
-                self._apg = None
-                with contextlib.suppress(Exception):
-                    conn.terminate()
+            self._drop_unless_statement(conn, exc)
             raise
+
+    def _drop_unless_statement(self, conn: Any, exc: BaseException) -> None:
+        """After a failure that is not the statement's own (a lost connection, a timeout), the
+        journal's connection is not used again: the next write opens a new one."""
+        if not errors.is_statement_error(exc) and not isinstance(exc, asyncio.CancelledError):
+            self._apg = None
+            with contextlib.suppress(Exception):
+                conn.terminate()
 
     async def _journal_conn(self) -> Any:
         if self._apg is None or self._apg.is_closed():
@@ -275,6 +293,17 @@ def _one_run_sql(n: int) -> str:
 
 
 _ONE_RUN = {n: _one_run_sql(n) for n in range(1, _ONE_RUN_MAX + 1)}
+_INSERTED = {n: f"INSERT 0 {n}" for n in range(1, _ONE_RUN_MAX + 1)}
+
+
+async def append_one(conn: Any, op: Op) -> BaseException | None:
+    """Append one op's events (at most _ONE_RUN_MAX) in one fenced statement: None, or
+    LeaseLost when the run's lease is no longer the op's (nothing was inserted)."""
+    args = [ev[c] for ev in op.events for c in EVENT_COLS]
+    status = await conn.execute(_ONE_RUN[len(op.events)], *args, op.run_id, op.owner, op.attempt)
+    if status == _INSERTED[len(op.events)]:
+        return None
+    return LeaseLost(f"run {op.run_id}: lease lost")
 
 
 async def run_simple(conn: Any, ops: list[Op]) -> list[BaseException | None]:
@@ -282,14 +311,7 @@ async def run_simple(conn: Any, ops: list[Op]) -> list[BaseException | None]:
     if len(ops) == 1 and len(ops[0].events) <= _ONE_RUN_MAX:
         # A run stepping alone (the hot path): a plain multi-row insert costs less to plan and
         # run than the batch's unnest (bench/README.md, "A step at the price of one commit").
-        op = ops[0]
-        args = [ev[c] for ev in op.events for c in EVENT_COLS]
-        status = await conn.execute(
-            _ONE_RUN[len(op.events)], *args, op.run_id, op.owner, op.attempt
-        )
-        if status == f"INSERT 0 {len(op.events)}":
-            return [None]
-        return [LeaseLost(f"run {op.run_id}: lease lost")]
+        return [await append_one(conn, ops[0])]
     leases = {op.run_id: (op.owner, op.attempt) for op in ops}
     ids = list(leases)
     cols: list[list[Any]] = [[] for _ in EVENT_COLS]
