@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -18,6 +20,9 @@ from .pages import with_tags
 
 _RUN_FIELDS = tuple(c.name for c in S.runs.c)
 _NewRun = namedtuple("_NewRun", _RUN_FIELDS)  # type: ignore[misc]  # a just-inserted run, as a row
+# What belongs to a run and goes with it (gc): every table with a run_id of the run's own.
+_RUN_OWNED = (S.events, S.inputs, S.messages, S.published, S.logs, S.tags, S.forks)
+GC_BATCH = 1000  # runs deleted per transaction by gc
 
 
 class Runs(StoreBase):
@@ -251,30 +256,50 @@ class Runs(StoreBase):
 
     # ------------------------------------------------------------------ gc
 
-    async def gc(self, *, older_than: float) -> int:
+    async def gc(
+        self,
+        *,
+        older_than: float,
+        batch: int = GC_BATCH,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the finished runs that finished before ``older_than``, with everything that
+        belongs to them (events, inputs, messages to them, published state, log lines, tags,
+        fork links). -> how many runs were deleted.
+
+        ``batch`` runs at a time, oldest first, each batch its own short transaction, with a
+        pause after it as long as it took: a running worker's commit waits for one batch at
+        most (SQLite has one write lock), never for the whole gc. Interrupted, it leaves whole
+        runs deleted or kept, and running it again goes on. ``progress`` is called with the
+        total so far after each batch.
+        """
         r = S.runs.c
+        ended = list(S.TERMINAL)
+        total, after = 0, float("-inf")
 
-        def _tx(conn: Connection) -> Any:
-            ids = [
-                x
-                for (x,) in (
-                    conn.execute(
-                        select(r.id).where(
-                            r.status.in_(list(S.TERMINAL)), r.finished_at < older_than
-                        )
-                    )
-                ).all()
-            ]
-            for chunk in range(0, len(ids), 500):
-                part = ids[chunk : chunk + 500]
-                conn.execute(delete(S.events).where(S.events.c.run_id.in_(part)))
-                conn.execute(delete(S.inputs).where(S.inputs.c.run_id.in_(part)))
-                conn.execute(delete(S.messages).where(S.messages.c.run_id.in_(part)))
-                conn.execute(delete(S.published).where(S.published.c.run_id.in_(part)))
-                conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
-                conn.execute(delete(S.tags).where(S.tags.c.run_id.in_(part)))
-                conn.execute(delete(S.forks).where(S.forks.c.run_id.in_(part)))
-                conn.execute(delete(S.runs).where(r.id.in_(part)))
-            return len(ids)
+        def _tx(conn: Connection) -> tuple[int, int, float]:
+            # Keyset on finished_at: the index is read from where the last batch stopped, not
+            # over the entries of the runs deleted before (PostgreSQL keeps them until vacuum).
+            found = conn.execute(
+                select(r.id, r.finished_at)
+                .where(r.finished_at >= after, r.finished_at < older_than, r.status.in_(ended))
+                .order_by(r.finished_at)
+                .limit(batch)
+            ).all()
+            part = [x.id for x in found]
+            if not part:
+                return 0, 0, after
+            for table in _RUN_OWNED:
+                conn.execute(delete(table).where(table.c.run_id.in_(part)))
+            n = conn.execute(delete(S.runs).where(r.id.in_(part))).rowcount
+            return n, len(part), found[-1].finished_at
 
-        return await self._write(_tx)
+        while True:
+            t0 = time.monotonic()
+            n, seen, after = await self._write(_tx)
+            total += n
+            if progress is not None:
+                progress(total)
+            if seen < batch:
+                return total
+            await asyncio.sleep(min(time.monotonic() - t0, 0.1))
