@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT, cli_env, wait_until
 from sqlalchemy import func, insert, select
 
 from durapipe._store import open_store
 from durapipe._store import schema as S
-from conftest import ROOT, cli_env, wait_until
 
 DAY = 86400.0
 OWNED = (S.events, S.inputs, S.messages, S.published, S.logs, S.tags, S.forks)
@@ -40,21 +40,43 @@ def _owned(rid: str, root: str, n_events: int = 3) -> dict[Any, list[dict[str, A
     now = time.time()
     return {
         S.events: [
-            {"run_id": rid, "seq": i, "kind": "step_completed", "step": str(i), "name": "s",
-             "label": f"s_{i}", "at": now, "attempt": 1, "data": "{}"}
+            {
+                "run_id": rid,
+                "seq": i,
+                "kind": "step_completed",
+                "step": str(i),
+                "name": "s",
+                "label": f"s_{i}",
+                "at": now,
+                "attempt": 1,
+                "data": "{}",
+            }
             for i in range(1, n_events + 1)
         ],  # fmt: skip
         S.inputs: [{"run_id": rid, "name": "go", "value": "1", "created_at": now}],
         S.messages: [{"run_id": rid, "topic": "t", "value": "1", "created_at": now}],
         S.published: [{"run_id": rid, "key": "k", "value": "1", "seq": 1, "updated_at": now}],
         S.logs: [
-            {"run_id": rid, "root_run_id": root, "step": "1", "prefix": "p", "stream": "out",
-             "at": now, "line": "hello", "attempt": 1}
+            {
+                "run_id": rid,
+                "root_run_id": root,
+                "step": "1",
+                "prefix": "p",
+                "stream": "out",
+                "at": now,
+                "line": "hello",
+                "attempt": 1,
+            }
         ],  # fmt: skip
         S.tags: [{"run_id": rid, "key": "env", "value": "prod"}],
         S.forks: [
-            {"run_id": rid, "source_run_id": "run_src", "step": "1", "created_at": now,
-             "created_by": "t"}
+            {
+                "run_id": rid,
+                "source_run_id": "run_src",
+                "step": "1",
+                "created_at": now,
+                "created_by": "t",
+            }
         ],  # fmt: skip
     }
 
