@@ -22,7 +22,9 @@ _RUN_FIELDS = tuple(c.name for c in S.runs.c)
 _NewRun = namedtuple("_NewRun", _RUN_FIELDS)  # type: ignore[misc]  # a just-inserted run, as a row
 # What belongs to a run and goes with it (gc): every table with a run_id of the run's own.
 _RUN_OWNED = (S.events, S.inputs, S.messages, S.published, S.logs, S.tags, S.forks)
-GC_BATCH = 1000  # runs deleted per transaction by gc
+GC_BATCH = 1000  # runs deleted per transaction by gc, at most
+GC_MIN_BATCH = 10
+GC_BATCH_SECONDS = 0.02  # a longer batch halves the next: what a worker's commit may wait
 
 
 class Runs(StoreBase):
@@ -267,15 +269,16 @@ class Runs(StoreBase):
         belongs to them (events, inputs, messages to them, published state, log lines, tags,
         fork links). -> how many runs were deleted.
 
-        ``batch`` runs at a time, oldest first, each batch its own short transaction, with a
+        Oldest first, in batches of at most ``batch`` runs, each its own transaction, with a
         pause after it as long as it took: a running worker's commit waits for one batch at
-        most (SQLite has one write lock), never for the whole gc. Interrupted, it leaves whole
-        runs deleted or kept, and running it again goes on. ``progress`` is called with the
-        total so far after each batch.
+        most (SQLite has one write lock), never for the whole gc. A batch that takes longer
+        than GC_BATCH_SECONDS halves the next one (a slow disk, big histories); a quick one
+        doubles it again, up to ``batch``. Interrupted, it leaves whole runs deleted or kept,
+        and running it again goes on. ``progress`` is called with the total after each batch.
         """
         r = S.runs.c
         ended = list(S.TERMINAL)
-        total, after = 0, float("-inf")
+        total, after, size = 0, float("-inf"), batch
 
         def _tx(conn: Connection) -> tuple[int, int, float]:
             # Keyset on finished_at: the index is read from where the last batch stopped, not
@@ -284,7 +287,7 @@ class Runs(StoreBase):
                 select(r.id, r.finished_at)
                 .where(r.finished_at >= after, r.finished_at < older_than, r.status.in_(ended))
                 .order_by(r.finished_at)
-                .limit(batch)
+                .limit(size)
             ).all()
             part = [x.id for x in found]
             if not part:
@@ -297,9 +300,14 @@ class Runs(StoreBase):
         while True:
             t0 = time.monotonic()
             n, seen, after = await self._write(_tx)
+            took = time.monotonic() - t0
             total += n
             if progress is not None:
                 progress(total)
-            if seen < batch:
+            if seen < size:
                 return total
-            await asyncio.sleep(min(time.monotonic() - t0, 0.1))
+            if took > GC_BATCH_SECONDS:
+                size = max(GC_MIN_BATCH, size // 2)
+            elif took < GC_BATCH_SECONDS / 4:
+                size = min(batch, size * 2)
+            await asyncio.sleep(min(took, 0.1))
