@@ -3,7 +3,7 @@ year of finished runs, in one sitting; then `durapipe gc` of most of that year w
 takes steps, and how long its step commits waited.
 
     python bench/history.py [--db sqlite] [--db postgresql] [--runs 1000000] [--events-per-run 10]
-                            [--logs-per-run 3] [--md FILE] [--skip-gc]
+                            [--logs-per-run 3] [--md FILE] [--skip-gc] [--dbos-runs N]
 
 1. Two databases per kind: "empty" (100 runs of the same shape, so a page has rows) and
    "loaded": ``--runs`` finished runs spread over 365 days (created/finished), each with
@@ -24,6 +24,7 @@ takes steps, and how long its step commits waited.
    runs a pipeline taking trivial steps back to back; every step's start time is its recorded
    result, so the gap between two steps is one step's commit and the next step's start: the
    longest and p99 gap during gc vs before it, gc's total time and runs/s.
+5. With ``--dbos-runs N`` (PostgreSQL): DBOS's counterpart on N workflows (bench/history_dbos.py).
 
 PostgreSQL: DURAPIPE_BENCH_PG_URL, or a throwaway durable cluster (fsync on, synchronous_commit
 on; tests/pgcluster.py). SQLite: WAL, synchronous=FULL (durapipe's default). Develop with
@@ -341,7 +342,7 @@ async def gc_under_load(url: str, older_than: str) -> dict[str, Any]:
     async with await dp.Client.connect(url) as client:
         before = sum((await client.store.count_by_status()).values())
         rid = await client.start(P.ticker, n=10_000_000, pause=0.0)
-        while len(await client.events(rid)) < 200:  # the worker took it and steps
+        while len(await client.events(rid)) < 200:  # noqa: ASYNC110 - the worker steps
             await asyncio.sleep(0.1)
         await asyncio.sleep(3)  # a baseline
         g0 = time.time()
@@ -379,6 +380,20 @@ async def gc_under_load(url: str, older_than: str) -> dict[str, Any]:
         "base_p99_ms": pct(base, 99),
         "base_p50_ms": pct(base, 50),
     }
+
+
+def dbos_gc(server: str | None, runs: int, steps: int) -> dict[str, Any]:
+    """bench/history_dbos.py on a database of its own in the same cluster."""
+    url, drop = asyncio.run(new_url("postgresql", server, "", "dbos"))
+    try:
+        p = subprocess.run(
+            [sys.executable, str(HERE / "history_dbos.py"), "--url", url, "--runs", str(runs),
+             "--steps", str(steps)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return dict(json.loads(p.stdout.strip().splitlines()[-1].removeprefix("RESULT ")))
+    finally:
+        asyncio.run(drop_database(*drop))
 
 
 # ------------------------------------------------------------------ one database kind
@@ -427,6 +442,10 @@ def measure(db: str, server: str | None, a: argparse.Namespace) -> dict[str, Any
 
             asyncio.run(ready())
         time.sleep(1)
+        if a.gc_only:
+            res["gc"] = asyncio.run(gc_under_load(urls["loaded"], "30d"))
+            print(f"  gc: {res['gc']}", flush=True)
+            return res
         both: dict[str, dict[str, Any]] = {"empty": {}, "loaded": {}}
         for _ in range(3):  # interleaved: both see the same machine
             for kind in ("empty", "loaded"):
@@ -450,6 +469,9 @@ def measure(db: str, server: str | None, a: argparse.Namespace) -> dict[str, Any
         if not a.skip_gc:
             res["gc"] = asyncio.run(gc_under_load(urls["loaded"], "30d"))
             print(f"  gc: {res['gc']}", flush=True)
+        if db == "postgresql" and a.dbos_runs:
+            res["dbos_gc"] = dbos_gc(server, a.dbos_runs, a.events_per_run)
+            print(f"  DBOS gc: {res['dbos_gc']}", flush=True)
     finally:
         for w in workers:
             w.stop()
@@ -480,6 +502,9 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
     ]
     for r in results:
+        if "both" not in r:  # --gc-only
+            out += [f"gc only ({r['db']}, {r['runs']:,} runs): {r['gc']}", ""]
+            continue
         db, both = r["db"], r["both"]
         e, lo = both["empty"], both["loaded"]
         out += [
@@ -493,7 +518,10 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---|",
         ]
 
-        def row(name: str, ev: float, lv: float, fmt: Callable[[float], str], target: str) -> None:
+        def row(
+            name: str, ev: float, lv: float, fmt: Callable[[float], str], target: str,
+            out: list[str] = out,
+        ) -> None:  # fmt: skip
             out.append(f"| {name} | {fmt(ev)} | {fmt(lv)} | {lv / ev:.2f}× | {target} |")
 
         row("per trivial step (1,000-step run, in-process)", med(e["step_us"]),
@@ -525,6 +553,20 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"p50 {g['base_p50_ms']:.2f} ms. Target: no step delayed more than 50 ms.",
                 "",
             ]
+        if "dbos_gc" in r:
+            d = r["dbos_gc"]
+            out += [
+                f"DBOS side by side (PostgreSQL, {d['runs']:,} workflows of {d['steps']} steps "
+                f"bulk-loaded into its tables in {d['load_s']:.0f} s; DBOS has no gc of its own "
+                "— Conductor's retention is hosted — so `DBOS.list_workflows(completed_before=, "
+                "limit=1000)` + `DBOS.delete_workflows(ids)` in a loop, while a workflow in the "
+                f"same process takes steps): deleted {d['deleted']:,} in {d['gc_s']:.1f} s "
+                f"({d['deleted'] / d['gc_s']:,.0f} workflows/s); gap between two steps during "
+                f"it: max {d['during_max_ms']:.1f} ms, p99 {d['during_p99_ms']:.1f} ms "
+                f"({d['steps_during']:,} steps); before: max {d['base_max_ms']:.1f} ms, "
+                f"p99 {d['base_p99_ms']:.1f} ms.",
+                "",
+            ]
         seqs = [name for name, _, _, seq in r["plans"] if seq]
         out += [
             f"Query plans on the loaded database ({'sequential scans of big tables in: ' + ', '.join(sorted(set(seqs))) if seqs else 'no sequential scan of a big table'}):",
@@ -554,6 +596,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20, help="in-process repetitions of a read")
     ap.add_argument("--cli-reps", type=int, default=5, help="CLI repetitions of a read")
     ap.add_argument("--skip-gc", action="store_true")
+    ap.add_argument("--gc-only", action="store_true", help="load, then only gc under load")
+    ap.add_argument(
+        "--dbos-runs", type=int, default=0, help="DBOS's delete side by side with this many"
+    )
     ap.add_argument("--md", help="write the markdown section to this file")
     a = ap.parse_args()
     meta = {

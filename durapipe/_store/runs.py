@@ -23,8 +23,9 @@ _NewRun = namedtuple("_NewRun", _RUN_FIELDS)  # type: ignore[misc]  # a just-ins
 # What belongs to a run and goes with it (gc): every table with a run_id of the run's own.
 _RUN_OWNED = (S.events, S.inputs, S.messages, S.published, S.logs, S.tags, S.forks)
 GC_BATCH = 1000  # runs deleted per transaction by gc, at most
-GC_MIN_BATCH = 10
-GC_BATCH_SECONDS = 0.02  # a longer batch halves the next: what a worker's commit may wait
+GC_FIRST_BATCH, GC_MIN_BATCH = 100, 10
+GC_BATCH_SECONDS = 0.01  # a longer batch halves the next: what a worker's commit may wait
+GC_SQLITE_PAUSE = 0.025  # between two batches, at least (SQLite)
 
 
 class Runs(StoreBase):
@@ -270,17 +271,18 @@ class Runs(StoreBase):
         fork links). -> how many runs were deleted.
 
         Oldest first, in batches of at most ``batch`` runs, each its own transaction, with a
-        pause after it as long as it took: a running worker's commit waits for one batch at
-        most (SQLite has one write lock), never for the whole gc. A batch that takes longer
-        than GC_BATCH_SECONDS halves the next one (a slow disk, big histories); a quick one
-        doubles it again, up to ``batch``. Interrupted, it leaves whole runs deleted or kept,
+        pause after it at least as long as it took: a running worker's commit waits for one
+        short batch at most (SQLite has one write lock), never for the whole gc. Batches start
+        at 100 runs; one whose statements take longer than GC_BATCH_SECONDS halves the next
+        (a cold cache, big histories), a quick one doubles it, up to ``batch``. Interrupted, it leaves whole runs deleted or kept,
         and running it again goes on. ``progress`` is called with the total after each batch.
         """
         r = S.runs.c
         ended = list(S.TERMINAL)
-        total, after, size = 0, float("-inf"), batch
+        total, after, size = 0, float("-inf"), min(batch, GC_FIRST_BATCH)
 
-        def _tx(conn: Connection) -> tuple[int, int, float]:
+        def _tx(conn: Connection) -> tuple[int, int, float, float]:
+            began = time.monotonic()  # it holds its locks from here (SQLite: BEGIN IMMEDIATE)
             # Keyset on finished_at: the index is read from where the last batch stopped, not
             # over the entries of the runs deleted before (PostgreSQL keeps them until vacuum).
             found = conn.execute(
@@ -291,16 +293,17 @@ class Runs(StoreBase):
             ).all()
             part = [x.id for x in found]
             if not part:
-                return 0, 0, after
+                return 0, 0, after, 0.0
             for table in _RUN_OWNED:
                 conn.execute(delete(table).where(table.c.run_id.in_(part)))
             n = conn.execute(delete(S.runs).where(r.id.in_(part))).rowcount
-            return n, len(part), found[-1].finished_at
+            return n, len(part), found[-1].finished_at, time.monotonic() - began
 
         while True:
-            t0 = time.monotonic()
-            n, seen, after = await self._write(_tx)
-            took = time.monotonic() - t0
+            # ``took``: the batch's statements, not its wait for the locks (a worker committing
+            # steps back to back holds SQLite's lock often) nor its commit (an fsync: on a busy
+            # disk smaller batches only make more of them).
+            n, seen, after, took = await self._write(_tx)
             total += n
             if progress is not None:
                 progress(total)
@@ -308,6 +311,11 @@ class Runs(StoreBase):
                 return total
             if took > GC_BATCH_SECONDS:
                 size = max(GC_MIN_BATCH, size // 2)
-            elif took < GC_BATCH_SECONDS / 4:
+            elif took < GC_BATCH_SECONDS / 2:
                 size = min(batch, size * 2)
-            await asyncio.sleep(min(took, 0.1))
+            # SQLite has no queue of writers: one waiting for the lock sleeps in its busy
+            # handler (up to 25 ms at a time in its first 0.1 s, longer later) and tries again;
+            # a pause shorter than that lets the next batch take the lock again first, and a
+            # worker's commit waits for several batches.
+            pause = max(took, GC_SQLITE_PAUSE) if self.is_sqlite else took
+            await asyncio.sleep(min(pause, 0.1))
