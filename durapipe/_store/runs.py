@@ -272,14 +272,16 @@ class Runs(StoreBase):
 
         Oldest first, in batches of at most ``batch`` runs, each its own transaction, with a
         pause after it at least as long as it took: a running worker's commit waits for one
-        short batch at most (SQLite has one write lock), never for the whole gc. Batches start
-        at 100 runs; one whose statements take longer than GC_BATCH_SECONDS halves the next
-        (a cold cache, big histories), a quick one doubles it, up to ``batch``. Interrupted, it leaves whole runs deleted or kept,
+        short batch at most (SQLite has one write lock), never for the whole gc. On SQLite
+        batches start at 100 runs; one whose statements take longer than GC_BATCH_SECONDS
+        halves the next (a cold cache, big histories), a quick one doubles it, up to ``batch``.
+        On PostgreSQL a batch locks only the rows it deletes, which no worker writes. Interrupted, it leaves whole runs deleted or kept,
         and running it again goes on. ``progress`` is called with the total after each batch.
         """
         r = S.runs.c
         ended = list(S.TERMINAL)
-        total, after, size = 0, float("-inf"), min(batch, GC_FIRST_BATCH)
+        total, after = 0, float("-inf")
+        size = min(batch, GC_FIRST_BATCH) if self.is_sqlite else batch
 
         def _tx(conn: Connection) -> tuple[int, int, float, float]:
             began = time.monotonic()  # it holds its locks from here (SQLite: BEGIN IMMEDIATE)
@@ -309,9 +311,9 @@ class Runs(StoreBase):
                 progress(total)
             if seen < size:
                 return total
-            if took > GC_BATCH_SECONDS:
+            if self.is_sqlite and took > GC_BATCH_SECONDS:
                 size = max(GC_MIN_BATCH, size // 2)
-            elif took < GC_BATCH_SECONDS / 2:
+            elif self.is_sqlite and took < GC_BATCH_SECONDS / 2:
                 size = min(batch, size * 2)
             # SQLite has no queue of writers: one waiting for the lock sleeps in its busy
             # handler (up to 25 ms at a time in its first 0.1 s, longer later) and tries again;
