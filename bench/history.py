@@ -58,7 +58,7 @@ import bulk  # noqa: E402
 import core  # noqa: E402
 import dp_pipelines as P  # noqa: E402
 import latency  # noqa: E402
-from benchlib import pct  # noqa: E402
+from benchlib import gap_stats  # noqa: E402
 from side_durapipe import Workers, start_many  # noqa: E402
 
 import durapipe as dp  # noqa: E402
@@ -364,21 +364,12 @@ async def gc_under_load(url: str, older_than: str) -> dict[str, Any]:
             if e["kind"] == "step_completed" and e.get("data")
         ]
         after = sum((await client.store.count_by_status()).values())
-    gaps = [(b - a, a, b) for a, b in zip(began, began[1:], strict=False)]
-    during = [g * 1000 for g, a, b in gaps if b > g0 and a < g1]
-    base = [g * 1000 for g, a, b in gaps if b < g0]
     return {
         "deleted": int(p.stdout.split()[1]),
         "runs_before": before,
         "runs_after": after,
         "gc_s": g1 - g0,
-        "steps_during": len(during),
-        "during_max_ms": max(during) if during else float("nan"),
-        "during_p99_ms": pct(during, 99),
-        "during_p50_ms": pct(during, 50),
-        "base_max_ms": max(base) if base else float("nan"),
-        "base_p99_ms": pct(base, 99),
-        "base_p50_ms": pct(base, 50),
+        **gap_stats(began, g0, g1),
     }
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import emit, pct  # noqa: E402
+from benchlib import emit, gap_stats  # noqa: E402
 from dbos import DBOS  # noqa: E402
 from side_dbos import launch  # noqa: E402
 
@@ -139,23 +139,13 @@ async def main_async(a: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(2)
     STOP["now"] = True
     await handle.get_result()
-    gaps = [(b - a_) * 1000 for a_, b in zip(BEATS, BEATS[1:], strict=False)]
-    pairs = list(zip(BEATS, BEATS[1:], strict=False))
-    during = [g for g, (x, y) in zip(gaps, pairs, strict=True) if y > g0 and x < g1]
-    base = [g for g, (x, y) in zip(gaps, pairs, strict=True) if y < g0]
     return {
         "runs": a.runs,
         "steps": a.steps,
         "load_s": load_s,
         "deleted": deleted,
         "gc_s": g1 - g0,
-        "steps_during": len(during),
-        "during_max_ms": max(during) if during else float("nan"),
-        "during_p99_ms": pct(during, 99),
-        "during_p50_ms": pct(during, 50),
-        "base_max_ms": max(base) if base else float("nan"),
-        "base_p99_ms": pct(base, 99),
-        "base_p50_ms": pct(base, 50),
+        **gap_stats(BEATS, g0, g1),
     }
 
 
