@@ -70,6 +70,20 @@ def peak_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+def gap_stats(began: list[float], start: float, end: float) -> dict[str, Any]:
+    """Gaps between consecutive instants ``began`` (steps' start times, seconds) that overlap
+    [start, end] ("during") and that end before ``start`` ("base"): count, p50/p99/max in ms."""
+    pairs = list(zip(began, began[1:], strict=False))
+    during = [(b - a) * 1000 for a, b in pairs if b > start and a < end]
+    base = [(b - a) * 1000 for a, b in pairs if b < start]
+    out: dict[str, Any] = {"steps_during": len(during)}
+    for name, gaps in (("during", during), ("base", base)):
+        out[f"{name}_max_ms"] = max(gaps) if gaps else float("nan")
+        out[f"{name}_p99_ms"] = pct(gaps, 99)
+        out[f"{name}_p50_ms"] = pct(gaps, 50)
+    return out
+
+
 def wake_stats(rows: list[tuple[float, float, float]]) -> dict[str, Any]:
     """rows: (sleep recorded at, intended wake, actual wake) per run -> delay percentiles (ms)."""
     delays = [(actual - intended) * 1000 for _, intended, actual in rows]

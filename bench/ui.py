@@ -33,13 +33,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bulk  # noqa: E402
 
 PIPELINES = ["deploy", "build", "nightly", "backfill", "report"]
 STATUSES = ["completed"] * 90 + ["failed"] * 4 + ["waiting"] * 3 + ["sleeping"] * 2 + ["cancelled"]
-COLS = [
-    "id", "pipeline", "version", "entrypoint", "pinned", "status", "inputs", "output",
-    "root_run_id", "depth", "prefix", "created_at", "updated_at", "finished_at", "attempt",
-]  # fmt: skip
+COLS = bulk.RUN_COLS
 
 PRINTER = """
 import time
@@ -82,76 +82,21 @@ def rows(n: int, start: float) -> Any:
 
 async def load(url: str, n: int, steps: int) -> str:
     """Fill the database; -> the id of the long run."""
-    from durapipe._store import open_store
-
-    store = await open_store(url, migrate=True)
-    await store.close()
+    await bulk.migrate(url)
     start = time.time() - n * 0.01 - 3600
     long_id = "run_long_history"
-    t0 = time.perf_counter()
-    if url.startswith("postgresql"):
-        import asyncpg
-
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.copy_records_to_table("durapipe_runs", records=rows(n, start), columns=COLS)
-            await conn.copy_records_to_table(
-                "durapipe_runs",
-                records=[
-                    (
-                        long_id,
-                        "long",
-                        "1",
-                        "bench.py:long",
-                        False,
-                        "completed",
-                        "{}",
-                        "1",
-                        long_id,
-                        0,
-                        "long",
-                        start - 1,
-                        start - 1,
-                        start - 1,
-                        1,
-                    )
-                ],  # fmt: skip
-                columns=COLS,
-            )
-            await conn.copy_records_to_table(
-                "durapipe_tags", records=tags(n), columns=["run_id", "key", "value"]
-            )
-            await conn.copy_records_to_table(
-                "durapipe_events",
-                records=events(long_id, steps),
-                columns=["run_id", "seq", "kind", "step", "name", "label", "at", "attempt", "data"],
-            )
-            await conn.execute("ANALYZE")
-        finally:
-            await conn.close()
-    else:
-        import sqlite3
-
-        db = sqlite3.connect(url.removeprefix("sqlite:///"))
-        marks = ", ".join("?" for _ in COLS)
-        db.executemany(
-            f"INSERT INTO durapipe_runs ({', '.join(COLS)}) VALUES ({marks})", rows(n, start)
-        )
-        db.execute(
-            f"INSERT INTO durapipe_runs ({', '.join(COLS)}) VALUES ({marks})",
-            (long_id, "long", "1", "bench.py:long", False, "completed", "{}", "1", long_id, 0,
-             "long", start - 1, start - 1, start - 1, 1),
-        )  # fmt: skip
-        db.executemany("INSERT INTO durapipe_tags (run_id, key, value) VALUES (?, ?, ?)", tags(n))
-        db.executemany(
-            "INSERT INTO durapipe_events (run_id, seq, kind, step, name, label, at, attempt, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            events(long_id, steps),
-        )
-        db.commit()
-        db.execute("ANALYZE")
-        db.close()
-    print(f"  loaded {n:,} runs and a {steps:,}-step run in {time.perf_counter() - t0:.1f}s")
+    long_run = (long_id, "long", "1", "bench.py:long", False, "completed", "{}", "1", long_id, 0,
+                "long", start - 1, start - 1, start - 1, 1)  # fmt: skip
+    secs = await bulk.load(
+        url,
+        [
+            ("durapipe_runs", COLS, rows(n, start)),
+            ("durapipe_runs", COLS, [long_run]),
+            ("durapipe_tags", bulk.TAG_COLS, tags(n)),
+            ("durapipe_events", bulk.EVENT_COLS, events(long_id, steps)),
+        ],
+    )
+    print(f"  loaded {n:,} runs and a {steps:,}-step run in {secs:.1f}s")
     return long_id
 
 

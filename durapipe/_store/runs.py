@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -18,6 +20,12 @@ from .pages import with_tags
 
 _RUN_FIELDS = tuple(c.name for c in S.runs.c)
 _NewRun = namedtuple("_NewRun", _RUN_FIELDS)  # type: ignore[misc]  # a just-inserted run, as a row
+# What belongs to a run and goes with it (gc): every table with a run_id of the run's own.
+_RUN_OWNED = (S.events, S.inputs, S.messages, S.published, S.logs, S.tags, S.forks)
+GC_BATCH = 1000  # runs deleted per transaction by gc, at most
+GC_FIRST_BATCH, GC_MIN_BATCH = 100, 10
+GC_BATCH_SECONDS = 0.01  # a longer batch halves the next: what a worker's commit may wait
+GC_SQLITE_PAUSE = 0.025  # between two batches, at least (SQLite)
 
 
 class Runs(StoreBase):
@@ -251,30 +259,65 @@ class Runs(StoreBase):
 
     # ------------------------------------------------------------------ gc
 
-    async def gc(self, *, older_than: float) -> int:
+    async def gc(
+        self,
+        *,
+        older_than: float,
+        batch: int = GC_BATCH,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete the finished runs that finished before ``older_than``, with everything that
+        belongs to them (events, inputs, messages to them, published state, log lines, tags,
+        fork links). -> how many runs were deleted.
+
+        Oldest first, in batches of at most ``batch`` runs, each its own transaction, with a
+        pause after it at least as long as it took: a running worker's commit waits for one
+        short batch at most (SQLite has one write lock), never for the whole gc. On SQLite
+        batches start at 100 runs; one whose statements take longer than GC_BATCH_SECONDS
+        halves the next (a cold cache, big histories), a quick one doubles it, up to ``batch``.
+        On PostgreSQL a batch locks only the rows it deletes, which no worker writes. Interrupted, it leaves whole runs deleted or kept,
+        and running it again goes on. ``progress`` is called with the total after each batch.
+        """
         r = S.runs.c
+        ended = list(S.TERMINAL)
+        total, after = 0, float("-inf")
+        size = min(batch, GC_FIRST_BATCH) if self.is_sqlite else batch
 
-        def _tx(conn: Connection) -> Any:
-            ids = [
-                x
-                for (x,) in (
-                    conn.execute(
-                        select(r.id).where(
-                            r.status.in_(list(S.TERMINAL)), r.finished_at < older_than
-                        )
-                    )
-                ).all()
-            ]
-            for chunk in range(0, len(ids), 500):
-                part = ids[chunk : chunk + 500]
-                conn.execute(delete(S.events).where(S.events.c.run_id.in_(part)))
-                conn.execute(delete(S.inputs).where(S.inputs.c.run_id.in_(part)))
-                conn.execute(delete(S.messages).where(S.messages.c.run_id.in_(part)))
-                conn.execute(delete(S.published).where(S.published.c.run_id.in_(part)))
-                conn.execute(delete(S.logs).where(S.logs.c.run_id.in_(part)))
-                conn.execute(delete(S.tags).where(S.tags.c.run_id.in_(part)))
-                conn.execute(delete(S.forks).where(S.forks.c.run_id.in_(part)))
-                conn.execute(delete(S.runs).where(r.id.in_(part)))
-            return len(ids)
+        def _tx(conn: Connection) -> tuple[int, int, float, float]:
+            began = time.monotonic()  # it holds its locks from here (SQLite: BEGIN IMMEDIATE)
+            # Keyset on finished_at: the index is read from where the last batch stopped, not
+            # over the entries of the runs deleted before (PostgreSQL keeps them until vacuum).
+            found = conn.execute(
+                select(r.id, r.finished_at)
+                .where(r.finished_at >= after, r.finished_at < older_than, r.status.in_(ended))
+                .order_by(r.finished_at)
+                .limit(size)
+            ).all()
+            part = [x.id for x in found]
+            if not part:
+                return 0, 0, after, 0.0
+            for table in _RUN_OWNED:
+                conn.execute(delete(table).where(table.c.run_id.in_(part)))
+            n = conn.execute(delete(S.runs).where(r.id.in_(part))).rowcount
+            return n, len(part), found[-1].finished_at, time.monotonic() - began
 
-        return await self._write(_tx)
+        while True:
+            # ``took``: the batch's statements, not its wait for the locks (a worker committing
+            # steps back to back holds SQLite's lock often) nor its commit (an fsync: on a busy
+            # disk smaller batches only make more of them).
+            n, seen, after, took = await self._write(_tx)
+            total += n
+            if progress is not None:
+                progress(total)
+            if seen < size:
+                return total
+            if self.is_sqlite and took > GC_BATCH_SECONDS:
+                size = max(GC_MIN_BATCH, size // 2)
+            elif self.is_sqlite and took < GC_BATCH_SECONDS / 2:
+                size = min(batch, size * 2)
+            # SQLite has no queue of writers: one waiting for the lock sleeps in its busy
+            # handler (up to 25 ms at a time in its first 0.1 s, longer later) and tries again;
+            # a pause shorter than that lets the next batch take the lock again first, and a
+            # worker's commit waits for several batches.
+            pause = max(took, GC_SQLITE_PAUSE) if self.is_sqlite else took
+            await asyncio.sleep(min(pause, 0.1))

@@ -81,6 +81,8 @@ runs = Table(
     Column("dequeued_at", Float),
     # A queue's slots and rate window: its runs by status, and by when a claim took them.
     Index("ix_durapipe_runs_queue_taken", "queue", "dequeued_at"),
+    # `durapipe gc` (migration 0009): the oldest finished runs, a batch at a time.
+    Index("ix_durapipe_runs_finished", "finished_at"),
 )
 # The line of a queue in the claim's order (higher priority first, then oldest first): the
 # claim reads the head of the line from this index without sorting (bench/queues.py).
@@ -137,6 +139,7 @@ logs = Table(
     Column("line", Text, nullable=False),
     Column("attempt", Integer, nullable=False),
     Index("ix_durapipe_logs_root", "root_run_id", "id"),
+    Index("ix_durapipe_logs_run", "run_id"),  # gc deletes a run's lines (migration 0009)
 )
 
 workers = Table(

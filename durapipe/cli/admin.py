@@ -253,7 +253,11 @@ def gc(
     ],
     database_url: DbOpt = None,
 ) -> None:
-    """Delete finished runs (and their history and logs) older than the given age."""
+    """Delete finished runs (and their history and logs) older than the given age.
+
+    Runs are deleted oldest first, 1,000 at a time, each batch its own short transaction:
+    running workers go on while it works. Stopped half-way, it can be run again.
+    """
     seconds = _duration(older_than)
     # NaN would compare as "older" than everything on PostgreSQL and delete every finished run.
     if seconds is None:
