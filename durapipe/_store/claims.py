@@ -10,6 +10,7 @@ from sqlalchemy import and_, case, func, or_, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from .._kinds import Request, RunStatus
+from . import journal_sql
 from . import schema as S
 from .base import StoreBase
 from .queues import claim_queued
@@ -53,7 +54,7 @@ def _histories(conn: Connection, rows: list[Any]) -> dict[str, list[Any]]:
     if rows:
         ev = S.events.c
         q = select(S.events).where(ev.run_id.in_(list(histories))).order_by(ev.run_id, ev.seq)
-        for e in conn.execute(q):
+        for e in journal_sql.expand(conn.execute(q)):
             histories[e.run_id].append(e)
     return histories
 

@@ -209,9 +209,11 @@ class Journal:
     async def _drain(self) -> None:
         while self._unsure:
             batch = self._unsure.pop(0)
-            first = batch[0].events[0]
+            # The op's last event: a step's start and completion may be stored as one row,
+            # under the completion's seq (journal_sql.event_rows).
+            last = batch[0].events[-1]
             try:
-                done = await self._store.recorded(first["run_id"], first["seq"])
+                done = await self._store.recorded(last["run_id"], last["seq"])
             except Exception as exc:  # the journal's retries below will say what is wrong
                 log.debug("could not look for a cancelled commit's event: %s", exc)
                 done = False

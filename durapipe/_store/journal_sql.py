@@ -18,6 +18,7 @@ from . import schema as S
 from .journal import Op
 
 EVENT_COLS = ("run_id", "seq", "kind", "step", "name", "label", "at", "attempt", "data")
+ROW_COLS = (*EVENT_COLS, "started_at")  # a stored row (see event_rows)
 LOG_COLS = ("run_id", "root_run_id", "step", "prefix", "stream", "at", "line", "attempt")
 RUN_COLS = frozenset(c.name for c in S.runs.c)
 TERMINAL = S.TERMINAL
@@ -263,6 +264,80 @@ def _tag_cmds(op: Op, ph: _Ph) -> Generator[Cmd, Any, None]:
             f"FROM durapipe_tags WHERE run_id = {ph()}"
         )
         yield ("exec", sql, [op.copy_tags_to, op.run_id])
+
+
+# ---------------------------------------------------------------- a step in one row
+
+_STARTED, _COMPLETED = "step_started", "step_completed"
+
+
+def event_rows(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The rows that store ``events`` (ROW_COLS): one per event, except that a step's start
+    followed by its completion (the start carries no data: a trivial step's write) is one row,
+    the completion with the start's time in ``started_at``. One row instead of two is the
+    cheaper insert on the hot path; :func:`expand` gives back both events."""
+    rows: list[tuple[Any, ...]] = []
+    i, n = 0, len(events)
+    while i < n:
+        ev = events[i]
+        nxt = events[i + 1] if i + 1 < n else None
+        if (
+            nxt is not None
+            and ev["kind"] == _STARTED
+            and nxt["kind"] == _COMPLETED
+            and ev["data"] is None
+            and nxt["seq"] == ev["seq"] + 1
+            and nxt["run_id"] == ev["run_id"]
+            and nxt["step"] == ev["step"]
+            and nxt["name"] == ev["name"]
+            and nxt["label"] == ev["label"]
+            and nxt["attempt"] == ev["attempt"]
+        ):
+            rows.append((*(nxt[c] for c in EVENT_COLS), ev["at"]))
+            i += 2
+        else:
+            rows.append((*(ev[c] for c in EVENT_COLS), None))
+            i += 1
+    return rows
+
+
+class StartRow(NamedTuple):
+    """The ``step_started`` event a combined row stands for (its fields are an event row's)."""
+
+    run_id: str
+    seq: int
+    kind: str
+    step: str | None
+    name: str | None
+    label: str | None
+    at: float
+    attempt: int
+    data: str | None
+    started_at: float | None
+
+
+def expand(rows: Any) -> list[Any]:
+    """Stored event rows as the history's events, in order: a combined step row (started_at
+    set) is its start, then itself."""
+    out: list[Any] = []
+    for r in rows:
+        if r.started_at is not None:
+            out.append(
+                StartRow(
+                    r.run_id,
+                    r.seq - 1,
+                    _STARTED,
+                    r.step,
+                    r.name,
+                    r.label,
+                    r.started_at,
+                    r.attempt,
+                    None,
+                    None,
+                )  # fmt: skip
+            )
+        out.append(r)
+    return out
 
 
 def simple(ops: list[Op]) -> bool:

@@ -22,7 +22,7 @@ from ..errors import LeaseLost
 from . import errors, journal_sql
 from .dialect import Dialect, OnChange, T
 from .journal import Op
-from .journal_sql import EVENT_COLS
+from .journal_sql import EVENT_COLS, ROW_COLS
 from .url import DatabaseURL
 
 if TYPE_CHECKING:
@@ -261,17 +261,10 @@ SELECT DISTINCT run_id FROM ins
 """
 
 
-_EVENT_TYPES = (
-    "varchar",
-    "int",
-    "varchar",
-    "varchar",
-    "varchar",
-    "varchar",
-    "float8",
-    "int",
-    "text",
-)
+_ROW_TYPES = (
+    *("varchar", "int", "varchar", "varchar", "varchar", "varchar", "float8", "int", "text"),
+    "float8",  # started_at
+)  # fmt: skip
 _ONE_RUN_MAX = 8  # events of one op written by a statement of their own (a step writes two)
 
 
@@ -279,14 +272,14 @@ def _one_run_sql(n: int) -> str:
     """Append ``n`` events of one run, only while its lease is the op's: the fence (a locked
     read of the run's row) and the insert in one statement, so one round trip and one commit.
     The row count says which: all ``n`` rows, or none when the lease moved on."""
-    k = len(_EVENT_TYPES)
+    k = len(_ROW_TYPES)
     rows = ", ".join(
-        "(" + ", ".join(f"${r * k + i + 1}::{t}" for i, t in enumerate(_EVENT_TYPES)) + ")"
+        "(" + ", ".join(f"${r * k + i + 1}::{t}" for i, t in enumerate(_ROW_TYPES)) + ")"
         for r in range(n)
     )
     f = n * k
     return (
-        f"INSERT INTO durapipe_events ({', '.join(EVENT_COLS)}) SELECT * FROM (VALUES {rows}) AS e"
+        f"INSERT INTO durapipe_events ({', '.join(ROW_COLS)}) SELECT * FROM (VALUES {rows}) AS e"
         f" WHERE EXISTS (SELECT 1 FROM durapipe_runs WHERE id = ${f + 1}::varchar"
         f" AND lease_owner = ${f + 2}::varchar AND attempt = ${f + 3}::int FOR UPDATE)"
     )
@@ -299,9 +292,10 @@ _INSERTED = {n: f"INSERT 0 {n}" for n in range(1, _ONE_RUN_MAX + 1)}
 async def append_one(conn: Any, op: Op) -> BaseException | None:
     """Append one op's events (at most _ONE_RUN_MAX) in one fenced statement: None, or
     LeaseLost when the run's lease is no longer the op's (nothing was inserted)."""
-    args = [ev[c] for ev in op.events for c in EVENT_COLS]
-    status = await conn.execute(_ONE_RUN[len(op.events)], *args, op.run_id, op.owner, op.attempt)
-    if status == _INSERTED[len(op.events)]:
+    rows = journal_sql.event_rows(op.events)
+    args = [v for row in rows for v in row]
+    status = await conn.execute(_ONE_RUN[len(rows)], *args, op.run_id, op.owner, op.attempt)
+    if status == _INSERTED[len(rows)]:
         return None
     return LeaseLost(f"run {op.run_id}: lease lost")
 

@@ -28,6 +28,10 @@ GC_BATCH_SECONDS = 0.01  # a longer batch halves the next: what a worker's commi
 GC_SQLITE_PAUSE = 0.025  # between two batches, at least (SQLite)
 
 
+# The start of a step stored in one row with its completion, as a timeline reads it.
+_Mark = namedtuple("_Mark", "run_id kind step at")
+
+
 class Runs(StoreBase):
     """Reading and writing runs, their events, inputs and logs (outside a lease's journal)."""
 
@@ -145,7 +149,7 @@ class Runs(StoreBase):
         q = select(S.events).where(S.events.c.run_id == run_id).order_by(S.events.c.seq)
 
         def _tx(conn: Connection) -> Any:
-            return list((conn.execute(q)).all())
+            return journal_sql.expand(conn.execute(q))
 
         return await self._read(_tx)
 
@@ -159,11 +163,14 @@ class Runs(StoreBase):
         def _tx(conn: Connection) -> Any:
             for i in range(0, len(ids), 500):
                 q = (
-                    select(e.run_id, e.kind, e.step, e.at)
+                    select(e.run_id, e.kind, e.step, e.at, e.started_at)
                     .where(e.run_id.in_(ids[i : i + 500]), e.kind.in_(S.TIMELINE_KINDS))
                     .order_by(e.run_id, e.seq)
                 )
                 for row in conn.execute(q).all():
+                    if row.started_at is not None:  # a step in one row: its start first
+                        start = _Mark(row.run_id, "step_started", row.step, row.started_at)
+                        out[row.run_id].append(start)
                     out[row.run_id].append(row)
             return out
 

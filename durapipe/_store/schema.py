@@ -107,6 +107,9 @@ events = Table(
     Column("at", Float, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("data", Text),  # JSON
+    # Set on a step_completed row that also stands for the step's start (seq - 1): the time
+    # the step started. Readers give back both events (journal_sql.expand).
+    Column("started_at", Float),
     PrimaryKeyConstraint("run_id", "seq"),
 )
 

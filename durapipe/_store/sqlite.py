@@ -25,7 +25,7 @@ from ..errors import ConfigError, LeaseLost
 from . import errors, journal_sql
 from .dialect import Dialect, OnChange, T
 from .journal import Op
-from .journal_sql import EVENT_COLS
+from .journal_sql import ROW_COLS
 from .url import DatabaseURL
 
 if TYPE_CHECKING:
@@ -250,8 +250,8 @@ def run(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | None]:
 
 
 _FENCED_EVENT = (
-    f"INSERT INTO durapipe_events ({', '.join(EVENT_COLS)}) "
-    f"SELECT {', '.join('?' * len(EVENT_COLS))} WHERE EXISTS ("
+    f"INSERT INTO durapipe_events ({', '.join(ROW_COLS)}) "
+    f"SELECT {', '.join('?' * len(ROW_COLS))} WHERE EXISTS ("
     "SELECT 1 FROM durapipe_runs WHERE id = ? AND lease_owner = ? AND attempt = ?)"
 )
 
@@ -265,12 +265,10 @@ def run_simple(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | 
         results: list[BaseException | None] = []
         for op in ops:
             fence = (op.run_id, op.owner, op.attempt)
-            cur = conn.executemany(
-                _FENCED_EVENT,
-                [tuple(ev[c] for c in EVENT_COLS) + fence for ev in op.events],
-            )
+            rows = journal_sql.event_rows(op.events)
+            cur = conn.executemany(_FENCED_EVENT, [row + fence for row in rows])
             # All or none: the lease cannot change inside this write transaction.
-            ok = cur.rowcount == len(op.events)
+            ok = cur.rowcount == len(rows)
             results.append(None if ok else LeaseLost(f"run {op.run_id}: lease lost"))
         conn.execute("COMMIT")
         return results
