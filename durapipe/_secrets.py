@@ -68,6 +68,8 @@ def reveal(value: object) -> str:
 
 def present(text: str) -> bool:
     """Whether ``text`` holds any form (raw or escaped) of a known secret."""
+    if not _FORMS:  # no secret declared: every journaled value passes here
+        return False
     return any(f in text for f in _FORMS)
 
 

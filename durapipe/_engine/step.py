@@ -107,7 +107,10 @@ async def call_step(
             call.post(_STARTED)
             try_token = _STEP_TRY.set(tries)
             try:
-                result = await _try(fn, is_async, args, kwargs, opts.timeout, label)
+                if is_async and opts.timeout is None:  # the common case, without a frame more
+                    result = await fn(*args, **kwargs)
+                else:
+                    result = await _try(fn, is_async, args, kwargs, opts.timeout, label)
                 text = _serde.dumps(  # secrets masked
                     result, what=f"the result of step {label} ({type(result).__name__})"
                 )

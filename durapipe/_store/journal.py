@@ -166,7 +166,7 @@ class Journal:
                     # The common write (a step's events, nothing else): one statement, straight
                     # to the driver. Any failure takes the general path, which retries,
                     # classifies and reports it.
-                    t0 = time.perf_counter()
+                    t0 = time.perf_counter() if self.on_commit is not None else 0.0
                     try:
                         result = await self._store.append_now(batch[0])
                     except asyncio.CancelledError:

@@ -342,23 +342,25 @@ def expand(rows: Any) -> list[Any]:
 
 def simple(ops: list[Op]) -> bool:
     """Ops that only append events under a lease (a step's completion): the common case."""
-    for op in ops:
-        if (
-            op.owner is None
-            or op.logs
-            or op.run_update
-            or op.new_runs
-            or op.consume_input is not None
-            or op.wake_parent
-            or op.tags
-            or op.copy_tags_to
-            or not op.events
-            or op.messages
-            or op.consume_message is not None
-            or op.publish
-        ):
-            return False
-    return True
+    return all(simple_op(op) for op in ops)
+
+
+def simple_op(op: Op) -> bool:
+    """An op that only appends events under a lease (see :func:`simple`)."""
+    return not (
+        op.owner is None
+        or op.logs
+        or op.run_update
+        or op.new_runs
+        or op.consume_input is not None
+        or op.wake_parent
+        or op.tags
+        or op.copy_tags_to
+        or not op.events
+        or op.messages
+        or op.consume_message is not None
+        or op.publish
+    )
 
 
 # ---------------------------------------------------------------- messages, published state

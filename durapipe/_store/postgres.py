@@ -112,7 +112,7 @@ class PostgreSQL(Dialect):
         return True
 
     def can_append_now(self, op: Op) -> bool:
-        return 0 < len(op.events) <= _ONE_RUN_MAX and journal_sql.simple([op])
+        return len(op.events) <= _ONE_RUN_MAX and journal_sql.simple_op(op)
 
     async def append_now(self, op: Op) -> BaseException | None:
         conn = self._apg
