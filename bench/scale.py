@@ -41,8 +41,40 @@ SECTIONS = [
     Section(
         "core",
         "A step against one durable commit (#22)",
-        ["core.py", "--reps", "7", "--resume", "", "--throughput", "3"],
+        ["core.py", "--reps", "7", "--resume", "1000,10000", "--throughput", "3"],
         6,
+    ),
+    Section(
+        "cli",
+        "A CLI that answers at once (#21 item 5)",
+        ["cli_startup.py", "--runs", "20", "--db", "sqlite", "--db", "postgresql"],
+        5,
+    ),
+    Section(
+        "wake",
+        "Wake on time: 10,000 runs due within one second (#21 item 3)",
+        ["wake.py", "--runs", "10000", "--db", "sqlite", "--db", "postgresql"],
+        8,
+    ),
+    Section(
+        "fanout",
+        "Fan-out: 10,000 children on 2 workers (#21 item 4)",
+        ["fanout.py", "--db", "sqlite", "--db", "postgresql", "--children", "10000"]
+        + ["--dbos", "10000"],
+        7,
+    ),
+    Section(
+        "growth",
+        "Cost as work grows (#21 item 6)",
+        ["growth.py", "--db", "sqlite", "--db", "postgresql"],
+        5,
+    ),
+    Section(
+        "history",
+        "A year of history; gc without stalls (#21 items 1-2)",
+        ["history.py", "--db", "postgresql", "--db", "sqlite", "--runs", "1000000"]
+        + ["--dbos-runs", "200000"],
+        60,
     ),
 ]
 
@@ -72,6 +104,11 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated section names (default: all)")
     ap.add_argument("--list", action="store_true", help="list the sections and stop")
     ap.add_argument("--out", default=str(HERE / "results.md"))
+    ap.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="NAME=FILE",
+        help="place FILE (the --md output of an earlier run of the section's command) as the"
+        " section NAME instead of running it now; the section says so",
+    )  # fmt: skip
     a = ap.parse_args()
     if a.list:
         for s in SECTIONS:
@@ -84,6 +121,21 @@ def main() -> None:
         sys.exit(f"error: no section {', '.join(sorted(unknown))}; `--list` shows them")
     out = Path(a.out)
     head, kept = _split(out.read_text() if out.exists() else "")
+    by_name = {s.name: s for s in SECTIONS}
+    for spec in a.imports:
+        name, _, path = spec.partition("=")
+        if name not in by_name or not Path(path).is_file():
+            sys.exit(f"error: --import {spec}: want NAME=FILE with a section name and a file")
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(Path(path).stat().st_mtime))
+        kept[name] = (
+            Path(path).read_text().rstrip("\n")
+            + f"\n\n<sub>Section written by `python bench/{' '.join(by_name[name].args)}"
+            f" --md FILE` ({when} UTC), placed here by `bench/scale.py --import`.</sub>"
+        )
+        _write(out, head, kept)
+    if a.imports and not a.only:
+        print(f"wrote {out}")
+        return
     for s in SECTIONS:
         if s.name not in wanted:
             continue
