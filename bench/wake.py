@@ -138,8 +138,11 @@ def markdown(results: dict[str, Any]) -> str:
             if idle
             else (f"{r['rss_base_mib']:.0f} / — / {r['rss_peak_mib']:.0f}")
         )
+        label = r["label"]
+        if r.get("no_sleep_recorded"):  # DBOS: workflows that began after their wake time
+            label += f" ({r['no_sleep_recorded']:,} began after their wake time: not measured)"
         out.append(
-            f"| {r['db']} | {r['label']} | {r['p50_ms']:,.0f} ms | {r['p99_ms']:,.0f} ms "
+            f"| {r['db']} | {label} | {r['p50_ms']:,.0f} ms | {r['p99_ms']:,.0f} ms "
             f"| {r['max_ms']:,.0f} ms | {fired} | {step} | {rss} | {cpu} "
             f"| {r['load_start']} → {r['load_end']} |"
         )

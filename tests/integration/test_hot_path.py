@@ -146,3 +146,54 @@ async def test_a_write_after_the_lease_moved_on_is_refused_on_the_hot_path(store
             )
         )
     assert await _seqs(store, rid) == [(1, "run_started")]
+
+
+async def test_a_quick_step_is_one_row_read_back_as_its_start_and_completion(store: Any) -> None:
+    """A step's start and completion written together are stored as one row (the completion,
+    with the start's time); every reader gives back both events, with their seqs, as before.
+    Events written one by one (a start sent alone, a step that failed) stay rows of their own."""
+    pdef = load_target(f"{WORK}:five")
+    client = dp.Client(store)
+    row, _ = await client.create_run(pdef, {}, owner="wkr_a", ttl=30)
+    rid = row.id
+    started = _event(rid, 2, "step_started")
+    completed = {**_event(rid, 3, "step_completed"), "at": started["at"] + 0.5}
+    lone = {**_event(rid, 4, "step_started"), "step": "2", "label": "trivial_2"}
+    await store.journal.submit(
+        Op(run_id=rid, owner="wkr_a", attempt=row.attempt, events=[started, completed])
+    )
+    await store.journal.submit(Op(run_id=rid, owner="wkr_a", attempt=row.attempt, events=[lone]))
+    stored = await store.run_read(
+        lambda c: c.exec_driver_sql(
+            f"SELECT seq, kind, started_at FROM durapipe_events WHERE run_id = '{rid}' ORDER BY seq"
+        ).all()
+    )
+    assert [(r[0], r[1], r[2]) for r in stored] == [
+        (1, "run_started", None),
+        (3, "step_completed", started["at"]),
+        (4, "step_started", None),
+    ]
+    want = [
+        (1, "run_started", None, None),
+        (2, "step_started", "1", started["at"]),
+        (3, "step_completed", "1", completed["at"]),
+        (4, "step_started", "2", lone["at"]),
+    ]
+    got = [(e.seq, e.kind, e.step, e.at) for e in await store.events(rid)]
+    assert [g[:3] for g in got] == [w[:3] for w in want]
+    assert [g[3] for g in got[1:]] == [w[3] for w in want[1:]]
+    # The shapes other readers see: the client's JSON, the claim's prefetched history and the
+    # timeline of working time.
+    shown = await client.events(rid)
+    assert [(e["seq"], e["kind"], e.get("data")) for e in shown] == [
+        (1, "run_started", shown[0].get("data")),
+        (2, "step_started", None),
+        (3, "step_completed", {"result": 1}),
+        (4, "step_started", None),
+    ]
+    marks = (await store.timelines([rid]))[rid]
+    assert [(m.kind, m.step) for m in marks if m.kind.startswith("step")] == [
+        ("step_started", "1"),
+        ("step_completed", "1"),
+        ("step_started", "2"),
+    ]
