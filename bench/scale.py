@@ -158,6 +158,13 @@ def main() -> None:
     print(f"wrote {out}")
 
 
+def _nested(text: str) -> str:
+    """A section's headings one level under this part's (## -> ###), once."""
+    if not text.startswith("## "):
+        return text
+    return re.sub(r"^(#{2,5}) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
+
+
 def _write(out: Path, head: str, kept: dict[str, str]) -> None:
     order = [s.name for s in SECTIONS] + sorted(set(kept) - {s.name for s in SECTIONS})
     parts = [
@@ -173,7 +180,7 @@ def _write(out: Path, head: str, kept: dict[str, str]) -> None:
     ]
     for name in order:
         if name in kept:
-            parts += ["", _begin(name), kept[name], _end(name)]
+            parts += ["", _begin(name), _nested(kept[name]), _end(name)]
     out.write_text("\n".join(parts) + "\n")
 
 
