@@ -84,6 +84,12 @@ class PostgreSQL(Dialect):
             pool_pre_ping=True,  # survive a server restart: stale pooled connections are replaced
         )
         self._apg: Any = None  # the journal's asyncpg connection
+        # The journal's statements are timed by one watchdog instead of a timer per statement
+        # (asyncpg's command_timeout arms and cancels one for every call: a few µs a step):
+        # when the statement in flight has taken longer than DURAPIPE_DB_TIMEOUT, its
+        # connection is closed, and the write fails over to a new one as after a lost network.
+        self._inflight: float | None = None  # loop time the statement in flight was sent
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         async with self.writer.begin() if write else self.writer.connect() as conn:
@@ -118,21 +124,32 @@ class PostgreSQL(Dialect):
         conn = self._apg
         if conn is None or conn.is_closed():
             conn = await self._journal_conn()
+        self._inflight = asyncio.get_running_loop().time()
         try:
             return await append_one(conn, op)
         except BaseException as exc:
             self._drop_unless_statement(conn, exc)
             raise
+        finally:
+            self._inflight = None
 
     async def recorded(self, run_id: str, seq: int) -> bool:
         conn = await self._journal_conn()
-        found = await conn.fetchval(
-            "SELECT 1 FROM durapipe_events WHERE run_id = $1 AND seq = $2", run_id, seq
-        )
+        self._inflight = asyncio.get_running_loop().time()
+        try:
+            found = await conn.fetchval(
+                "SELECT 1 FROM durapipe_events WHERE run_id = $1 AND seq = $2", run_id, seq
+            )
+        except BaseException as exc:
+            self._drop_unless_statement(conn, exc)
+            raise
+        finally:
+            self._inflight = None
         return found is not None
 
     async def commit_ops(self, ops: list[Op]) -> list[BaseException | None]:
         conn = await self._journal_conn()
+        self._inflight = asyncio.get_running_loop().time()
         try:
             if journal_sql.simple(ops):
                 return await run_simple(conn, ops)
@@ -140,6 +157,8 @@ class PostgreSQL(Dialect):
         except BaseException as exc:
             self._drop_unless_statement(conn, exc)
             raise
+        finally:
+            self._inflight = None
 
     def _drop_unless_statement(self, conn: Any, exc: BaseException) -> None:
         """After a failure that is not the statement's own (a lost connection, a timeout), the
@@ -157,14 +176,32 @@ class PostgreSQL(Dialect):
                 self._apg = await asyncpg.connect(
                     self.dsn,
                     timeout=10,
-                    command_timeout=self._limits[0],
                     server_settings={"application_name": "durapipe-journal", **self._limits[1]},
                 )
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 if (bad := errors.bad_database(self.url, exc)) is not None:
                     raise bad from exc
                 raise errors.unavailable(self.url, exc) from exc
+            if self._watchdog is None or self._watchdog.done():
+                self._watchdog = asyncio.get_running_loop().create_task(
+                    self._watch_journal(), name="durapipe-journal-watchdog"
+                )
         return self._apg
+
+    async def _watch_journal(self) -> None:
+        """Close the journal's connection under a statement that outlived the timeout (a
+        network that dropped it without a word): the awaiting write then fails and is retried
+        on a new connection, as with a per-statement timeout."""
+        limit = self._limits[0]
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            since, conn = self._inflight, self._apg
+            if since is not None and conn is not None and loop.time() - since > limit:
+                log.warning("a database write took over %.0f s: reconnecting", limit)
+                self._apg = None
+                with contextlib.suppress(Exception):
+                    conn.terminate()
 
     # ------------------------------------------------------------------ wake-ups
 
@@ -207,6 +244,11 @@ class PostgreSQL(Dialect):
                     await asyncio.wait_for(conn.close(), 5)
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watchdog
+            self._watchdog = None
         if self._apg is not None:
             with contextlib.suppress(Exception):
                 await self._apg.close()
