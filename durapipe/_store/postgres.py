@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -124,6 +124,7 @@ class PostgreSQL(Dialect):
         conn = self._apg
         if conn is None or conn.is_closed():
             conn = await self._journal_conn()
+        # As _statement(), written out: this is every step's path.
         self._inflight = asyncio.get_running_loop().time()
         try:
             return await append_one(conn, op)
@@ -135,25 +136,26 @@ class PostgreSQL(Dialect):
 
     async def recorded(self, run_id: str, seq: int) -> bool:
         conn = await self._journal_conn()
-        self._inflight = asyncio.get_running_loop().time()
-        try:
+        with self._statement(conn):
             found = await conn.fetchval(
                 "SELECT 1 FROM durapipe_events WHERE run_id = $1 AND seq = $2", run_id, seq
             )
-        except BaseException as exc:
-            self._drop_unless_statement(conn, exc)
-            raise
-        finally:
-            self._inflight = None
         return found is not None
 
     async def commit_ops(self, ops: list[Op]) -> list[BaseException | None]:
         conn = await self._journal_conn()
-        self._inflight = asyncio.get_running_loop().time()
-        try:
+        with self._statement(conn):
             if journal_sql.simple(ops):
                 return await run_simple(conn, ops)
             return await run(conn, ops)
+
+    @contextlib.contextmanager
+    def _statement(self, conn: Any) -> Iterator[None]:
+        """Around the journal connection's statements: timed by the watchdog, and the
+        connection dropped after a failure that is not the statement's own."""
+        self._inflight = asyncio.get_running_loop().time()
+        try:
+            yield
         except BaseException as exc:
             self._drop_unless_statement(conn, exc)
             raise
