@@ -118,6 +118,7 @@ class Journal:
         alone = (
             _FAST
             and not self._pending
+            and not self._unsure  # a cancelled write not settled yet goes first
             and not self._lock.locked()
             and not getattr(loop, "_ready", True)
         )

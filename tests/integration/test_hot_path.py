@@ -197,3 +197,47 @@ async def test_a_quick_step_is_one_row_read_back_as_its_start_and_completion(sto
         ("step_completed", "1"),
         ("step_started", "2"),
     ]
+
+
+async def test_the_next_write_waits_for_a_cancelled_one_to_settle(store: Any) -> None:
+    """After a write was cancelled mid-commit, the run's next write (here one that ends the run
+    and gives its lease up) goes after it, never before: else the cancelled write, committed
+    again later, would find the lease gone and the history would keep a gap."""
+    pdef = load_target(f"{WORK}:five")
+    client = dp.Client(store)
+    row, _ = await client.create_run(pdef, {}, owner="wkr_a", ttl=30)
+    rid = row.id
+    holder = _Holder(store)
+    await holder.hold(rid)
+    try:
+        op = Op(
+            run_id=rid,
+            owner="wkr_a",
+            attempt=row.attempt,
+            events=[_event(rid, 2, "step_started"), _event(rid, 3, "step_completed")],
+        )
+        writer = asyncio.ensure_future(store.journal.submit(op))
+        deadline = time.monotonic() + 20
+        if store.is_sqlite:
+            await asyncio.sleep(0.3)
+        else:
+            while await holder.waiters() < 1:
+                assert time.monotonic() < deadline, "the write never reached the server"
+                await asyncio.sleep(0.02)
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+        await asyncio.sleep(0.5)
+        end = Op(
+            run_id=rid,
+            owner="wkr_a",
+            attempt=row.attempt,
+            events=[{**_event(rid, 4, "run_completed"), "step": None, "name": None, "label": None}],
+            run_update={"status": "completed", "lease_owner": None, "lease_expires_at": None},
+        )
+        ender = asyncio.ensure_future(store.journal.submit(end))
+        await asyncio.sleep(0.3)
+    finally:
+        await holder.release()
+    await asyncio.wait_for(ender, 20)
+    assert [s for s, _ in await _seqs(store, rid)] == [1, 2, 3, 4]

@@ -35,6 +35,15 @@ async def wait_file(name: str) -> str:
     return name
 
 
+@dp.step
+async def wait_effect(line: str) -> str:
+    """Wait until the effects file holds ``line`` (another run wrote it)."""
+    path = Path(os.environ["SIDE_DIR"]) / "effects"
+    while not (path.exists() and line in path.read_text().splitlines()):
+        await asyncio.sleep(0.05)
+    return line
+
+
 @dp.pipeline(version="1")
 async def kid(i: int) -> int:
     await effect(f"kid {i}")
@@ -67,6 +76,9 @@ async def leaves_children() -> dict[str, str]:
     """Starts one detached and one attached child and returns without waiting for either."""
     kept = await dp.start_subpipeline(lingering, name="kept", run_id="kept-child", detached=True)
     dropped = await dp.start_subpipeline(lingering, name="dropped")
+    # The attached child is running (not only started) when this ends, so that its
+    # cancellation unwinds it; a child cancelled before it ran has nothing to unwind.
+    await wait_effect("dropped-waiting")
     return {"kept": kept.run_id, "dropped": dropped.run_id}
 
 
