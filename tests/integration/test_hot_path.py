@@ -69,6 +69,35 @@ class _Holder:
             await self.conn.close()
 
 
+async def _cancel_step_write(store: Any, holder: _Holder, rid: str, attempt: int) -> None:
+    """Submit a step's write (seqs 2 and 3) while ``holder`` keeps it waiting in the database,
+    and cancel its caller there."""
+    op = Op(
+        run_id=rid,
+        owner="wkr_a",
+        attempt=attempt,
+        events=[_event(rid, 2, "step_started"), _event(rid, 3, "step_completed")],
+    )
+    writer = asyncio.ensure_future(store.journal.submit(op))
+    deadline = time.monotonic() + 20
+    if store.is_sqlite:  # the write waits for the lock (in the writer thread)
+        while store.journal.batches == 0 and not writer.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+    else:  # the fenced insert waits for the run's row, inside the server
+        while await holder.waiters() < 1:
+            assert time.monotonic() < deadline, "the write never reached the server"
+            await asyncio.sleep(0.02)
+    assert not writer.done()
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    # The driver asks the server to cancel the statement: give the request time to land, so
+    # that the write is undone in the database more often than not (either way, the journal
+    # must end with it stored once).
+    await asyncio.sleep(0.5)
+
+
 async def _seqs(store: Any, rid: str) -> list[tuple[int, str]]:
     return [(e.seq, e.kind) for e in await store.events(rid)]
 
@@ -85,32 +114,7 @@ async def test_a_step_write_cancelled_while_it_commits_is_stored_once(store: Any
     holder = _Holder(store)
     await holder.hold(rid)
     try:
-        op = Op(
-            run_id=rid,
-            owner="wkr_a",
-            attempt=row.attempt,
-            events=[_event(rid, 2, "step_started"), _event(rid, 3, "step_completed")],
-        )
-        writer = asyncio.ensure_future(store.journal.submit(op))
-        deadline = time.monotonic() + 20
-        if store.is_sqlite:  # the write waits for the lock (in the writer thread)
-            while store.journal.batches == 0 and not writer.done():
-                await asyncio.sleep(0.05)
-                if time.monotonic() > deadline:
-                    break
-            await asyncio.sleep(0.2)
-        else:  # the fenced insert waits for the run's row, inside the server
-            while await holder.waiters() < 1:
-                assert time.monotonic() < deadline, "the write never reached the server"
-                await asyncio.sleep(0.02)
-        assert not writer.done()
-        writer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writer
-        # The driver asks the server to cancel the statement: give the request time to land,
-        # so that the write is undone in the database more often than not (either way, the
-        # journal must end with it stored once).
-        await asyncio.sleep(0.5)
+        await _cancel_step_write(store, holder, rid, row.attempt)
     finally:
         await holder.release()
     want = [(1, "run_started"), (2, "step_started"), (3, "step_completed")]
@@ -210,24 +214,7 @@ async def test_the_next_write_waits_for_a_cancelled_one_to_settle(store: Any) ->
     holder = _Holder(store)
     await holder.hold(rid)
     try:
-        op = Op(
-            run_id=rid,
-            owner="wkr_a",
-            attempt=row.attempt,
-            events=[_event(rid, 2, "step_started"), _event(rid, 3, "step_completed")],
-        )
-        writer = asyncio.ensure_future(store.journal.submit(op))
-        deadline = time.monotonic() + 20
-        if store.is_sqlite:
-            await asyncio.sleep(0.3)
-        else:
-            while await holder.waiters() < 1:
-                assert time.monotonic() < deadline, "the write never reached the server"
-                await asyncio.sleep(0.02)
-        writer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writer
-        await asyncio.sleep(0.5)
+        await _cancel_step_write(store, holder, rid, row.attempt)
         end = Op(
             run_id=rid,
             owner="wkr_a",
