@@ -6,8 +6,14 @@ look.py (list, show, logs, result, workers), steer.py (input, stop, cancel), adm
 upgrade check, db upgrade, gc), schedule.py (schedule add/list/pause/resume/delete/trigger).
 """
 
-from . import admin, look, messages, queues, repair, run, schedule, steer, ui
-from ._app import app, db_app, main, upgrade_app
+import sys
+
+from . import _early
+
+_early.hold_if_worker(sys.argv)  # before the imports below, which take most of a worker's start
+
+from . import admin, look, messages, queues, repair, run, schedule, steer, ui  # noqa: E402
+from ._app import app, db_app, main, upgrade_app  # noqa: E402
 
 # Registered here, in one place: typer lists commands in the order they are registered, and this
 # is the order of `durapipe --help` and docs/cli.md.

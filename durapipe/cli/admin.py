@@ -95,6 +95,9 @@ def worker(
     no_timestamps: NoTsOpt = False,
 ) -> None:
     """Run a worker: claim runs of these modules' pipelines and execute them until stopped."""
+    from . import _early
+
+    _early.hold()  # until the loop's handlers below; see _early
     concurrency = int(_config.CONCURRENCY.check(concurrency))
     grace = _config.GRACE.check(grace)
     lease_ttl = _checked(ctx, "lease_ttl", lease_ttl, _config.LEASE_TTL)
@@ -152,6 +155,8 @@ def worker(
 
         loop.add_signal_handler(signal.SIGTERM, on_signal)
         loop.add_signal_handler(signal.SIGINT, on_signal)
+        if _early.requested:  # asked to stop while starting: stop now
+            on_signal()
         try:
             await runner.serve(runner.claim_filter(), until=done)
             await runner.shutdown(grace=grace)

@@ -304,3 +304,34 @@ def test_worker_log_file_gets_one_json_record_per_line(
     records = [json.loads(line) for line in log_file.read_text().splitlines()]
     assert records and all(r["run_id"] == rid for r in records)
     assert any(r["line"].startswith("Sleeping for") for r in records)
+
+
+SLOW_IMPORT = '''
+import os, pathlib, time
+import durapipe as dp
+
+side = pathlib.Path(os.environ["SIDE_DIR"])
+(side / "importing").write_text("")
+deadline = time.monotonic() + 30
+while not (side / "go").exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+
+
+@dp.pipeline
+async def slow() -> None:
+    pass
+'''
+
+
+def test_sigterm_while_the_worker_is_still_starting_is_a_graceful_stop(
+    dp_spawn: Any, tmp_path: Path
+) -> None:
+    """A stop that arrives while the worker imports its modules is kept: it stops once it can, exit 0."""
+    (tmp_path / "slow_mod.py").write_text(SLOW_IMPORT)
+    w = dp_spawn("worker", "-m", str(tmp_path / "slow_mod.py"))
+    wait_until(lambda: (tmp_path / "importing").exists(), what="the worker to import the module")
+    w.send_signal(signal.SIGTERM)
+    (tmp_path / "go").write_text("")
+    out, err = w.communicate(timeout=30)
+    assert w.returncode == 0, err[-3000:]
+    assert "shutting down" in err and err.rstrip().endswith("stopped"), err
