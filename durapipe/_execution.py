@@ -241,6 +241,8 @@ async def _judge(ctx: RunContext, task: asyncio.Task[Any], row: Any, recorded: i
     except asyncio.CancelledError:
         if ctx.request == Request.LOST:
             return Result(outcome=Outcome.LOST)
+        if ctx.request == Request.SUSPENDED:  # cancelled while its suspension was written
+            return Result(outcome=Outcome.SUSPENDED)
         if ctx.cancel_delivered:
             # A cancel that comes after the deadline (a parent's, ending its children when it
             # timed out) is the timeout too.

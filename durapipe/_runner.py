@@ -344,6 +344,17 @@ class Runner:
             ctx.interrupt(Request.CANCEL)
         elif row.requested in (Request.STOP, Request.STOP_NOW):
             ctx.interrupt(row.requested)
+        stale = self.held.get(row.id)
+        if stale is not None:
+            # Its lease lapsed while this process still executed it (a heartbeat came too late)
+            # and this process took it again: the older attempt is fenced out, so stop it now,
+            # or it would go on running side effects no history can keep.
+            log.warning(
+                "run %s: its lease lapsed and was taken again here; dropping attempt %s",
+                row.id,
+                stale.attempt,
+            )
+            self.leases.drop(stale)
         self.held[row.id] = ctx
         try:
             outcome = (await execute(ctx, pdef, row, settler=self, resumed=resumed)).outcome
@@ -351,7 +362,8 @@ class Runner:
                 await self.leases.dropped_run(ctx)
             return outcome
         finally:
-            self.held.pop(row.id, None)
+            if self.held.get(row.id) is ctx:  # (not a newer attempt's)
+                del self.held[row.id]
             if row.parent_run_id and row.parent_run_id in self.held:
                 self.held[row.parent_run_id].nudge.set()
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import _exec, _serde
 from .._kinds import KILLING, EventKind, Request, RunStatus
@@ -359,8 +359,16 @@ class RunContext:
             if deadline is not None and now >= deadline:
                 return False
             remaining = (deadline - now) if deadline is not None else INFINITY
-            if remaining > self.host.suspend_after and self.can_suspend():
-                await self.write(
+            # The run's own deadline ends the wait too (its timer cancels the run here): a run
+            # due to time out sooner than suspend_after is kept, not suspended only to be taken
+            # again at its deadline.
+            if self.deadline_at is not None and not self.dry:
+                awake = min(remaining, self.deadline_at - now)
+            else:
+                awake = remaining
+            if awake > self.host.suspend_after and self.can_suspend():
+                await self._suspend(
+                    status,
                     run_update={
                         "status": status,
                         # The run's own deadline wakes it too: a worker then ends it timed out.
@@ -370,20 +378,35 @@ class RunContext:
                         "lease_expires_at": None,
                         "updated_at": now,
                     },
-                    suspend=True,
                     wake_if_input=wake_if_input,
                     wake_if_child=wake_if_child,
                     wake_if=list(wake_if or ()),
                 )
-                self.status = "suspended"
-                # Unwinding runs the pipeline's finally blocks: journaled calls there must do nothing.
-                self.request = Request.SUSPENDED
-                raise RunSuspending(status)
             if ready is not None and remaining >= self.host.poll_interval:
                 await self._pause_shared()
                 continue
             step = self.host.poll_interval if ready is not None else remaining
             await self._pause(min(remaining, step))
+
+    async def _suspend(self, status: str, **write: Any) -> NoReturn:
+        """Park the run on its wait: the suspension and the lease given up, in one write."""
+        try:
+            await self.write(suspend=True, **write)
+        except asyncio.CancelledError:
+            # Cancelled during the write (the run's deadline came, or a cancel): a cancelled
+            # write is still settled, so the run is suspended all the same, and whoever takes it
+            # next continues it (and times it out, or cancels it).
+            self._suspended()
+            raise
+        self._suspended()
+        raise RunSuspending(status)
+
+    def _suspended(self) -> None:
+        # From here on the run is not this process's. Unwinding runs the pipeline's finally
+        # blocks: journaled calls there must do nothing (their side effects would run twice,
+        # once here in vain and again where the run continues).
+        self.status = "suspended"
+        self.request = Request.SUSPENDED
 
     async def _ready(self, ready: Callable[[], Awaitable[bool]]) -> bool:
         try:

@@ -59,10 +59,16 @@ class Leases:
                 ctx = self.held.get(rid)
                 if ctx is not None:
                     log.warning("run %s: lease lost; dropping it", rid)
-                    ctx.interrupt(Request.LOST)
-                    if ctx.task is not None:
-                        ctx.task.cancel("durapipe: lease lost")
+                    self.drop(ctx)
             self.deliver(requests)
+
+    @staticmethod
+    def drop(ctx: RunContext) -> None:
+        """Stop executing a run whose lease this attempt no longer holds: nothing more of it
+        runs here (its journaled calls raise, its writes would be refused anyway)."""
+        ctx.interrupt(Request.LOST)
+        if ctx.task is not None:
+            ctx.task.cancel("durapipe: lease lost")
 
     async def control_loop(self) -> None:
         """Deliver stop/cancel requests promptly, and nudge runs waiting in memory."""

@@ -197,6 +197,25 @@ def test_a_parent_timeout_ends_its_child_timed_out_too(
     assert out.returncode == 1 and out.stderr.startswith(f"error: run {rid} timed out;")
 
 
+def test_a_wait_that_the_run_timeout_ends_sooner_than_suspend_after_is_kept_in_memory(
+    db_url: str, dp_spawn: Any
+) -> None:
+    """Not suspended only to be taken again at its deadline (each taking is one more replay, and
+    a suspension racing the timeout once ran a finally block twice)."""
+    _ready_worker(db_url, dp_spawn)
+    rid = _start(db_url, "parent_times_out")  # timeout=4; suspend_after is 60 s
+    kid = wait_until(
+        lambda: next(iter(client_call(db_url, lambda c: c.store.children(rid))), None),
+        what="the child",
+    )
+    wait_until(lambda: _row(db_url, kid.id).status == "waiting", what="the child to wait")
+    for run in (_row(db_url, rid), _row(db_url, kid.id)):
+        assert run.status == "waiting" and run.lease_owner is not None, run
+        assert run.attempt == 1, run
+    wait_until(lambda: _row(db_url, rid).status == "timed_out", what="the parent to time out")
+    assert _row(db_url, rid).attempt == 1  # timed out by the worker that held it
+
+
 def test_dp_exec_retries_a_failing_command(db_url: str, dp_cli: Any) -> None:
     out = dp_cli("run", f"{P}:exec_retries", "--no-timestamps", check=True)
     rid = out.stdout.splitlines()[0]
