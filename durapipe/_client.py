@@ -34,6 +34,8 @@ from .errors import (
 )
 
 RESUMABLE = (*RESUMABLE_EXTRA, RunStatus.FAILED)
+# The summary under `durapipe list` counts each status up to this many runs ("10000+" beyond).
+LIST_COUNT_CAP = 10_000
 
 # How a cancellation runs in this process (`Client.cancel(here=True)`): the layer that executes
 # runs sits above the client, so it installs itself here (durapipe._local, imported by cancel
@@ -481,24 +483,37 @@ class Client(ScheduleMethods):
             limit: at most this many runs.
             tags: only runs with all these tags (``{"env": "prod", "team": "infra"}``).
         """
+        rows = await self._list_rows(status, pipeline, roots_only, limit, tags)
+        found = await self.store.tags_of([r.id for r in rows])
+        return [RunView.of(r, found.get(r.id)) for r in rows]
+
+    async def _list_rows(
+        self,
+        status: str | None,
+        pipeline: str | None,
+        roots_only: bool,
+        limit: int,
+        tags: Mapping[str, str] | None,
+    ) -> builtins.list[Any]:
+        """The rows of :meth:`list`, its arguments checked."""
         if status is not None and status not in S.ACTIVE + S.RESUMABLE_EXTRA + tuple(S.TERMINAL):
             raise InvalidInput(f"unknown status {status!r}; one of: {', '.join(S.ALL_STATUSES)}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidInput(f"limit {limit!r}: give a number of runs, 0 or more")
         limit = min(limit, 2**62)  # more than any database holds; fits SQLite and int8
+        wanted = check_tags(tags, where="tag")
         if pipeline is not None and (not pipeline or not _serde.storable_text(pipeline)):
             return []  # no pipeline has such a name
-        wanted = check_tags(tags, where="tag")
-        rows = await self.store.list_runs(
-            status=status,
-            pipeline=pipeline,
-            roots_only=roots_only,
-            limit=limit,
-            tags=wanted,
-            latest_only=True,
+        return builtins.list(
+            await self.store.list_runs(
+                status=status,
+                pipeline=pipeline,
+                roots_only=roots_only,
+                limit=limit,
+                tags=wanted,
+                latest_only=True,
+            )
         )
-        found = await self.store.tags_of([r.id for r in rows])
-        return [RunView.of(r, found.get(r.id)) for r in rows]
 
     async def events(self, run_id: str) -> builtins.list[dict[str, Any]]:
         """The run's history, as the events of ``durapipe show RUN_ID --json``.
@@ -901,16 +916,14 @@ class AdminClient(Client):
         limit: int,
         tags: Mapping[str, str] | None = None,
     ) -> tuple[builtins.list[Any], dict[str, int], dict[str, Any]]:
-        """The rows ``durapipe list`` shows, the counts by status and the rows' timelines."""
-        rows = await self.store.list_runs(
-            status=status,
-            pipeline=pipeline,
-            roots_only=roots_only,
-            limit=limit,
-            tags=check_tags(tags, where="tag"),
-            latest_only=True,
+        """The rows ``durapipe list`` shows, the counts by status and the rows' timelines.
+
+        A status with more than ``LIST_COUNT_CAP`` runs counts ``LIST_COUNT_CAP + 1`` ("more"):
+        the summary costs the same with a year of history as with a day's."""
+        rows = await self._list_rows(status, pipeline, roots_only, limit, tags)
+        counts = await self.store.count_by_status(
+            pipeline=pipeline, roots_only=roots_only, cap=LIST_COUNT_CAP
         )
-        counts = await self.store.count_by_status(pipeline=pipeline, roots_only=roots_only)
         return rows, counts, await self.store.timelines([r.id for r in rows])
 
     async def read_logs(self, root_run_id: str, *, after_id: int) -> builtins.list[Any]:

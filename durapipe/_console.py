@@ -326,9 +326,11 @@ def render_list(
     now: float,
     timelines: dict[str, list[Any]] | None = None,
     places: dict[str, tuple[str, int]] | None = None,
+    count_cap: int | None = None,
 ) -> Any:
     """The runs table; DURATION is working time when ``timelines`` (Store.timelines) is given;
-    a run waiting in a queue says where (``places``: Client.queue_places)."""
+    a run waiting in a queue says where (``places``: Client.queue_places). A count above
+    ``count_cap`` was capped there: it shows as ``10000+``."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -350,7 +352,12 @@ def render_list(
             _run_dur(r, (timelines or {}).get(r.id), now),
         )
     summary = Text(
-        "  ".join(f"{s}: {n}" for s, n in sorted(counts.items())) or "no runs", style="dim"
+        "  ".join(
+            f"{s}: {count_cap}+" if count_cap is not None and n > count_cap else f"{s}: {n}"
+            for s, n in sorted(counts.items())
+        )
+        or "no runs",
+        style="dim",
     )
     return Group(table, summary)
 

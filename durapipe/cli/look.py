@@ -48,16 +48,16 @@ def list_(
     """
 
     async def go() -> int:
-        from .._client import AdminClient
+        from .._client import LIST_COUNT_CAP, AdminClient
         from .._console import render_list
         from .._tag_rules import parse_tags
 
         tags = parse_tags(tag)
         async with await AdminClient.open(database_url) as client:
-            views = await client.list(
-                status=status, pipeline=pipeline, roots_only=roots, limit=limit, tags=tags
-            )
             if json_out:
+                views = await client.list(
+                    status=status, pipeline=pipeline, roots_only=roots, limit=limit, tags=tags
+                )
                 _out(json.dumps([_run_json(v) for v in views], ensure_ascii=False))
                 return 0
             rows, counts, timelines = await client.overview(
@@ -65,7 +65,14 @@ def list_(
             )
             places = await client.queue_places([r.id for r in rows if r.status == "queued"])
             _print_rich(
-                render_list(rows, counts, now=time.time(), timelines=timelines, places=places)
+                render_list(
+                    rows,
+                    counts,
+                    now=time.time(),
+                    timelines=timelines,
+                    places=places,
+                    count_cap=LIST_COUNT_CAP,
+                )
             )
         return 0
 

@@ -79,3 +79,18 @@ def test_sync_client_passes_who(db_url: str) -> None:
         client.stop(rid, by="cron")
         events = client.events(rid)
     assert events[-1]["kind"] == "run_stopped" and events[-1]["data"] == {"by": "cron"}
+
+
+@pytest.mark.asyncio
+async def test_counts_by_status_can_be_capped(store: Any) -> None:
+    """`durapipe list`'s summary reads at most cap + 1 runs of each status: exact below the cap,
+    cap + 1 ("more") above it, under the same filters as the exact count."""
+    client = AdminClient(store)
+    ids = [await client.start(TICKING, n=1) for _ in range(5)]
+    await client.stop(ids[0])  # pending runs nobody holds stop at once
+    exact = await store.count_by_status(roots_only=True)
+    assert exact == {"pending": 4, "stopped": 1}
+    assert await store.count_by_status(roots_only=True, cap=10) == exact
+    assert await store.count_by_status(roots_only=True, cap=2) == {"pending": 3, "stopped": 1}
+    assert await store.count_by_status(pipeline="nope", cap=2) == {}
+    assert await store.count_by_status(statuses=["stopped"], cap=0) == {"stopped": 1}
