@@ -44,7 +44,8 @@ def list_(
 ) -> None:
     """List runs, newest first, with counts by status.
 
-    A continue-as-new chain shows as its live link (`--status continued` lists the ended links).
+    Each status is counted up to 10,000 (`completed: 10000+` beyond), so the counts cost the same
+    with a year of history. A continue-as-new chain shows as its live link (`--status continued` lists the ended links).
     """
 
     async def go() -> int:
