@@ -1,12 +1,15 @@
-"""Runs a page at a time, for the web UI: keyset paging, newest first, with the list's filters."""
+"""Runs a page at a time, for the web UI: keyset paging, newest first, with the list's filters;
+and the counts by status under a list or a page."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, func, literal, or_, select, union_all
 from sqlalchemy.engine import Connection, Row
 
+from .._kinds import RunStatus
 from . import schema as S
 from .base import StoreBase
 
@@ -48,6 +51,58 @@ class Pages(StoreBase):
 
         def _tx(conn: Connection) -> list[Row[Any]]:
             return list(conn.execute(with_tags(conn, q, tags)).all())
+
+        return await self._read(_tx)
+
+    async def count_by_status(
+        self,
+        *,
+        pipeline: str | None = None,
+        roots_only: bool = False,
+        statuses: Sequence[str] | None = None,
+        tags: dict[str, str] | None = None,
+        cap: int | None = None,
+    ) -> dict[str, int]:
+        """How many runs there are of each status (those with none are left out).
+
+        ``cap``: count each status only up to ``cap + 1`` (a count of ``cap + 1`` means "more
+        than ``cap``"). An exact count reads every run of the status: 1,000,000 finished runs
+        are a 150 ms scan on PostgreSQL, paid by every `durapipe list`; capped, each status
+        reads at most ``cap + 1`` index entries, so the cost stops growing with the history.
+        """
+        r = S.runs.c
+        conds: list[Any] = []
+        for key, value in (tags or {}).items():  # as list_runs: all of them
+            t = S.tags.c
+            conds.append(r.id.in_(select(t.run_id).where(t.key == key, t.value == value)))
+        if pipeline:
+            conds.append(r.pipeline == pipeline)
+        if roots_only:
+            conds.append(r.parent_run_id.is_(None))
+        wanted = [str(s) for s in (statuses if statuses is not None else RunStatus)]
+        if cap is None:
+            q: Any = (
+                select(r.status, func.count())
+                .where(r.status.in_(wanted), *conds)
+                .group_by(r.status)
+            )
+        else:  # one bounded count per status, in one statement
+            q = union_all(
+                *(
+                    select(
+                        literal(s).label("status"),
+                        select(func.count())
+                        .select_from(
+                            select(r.id).where(r.status == s, *conds).limit(cap + 1).subquery()
+                        )
+                        .scalar_subquery(),
+                    )
+                    for s in wanted
+                )
+            )
+
+        def _tx(conn: Connection) -> Any:
+            return {str(s): int(n) for s, n in (conn.execute(q)).all() if n}
 
         return await self._read(_tx)
 
