@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql import Select
 
 from ..errors import ConfigError
@@ -78,6 +79,8 @@ class StoreBase:
             return await self.db.run(fn, write=write)
         except (OSError, ConnectionError) as exc:
             raise errors.unavailable(self.url, exc) from exc
+        except PoolTimeout as exc:  # every pooled connection stayed busy: wait, as when away
+            raise errors.pool_exhausted(self.url, exc) from exc
         except DBAPIError as exc:
             if (bad := errors.bad_database(self.url, exc)) is not None:
                 raise bad from exc

@@ -238,6 +238,15 @@ def unavailable(url: DatabaseURL, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
+def pool_exhausted(url: DatabaseURL, exc: BaseException) -> DatabaseUnavailable:
+    """No pooled connection became free in time: this process has too much in flight."""
+    detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return DatabaseUnavailable(
+        f"no connection to the database {redact(url.raw)} became free in time ({detail}); "
+        "it is retried: this process has more in flight than its connections"
+    )
+
+
 def locked_out(url: DatabaseURL, retry_for: float, exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(
         f"the database {url.path} stayed locked by another process for "

@@ -306,7 +306,7 @@ def test_worker_log_file_gets_one_json_record_per_line(
     assert any(r["line"].startswith("Sleeping for") for r in records)
 
 
-SLOW_IMPORT = '''
+SLOW_IMPORT = """
 import os, pathlib, time
 import durapipe as dp
 
@@ -320,7 +320,7 @@ while not (side / "go").exists() and time.monotonic() < deadline:
 @dp.pipeline
 async def slow() -> None:
     pass
-'''
+"""
 
 
 def test_sigterm_while_the_worker_is_still_starting_is_a_graceful_stop(

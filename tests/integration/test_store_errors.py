@@ -125,3 +125,32 @@ async def test_no_server_on_the_port_is_unreachable(store: Any) -> None:
         await asyncio.wait_for(asyncpg.connect(f"postgresql://x@127.0.0.1:{port}/x"), 10)
     assert classify(info.value) is Fault.UNREACHABLE
     assert is_retryable(info.value)
+
+
+async def test_a_pool_with_no_free_connection_is_a_wait_not_a_crash(store: Any) -> None:
+    """Every pooled connection busy past the pool's timeout (too much in flight in one process):
+    DatabaseUnavailable, which the worker's loops wait out, not an error that kills a side task.
+    The pool's timeout is shortened here; its connections are really held."""
+    from durapipe.errors import DatabaseUnavailable
+
+    engine = store.db.sync_reader if store.is_sqlite else store.db.writer
+    pool = engine.pool
+    pool._timeout = 0.2
+    held: list[Any] = []
+    try:
+        for _ in range(pool.size() + max(pool._max_overflow, 0)):
+            if store.is_sqlite:
+                held.append(engine.connect())
+            else:
+                held.append(await engine.connect())
+        with pytest.raises(
+            DatabaseUnavailable, match="no connection to the database .* became free"
+        ):
+            await store.get_run("run_nope")
+    finally:
+        for c in held:
+            if store.is_sqlite:
+                c.close()
+            else:
+                await c.close()
+    assert await store.get_run("run_nope") is None
