@@ -536,7 +536,8 @@ class Client(ScheduleMethods):
         Args:
             run_id: the run.
             timeout: seconds to wait at most (None: until it ends).
-            poll: seconds between two looks at the run.
+            poll: seconds between two looks at the run, at most: the first looks come sooner
+                (10 ms, then twice as long each time), so a quick run is answered quickly.
 
         Raises:
             RunFailed: the run failed, was cancelled, aborted or timed out, or is blocked or dead.
@@ -547,17 +548,17 @@ class Client(ScheduleMethods):
             raise InvalidInput("timeout nan: give a number of seconds")  # it would never come
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        pause = min(0.01, poll)
         while True:
             row = await self._live_row(run_id)
             if row.status == "completed":
                 return _serde.loads(row.output)
-            if row.status in S.TERMINAL or row.status == "blocked":
-                raise RunFailed(row.id, row.status, _serde.loads(row.error))
             if row.status in S.TERMINAL or row.status in ("blocked", "dead"):  # (a person's turn)
-                raise RunFailed(run_id, row.status, _serde.loads(row.error))
+                raise RunFailed(row.id, row.status, _serde.loads(row.error))
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"run {run_id} is still {row.status} after {timeout:g}s")
-            await asyncio.sleep(poll)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, poll)
 
     # ---------------------------------------------------------------- steering
 
