@@ -26,15 +26,42 @@ def _pipelines_of(modules: list[str]) -> list[PipelineDef]:
     """The pipelines of ``--module`` specs (worker, upgrade check); a module without any is an error."""
     from .._definition import load_module, pipelines_in
 
-    pipelines: list[PipelineDef] = []
+    by_name: dict[str, tuple[PipelineDef, str]] = {}
     for spec in modules:
         found = pipelines_in(load_module(spec))
         if not found:
             raise ConfigError(
                 f"module {spec} has no pipelines (functions decorated with @dp.pipeline)"
             )
-        pipelines.extend(found)
-    return pipelines
+        for p in found:
+            seen = by_name.get(p.name)
+            if seen is not None and not _same_definition(seen[0], p):
+                # A worker runs one definition per name: the other's runs would replay code
+                # that is not theirs.
+                raise ConfigError(
+                    f"two pipelines are named {p.name!r} (in {seen[1]} and in {spec}); "
+                    "a worker carries one pipeline per name: rename one with "
+                    "@dp.pipeline(name=...)"
+                )
+            by_name.setdefault(p.name, (p, spec))
+    return [p for p, _spec in by_name.values()]
+
+
+def _same_definition(a: PipelineDef, b: PipelineDef) -> bool:
+    """One pipeline reached twice: imported by two modules, or one file loaded both by its path
+    and as a module (two module objects, the same function of the same file)."""
+    if a is b:
+        return True
+    import inspect
+
+    def where(p: PipelineDef) -> tuple[str | None, str, str]:
+        try:
+            source = inspect.getsourcefile(p.fn)
+        except TypeError:
+            source = None
+        return source and os.path.realpath(source), p.fn.__qualname__, p.version
+
+    return where(a) == where(b)
 
 
 def worker(

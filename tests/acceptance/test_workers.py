@@ -263,6 +263,22 @@ def test_worker_module_without_pipelines(dp_cli: Any, tmp_path: Path) -> None:
     assert p.returncode == 1 and "has no pipelines" in p.stderr
 
 
+def test_worker_refuses_two_pipelines_of_one_name(dp_cli: Any, tmp_path: Path) -> None:
+    """One would silently replace the other, and its runs replay code that is not theirs."""
+    for mod in ("team_a", "team_b"):
+        (tmp_path / f"{mod}.py").write_text(
+            f"import durapipe as dp\n\n@dp.pipeline(name='etl')\nasync def {mod}() -> str:\n"
+            f"    return '{mod}'\n"
+        )
+    # A module that imports a pipeline of another it is given with carries the same one: fine.
+    (tmp_path / "both.py").write_text("from team_a import team_a\n")
+    p = dp_cli("worker", "-m", "team_a.py", "-m", "team_b.py")
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "two pipelines are named 'etl' (in team_a.py and in team_b.py)" in p.stderr
+    ok = dp_cli("upgrade", "check", "-m", "team_a.py", "-m", "both.py")
+    assert ok.returncode == 0 and "two pipelines" not in ok.stderr, ok.stderr
+
+
 def test_worker_on_an_unmigrated_postgres_says_how_to_migrate(
     pg_server: Any, tmp_path: Path
 ) -> None:
