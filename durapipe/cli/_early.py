@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Sequence
 
 requested: list[int] = []
@@ -26,7 +27,7 @@ def _on_signal(signum: int, _frame: object) -> None:
 def hold() -> None:
     """Keep SIGTERM and SIGINT from now until the worker's loop installs its own handlers."""
     global _held
-    if not _held:
+    if not _held and threading.current_thread() is threading.main_thread():  # (signals' rule)
         _held = True
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
