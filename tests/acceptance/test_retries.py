@@ -187,33 +187,25 @@ def test_a_parent_timeout_ends_its_child_timed_out_too(
     db_url: str, dp_cli: Any, dp_spawn: Any, tmp_path: Path
 ) -> None:
     _ready_worker(db_url, dp_spawn)
-    rid = _start(db_url, "parent_times_out")  # timeout=4 on the pipeline
+    rid = _start(db_url, "parent_times_out")  # timeout=4 on the pipeline; suspend_after 60 s
+    kid = wait_until(
+        lambda: next(iter(client_call(db_url, lambda c: c.store.children(rid))), None),
+        what="the child",
+    )
+    wait_until(lambda: _row(db_url, kid.id).status == "waiting", what="the child to wait")
+    # A wait the run's timeout ends sooner than suspend_after is kept in memory, not suspended
+    # only to be taken again at the deadline (a suspension racing the timeout once ran a
+    # finally block twice).
+    for run in (_row(db_url, rid), _row(db_url, kid.id)):
+        assert run.status == "waiting" and run.lease_owner is not None and run.attempt == 1, run
     wait_until(lambda: _row(db_url, rid).status == "timed_out", what="the parent to time out")
+    assert _row(db_url, rid).attempt == 1  # timed out by the worker that held it
     kids = client_call(db_url, lambda c: c.store.children(rid))
     assert len(kids) == 1 and kids[0].deadline_at == _row(db_url, rid).deadline_at
     wait_until(lambda: _row(db_url, kids[0].id).status == "timed_out", what="the child")
     assert sorted(side_effects(tmp_path, "effects")) == ["child finally", "parent finally"]
     out = dp_cli("resume", rid)
     assert out.returncode == 1 and out.stderr.startswith(f"error: run {rid} timed out;")
-
-
-def test_a_wait_that_the_run_timeout_ends_sooner_than_suspend_after_is_kept_in_memory(
-    db_url: str, dp_spawn: Any
-) -> None:
-    """Not suspended only to be taken again at its deadline (each taking is one more replay, and
-    a suspension racing the timeout once ran a finally block twice)."""
-    _ready_worker(db_url, dp_spawn)
-    rid = _start(db_url, "parent_times_out")  # timeout=4; suspend_after is 60 s
-    kid = wait_until(
-        lambda: next(iter(client_call(db_url, lambda c: c.store.children(rid))), None),
-        what="the child",
-    )
-    wait_until(lambda: _row(db_url, kid.id).status == "waiting", what="the child to wait")
-    for run in (_row(db_url, rid), _row(db_url, kid.id)):
-        assert run.status == "waiting" and run.lease_owner is not None, run
-        assert run.attempt == 1, run
-    wait_until(lambda: _row(db_url, rid).status == "timed_out", what="the parent to time out")
-    assert _row(db_url, rid).attempt == 1  # timed out by the worker that held it
 
 
 def test_dp_exec_retries_a_failing_command(db_url: str, dp_cli: Any) -> None:
