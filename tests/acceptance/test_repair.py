@@ -209,6 +209,15 @@ def test_fork_and_edit_refuse_a_held_run_and_a_pinned_run_on_another_version(
 ) -> None:
     proc = dp_spawn("run", f"{REPAIR}:held", "--run-id", "h", "--pin", "--no-timestamps")
     wait_until(lambda: "holding" in _effects(tmp_path, "h"), what="the step to run")
+    # Its start is written a moment after the step began (RunContext.post): the history is
+    # still for the run to change until then, not for the refused commands below.
+    wait_until(
+        lambda: any(
+            e["kind"] == "step_started" and e["name"] == "hold_on"
+            for e in client_call(db_url, lambda c: c.events("h"))
+        ),
+        what="the step's start to be recorded",
+    )
     check = _unchanged(db_url, "h")
     _refused(dp_cli("fork", "h", "--from", "2"), "held by", "durapipe stop h")
     _refused(dp_cli("edit", "h", "1", "--result", "{}", "--reason", "x"), "durapipe stop h")
