@@ -504,15 +504,13 @@ class Client(ScheduleMethods):
         wanted = check_tags(tags, where="tag")
         if pipeline is not None and (not pipeline or not _serde.storable_text(pipeline)):
             return []  # no pipeline has such a name
-        return builtins.list(
-            await self.store.list_runs(
-                status=status,
-                pipeline=pipeline,
-                roots_only=roots_only,
-                limit=limit,
-                tags=wanted,
-                latest_only=True,
-            )
+        return await self.store.list_runs(
+            status=status,
+            pipeline=pipeline,
+            roots_only=roots_only,
+            limit=limit,
+            tags=wanted,
+            latest_only=True,
         )
 
     async def events(self, run_id: str) -> builtins.list[dict[str, Any]]:
