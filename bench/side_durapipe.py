@@ -101,7 +101,8 @@ async def wait_done(store: Any, n: int, timeout: float) -> None:
         }
         if bad:
             raise RuntimeError(f"runs ended badly: {bad}")
-        await asyncio.sleep(0.1)
+        # Not oftener: each count reads every run, on the database being measured.
+        await asyncio.sleep(0.5)
     raise TimeoutError(f"only {await store.count_by_status()} after {timeout}s")
 
 

@@ -67,7 +67,17 @@ class PostgreSQL(Dialect):
         import asyncpg
 
         dsn = self.dsn = plain_dsn(url)
-        settings = {"application_name": "durapipe", **server}
+        # Planned at each execution, with the tables' sizes of that moment. asyncpg prepares
+        # every statement, and after five executions PostgreSQL may keep one generic plan for
+        # it until the table is next analyzed: planned while a new database's tables were
+        # near empty, a claim or a history read then scanned whole tables seconds later
+        # (bench/wake.py: 28 ms per history read of a batch, 10,000 runs waking late). These
+        # statements are not the per-step path; planning them costs nothing measurable there.
+        settings = {
+            "application_name": "durapipe",
+            "plan_cache_mode": "force_custom_plan",
+            **server,
+        }
 
         def connect() -> Any:
             # asyncpg reads the URL itself, as for the journal's and LISTEN's connections:
@@ -178,7 +188,17 @@ class PostgreSQL(Dialect):
                 self._apg = await asyncpg.connect(
                     self.dsn,
                     timeout=10,
-                    server_settings={"application_name": "durapipe-journal", **self._limits[1]},
+                    server_settings={
+                        "application_name": "durapipe-journal",
+                        # Every statement of the journal finds rows by key (a run's id, its
+                        # inputs, messages). Their plans are kept for the connection's life,
+                        # so one made while a table was near empty (a new database) would
+                        # scan it whole once it is large (the lease check of a batch took
+                        # 8 ms with 10,000 runs): never prefer a scan where a key's index
+                        # serves. (Planning each execution instead costs ~45 µs a step.)
+                        "enable_seqscan": "off",
+                        **self._limits[1],
+                    },
                 )
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 if (bad := errors.bad_database(self.url, exc)) is not None:
