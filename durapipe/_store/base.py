@@ -25,7 +25,7 @@ from .url import DatabaseURL, redact
 
 log = logging.getLogger("durapipe.store")
 
-SCHEMA_REVISION = "0010"  # alembic head; tests/integration/test_migrations.py keeps it true
+SCHEMA_REVISION = "0011"  # alembic head; tests/integration/test_migrations.py keeps it true
 
 
 class StoreBase:

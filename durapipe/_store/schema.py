@@ -14,6 +14,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
+    text,
 )
 
 NAMING = {
@@ -93,6 +95,17 @@ Index(
     runs.c.priority.desc(),
     runs.c.created_at,
     runs.c.id,
+)
+# Pending runs in the claim's order (when they were created, or are due): a claim reads the
+# first of them from this index instead of sorting every pending run (a backlog of 10,000 cost
+# a sort per claim). Partial: only pending runs are in it, so it costs nothing once they start.
+PENDING_ONLY = text("status = 'pending'")
+Index(
+    "ix_durapipe_runs_pending",
+    func.coalesce(runs.c.wake_at, runs.c.created_at),
+    runs.c.id,
+    postgresql_where=PENDING_ONLY,
+    sqlite_where=PENDING_ONLY,
 )
 
 events = Table(

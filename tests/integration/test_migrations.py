@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from durapipe._store.migrate import head_revision
 from durapipe._store.schema import metadata
 from durapipe._store.store import SCHEMA_REVISION
+
+PENDING = "ix_durapipe_runs_pending"  # on an expression
 
 
 def test_schema_revision_constant_is_alembic_head() -> None:
@@ -26,7 +29,22 @@ async def test_migrated_database_matches_the_models(store: Any) -> None:
         )
         return list(compare_metadata(ctx, metadata))
 
-    changes = await store.run_read(diff)
+    with warnings.catch_warnings():
+        # SQLAlchemy does not reflect SQLite's indexes on an expression: checked by their SQL.
+        # (alembic then leaves them out of the comparison, and says so)
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based")
+        warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
+        changes = await store.run_read(diff)
+    if store.is_sqlite:
+        sql = await store.run_read(
+            lambda c: c.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (PENDING,)
+            ).scalar()
+        )
+        assert " ".join(sql.split()) == (
+            f"CREATE INDEX {PENDING} ON durapipe_runs (coalesce(wake_at, created_at), id) "
+            "WHERE status = 'pending'"
+        )
     assert changes == []
     assert await store.schema_revision() == SCHEMA_REVISION
 
