@@ -11,7 +11,21 @@ from durapipe._store.migrate import head_revision
 from durapipe._store.schema import metadata
 from durapipe._store.store import SCHEMA_REVISION
 
-PENDING = "ix_durapipe_runs_pending"  # on an expression
+PENDING = "ix_durapipe_runs_pending"  # partial, on an expression
+
+
+async def _index_sql(store: Any, name: str) -> str:
+    if store.is_sqlite:
+        sql = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"
+    else:
+        sql = "SELECT indexdef FROM pg_indexes WHERE indexname = :n"
+
+    def go(conn: Any) -> str:
+        from sqlalchemy import text
+
+        return str(conn.execute(text(sql), {"n": name}).scalar())
+
+    return await store.run_read(go)
 
 
 def test_schema_revision_constant_is_alembic_head() -> None:
@@ -29,22 +43,21 @@ async def test_migrated_database_matches_the_models(store: Any) -> None:
         )
         return list(compare_metadata(ctx, metadata))
 
-    with warnings.catch_warnings():
-        # SQLAlchemy does not reflect SQLite's indexes on an expression: checked by their SQL.
-        # (alembic then leaves them out of the comparison, and says so)
+    with warnings.catch_warnings():  # SQLAlchemy does not reflect SQLite's on an expression
         warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based")
-        warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
         changes = await store.run_read(diff)
-    if store.is_sqlite:
-        sql = await store.run_read(
-            lambda c: c.exec_driver_sql(
-                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (PENDING,)
-            ).scalar()
-        )
-        assert " ".join(sql.split()) == (
-            f"CREATE INDEX {PENDING} ON durapipe_runs (coalesce(wake_at, created_at), id) "
-            "WHERE status = 'pending'"
-        )
+    # The one index the models do not declare (durapipe/_store/schema.py says why): by its SQL.
+    extra = [c for c in changes if c[0] == "remove_index" and c[1].name == PENDING]
+    assert len(extra) == (0 if store.is_sqlite else 1), changes  # SQLite's is not reflected
+    changes = [c for c in changes if c not in extra]
+    assert " ".join((await _index_sql(store, PENDING)).split()).lower() == (
+        "create index ix_durapipe_runs_pending on "
+        + ("" if store.is_sqlite else "public.")
+        + "durapipe_runs "
+        + ("" if store.is_sqlite else "using btree ")
+        + "(coalesce(wake_at, created_at), id) where "
+        + ("status = 'pending'" if store.is_sqlite else "((status)::text = 'pending'::text)")
+    )
     assert changes == []
     assert await store.schema_revision() == SCHEMA_REVISION
 
