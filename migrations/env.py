@@ -9,9 +9,7 @@ from durapipe._store.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError(
-        "run durapipe's migrations with `durapipe db upgrade`, not the alembic command"
-    )
+    raise RuntimeError("run durapipe's migrations with `durapipe db upgrade`, not the alembic command")
 
 context.configure(
     connection=connection,

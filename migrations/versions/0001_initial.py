@@ -76,9 +76,7 @@ def upgrade() -> None:
         sa.Column("consumed_seq", sa.Integer),
         sa.PrimaryKeyConstraint("id", name="pk_durapipe_inputs"),
     )
-    op.create_index(
-        "ix_durapipe_inputs_run_name", "durapipe_inputs", ["run_id", "name", "consumed_seq"]
-    )
+    op.create_index("ix_durapipe_inputs_run_name", "durapipe_inputs", ["run_id", "name", "consumed_seq"])
 
     op.create_table(
         "durapipe_logs",
@@ -119,12 +117,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in (
-        "durapipe_holds",
-        "durapipe_workers",
-        "durapipe_logs",
-        "durapipe_inputs",
-        "durapipe_events",
-        "durapipe_runs",
-    ):
+    for name in ("durapipe_holds", "durapipe_workers", "durapipe_logs", "durapipe_inputs", "durapipe_events", "durapipe_runs"):
         op.drop_table(name)

@@ -19,7 +19,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("durapipe_runs") as batch:
         batch.add_column(sa.Column("deadline_at", sa.Float, nullable=True))
-        batch.add_column(sa.Column("recoveries", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(
+            sa.Column("recoveries", sa.Integer, nullable=False, server_default="0")
+        )
 
 
 def downgrade() -> None:
