@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -60,25 +61,58 @@ def _with_db(server: str, name: str) -> str:
     return f"{base}/{name}"
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, made once per test process; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "durapipe.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server: str | None) -> Iterator[str | None]:
+    """A migrated PostgreSQL database, made once per test process; each test gets a copy
+    (``CREATE DATABASE … TEMPLATE``: a file copy, instead of running every migration again)."""
+    if pg_server is None:
+        yield None
+        return
+    from durapipe._store import create_database, drop_database
+
+    name = "dp_template_" + uuid.uuid4().hex[:12]
+    asyncio.run(create_database(pg_server, name))
+    _migrate(_with_db(pg_server, name))
+    try:
+        yield name
+    finally:
+        asyncio.run(drop_database(pg_server, name))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated database: a SQLite file, or a new PostgreSQL database."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'durapipe.db'}"
-        _migrate(url)
-        yield url
+        path = tmp_path / "durapipe.db"
+        src = sqlite3.connect(request.getfixturevalue("sqlite_template"))
+        dst = sqlite3.connect(path)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+        yield f"sqlite:///{path}"
         return
     server = request.getfixturevalue("pg_server")
     if server is None:
         pytest.skip(
             "no PostgreSQL server available (set DURAPIPE_TEST_PG_URL or install postgresql)"
         )
-    from durapipe._store import create_database, drop_database
+    from durapipe._store import drop_database
+    from durapipe._store.postgres import _admin, _ident
 
+    template = request.getfixturevalue("pg_template")
     name = "dp_" + uuid.uuid4().hex[:16]
-    asyncio.run(create_database(server, name))
+    asyncio.run(_admin(server, f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template)}"))
     url = _with_db(server, name)
-    _migrate(url)
     try:
         yield url
     finally:
