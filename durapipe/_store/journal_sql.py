@@ -204,9 +204,9 @@ def plan(ops: list[Op], *, pg: bool) -> Generator[Cmd, Any, list[BaseException |
         if op.wake_parent:
             at = (op.run_update or {}).get("updated_at") or time.time()
             if grouped:
-                woken.append([at, op.wake_parent])
+                woken.append([at, op.wake_parent, at])
             else:
-                yield ("exec", _WAKE_PARENT[pg], [at, op.wake_parent])
+                yield ("exec", _WAKE_PARENT[pg], [at, op.wake_parent, at])
             notify = True
     for sql, rows in later.items():
         yield ("many", sql, rows)
@@ -241,9 +241,16 @@ def _fenced_logs(pg: bool) -> str:
 
 _FENCED_LOGS = {pg: _fenced_logs(pg) for pg in (False, True)}
 
+# A child's end makes its suspended parent due, unless it is due already: of 10,000 children
+# ending, one updates the parent's row and the rest find it due and skip it, instead of each
+# taking the row's lock in turn and waiting for the last one's commit (bench/fanout.py: 10,000
+# children on PostgreSQL spent 16-32 s of server time queued on that one row).
 _WAKE_PARENT = {
-    pg: f"UPDATE durapipe_runs SET wake_at = {a} WHERE id = {b} AND status = 'waiting'"
-    for pg, (a, b) in ((False, ("?", "?")), (True, ("$1", "$2")))
+    pg: (
+        f"UPDATE durapipe_runs SET wake_at = {a} WHERE id = {b} AND status = 'waiting'"
+        f" AND (wake_at IS NULL OR wake_at > {c})"
+    )
+    for pg, (a, b, c) in ((False, ("?", "?", "?")), (True, ("$1", "$2", "$3")))
 }
 
 
