@@ -8,7 +8,7 @@ from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from .._kinds import RunStatus
@@ -113,7 +113,22 @@ class Runs(StoreBase):
         return await self._read(_tx)
 
     async def children(self, run_id: str) -> list[Row[Any]]:
-        q = select(S.runs).where(S.runs.c.parent_run_id == run_id).order_by(S.runs.c.created_at)
+        q: Any = (
+            select(S.runs).where(S.runs.c.parent_run_id == run_id).order_by(S.runs.c.created_at)
+        )
+        if self.is_sqlite:
+            # Told the index: after an ANALYZE, SQLite's statistics count every run without a
+            # parent (most runs) as one value of ix_durapipe_runs_parent, and it walked the
+            # whole table or ix_durapipe_runs_created instead: 100 ms with 1,000,000 runs, for
+            # every `durapipe show`. (SQLAlchemy does not render SQLite's INDEXED BY.)
+            q = (
+                text(
+                    "SELECT * FROM durapipe_runs INDEXED BY ix_durapipe_runs_parent"
+                    " WHERE parent_run_id = :parent ORDER BY created_at"
+                )
+                .bindparams(parent=run_id)
+                .columns(*S.runs.c)
+            )
 
         def _tx(conn: Connection) -> list[Row[Any]]:
             return list(conn.execute(q).all())
