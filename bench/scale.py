@@ -48,33 +48,33 @@ SECTIONS = [
         "cli",
         "A CLI that answers at once (#21 item 5)",
         ["cli_startup.py", "--runs", "20", "--db", "sqlite", "--db", "postgresql"],
-        5,
+        3,
     ),
     Section(
         "wake",
         "Wake on time: 10,000 runs due within one second (#21 item 3)",
         ["wake.py", "--runs", "10000", "--db", "sqlite", "--db", "postgresql"],
-        8,
+        5,
     ),
     Section(
         "fanout",
         "Fan-out: 10,000 children on 2 workers (#21 item 4)",
         ["fanout.py", "--db", "sqlite", "--db", "postgresql", "--children", "10000"]
         + ["--dbos", "10000"],
-        7,
+        6,
     ),
     Section(
         "growth",
         "Cost as work grows (#21 item 6)",
         ["growth.py", "--db", "sqlite", "--db", "postgresql"],
-        5,
+        2,
     ),
     Section(
         "history",
         "A year of history; gc without stalls (#21 items 1-2)",
         ["history.py", "--db", "postgresql", "--db", "sqlite", "--runs", "1000000"]
         + ["--dbos-runs", "200000"],
-        60,
+        15,
     ),
 ]
 
