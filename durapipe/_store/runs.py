@@ -121,9 +121,11 @@ class Runs(StoreBase):
             # parent (most runs) as one value of ix_durapipe_runs_parent, and it walked the
             # whole table or ix_durapipe_runs_created instead: 100 ms with 1,000,000 runs, for
             # every `durapipe show`. (SQLAlchemy does not render SQLite's INDEXED BY.)
+            # The columns by name, in the models' order: .columns() matches them by position.
+            names = ", ".join(c.name for c in S.runs.c)
             q = (
                 text(
-                    "SELECT * FROM durapipe_runs INDEXED BY ix_durapipe_runs_parent"
+                    f"SELECT {names} FROM durapipe_runs INDEXED BY ix_durapipe_runs_parent"
                     " WHERE parent_run_id = :parent ORDER BY created_at"
                 )
                 .bindparams(parent=run_id)
