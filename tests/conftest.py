@@ -106,12 +106,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         pytest.skip(
             "no PostgreSQL server available (set DURAPIPE_TEST_PG_URL or install postgresql)"
         )
-    from durapipe._store import drop_database
-    from durapipe._store.postgres import _admin, _ident
+    from durapipe._store import create_database, drop_database
 
-    template = request.getfixturevalue("pg_template")
     name = "dp_" + uuid.uuid4().hex[:16]
-    asyncio.run(_admin(server, f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template)}"))
+    asyncio.run(create_database(server, name, template=request.getfixturevalue("pg_template")))
     url = _with_db(server, name)
     try:
         yield url

@@ -401,9 +401,11 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def create_database(server: str, name: str) -> None:
-    """Create database ``name`` on the server at ``server`` (a plain postgresql:// URL)."""
-    await _admin(server, f"CREATE DATABASE {_ident(name)}")
+async def create_database(server: str, name: str, *, template: str | None = None) -> None:
+    """Create database ``name`` on the server at ``server`` (a plain postgresql:// URL), as a copy
+    of database ``template`` when given (nobody may be connected to it)."""
+    copy = f" TEMPLATE {_ident(template)}" if template else ""
+    await _admin(server, f"CREATE DATABASE {_ident(name)}{copy}")
 
 
 async def drop_database(server: str, name: str) -> None:
