@@ -315,9 +315,8 @@ class Runs(StoreBase):
                 size = max(GC_MIN_BATCH, size // 2)
             elif self.is_sqlite and took < GC_BATCH_SECONDS / 2:
                 size = min(batch, size * 2)
-            # SQLite has no queue of writers: one waiting for the lock sleeps in its busy
-            # handler (up to 25 ms at a time in its first 0.1 s, longer later) and tries again;
-            # a pause shorter than that lets the next batch take the lock again first, and a
-            # worker's commit waits for several batches.
+            # SQLite has no queue of writers: one waiting for the lock tries again every
+            # millisecond (sqlite.BUSY_POLL). The pause lets a worker's waiting commit in
+            # between two batches, and keeps gc's share of the lock to about half.
             pause = max(took, GC_SQLITE_PAUSE) if self.is_sqlite else took
             await asyncio.sleep(min(pause, 0.1))

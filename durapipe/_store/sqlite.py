@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
 
 # How often the watch reads PRAGMA data_version: it costs microseconds and takes no lock.
 WATCH_INTERVAL = 0.05
+# How often a writer waiting for another connection's write lock tries again, seconds. SQLite's
+# own busy handler sleeps 1, 2, 5, 10 ... 25 ms and, after 0.1 s, 50 and then 100 ms at a
+# time: a worker's commit that has waited a moment wakes up to 100 ms after the lock is free,
+# and another process writing back to back (gc, a second worker) has taken it again by then.
+# Trying every millisecond gets the lock within about a millisecond of its release.
+BUSY_POLL = 0.001
 
 
 def synchronous() -> str:
@@ -72,7 +79,7 @@ class SQLite(Dialect):
         self.sync_reader = create_engine(
             plain, poolclass=QueuePool, pool_size=2, max_overflow=0, connect_args=args
         )
-        _sqlite_events(self.sync_writer, "BEGIN IMMEDIATE", sync, busy_ms)
+        _sqlite_events(self.sync_writer, "BEGIN IMMEDIATE", sync, busy_ms, poll=True)
         _sqlite_events(self.sync_reader, "BEGIN", sync, busy_ms)
         self._wx = ThreadPoolExecutor(1, thread_name_prefix="durapipe-sqlite-w")
         self._rx = ThreadPoolExecutor(2, thread_name_prefix="durapipe-sqlite-r")
@@ -128,13 +135,15 @@ class SQLite(Dialect):
         return await asyncio.get_running_loop().run_in_executor(self._wx, self._commit_waiting, ops)
 
     def _raw(self, busy_ms: int) -> sqlite3.Connection:
+        """A connection of the journal's. Its busy timeout stays 0 after the pragmas: a write
+        transaction waits for the lock in :func:`begin_immediate`, not in SQLite's handler."""
         conn = sqlite3.connect(
             self.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
         )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous()}")
-            conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+            conn.execute("PRAGMA busy_timeout=0")
         except sqlite3.DatabaseError as exc:
             conn.close()
             if (bad := errors.bad_database(self.url, exc)) is not None:
@@ -151,7 +160,7 @@ class SQLite(Dialect):
         # Runs in the writer thread only, where waiting for another process's lock is fine.
         if self._jconn is None:
             self._jconn = self._raw(self._busy_ms)
-        return run(self._jconn, ops)
+        return run(self._jconn, ops, wait=self._busy_ms / 1000)
 
     # ------------------------------------------------------------------ wake-ups
 
@@ -205,28 +214,63 @@ def _sync_tx(engine: Engine, fn: Callable[[Connection], T]) -> T:
         return fn(conn)
 
 
-def _sqlite_events(engine: Engine, begin: str, synchronous: str, busy_ms: int) -> None:
+def _sqlite_events(
+    engine: Engine, begin: str, synchronous: str, busy_ms: int, *, poll: bool = False
+) -> None:
+    """Pragmas on connect, and our own BEGIN. ``poll`` (a sqlite3 writer): the busy timeout is
+    0 once connected and BEGIN IMMEDIATE waits for the lock in :func:`begin_immediate`."""
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cur.execute(f"PRAGMA busy_timeout={0 if poll else busy_ms}")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        if poll and _begun(conn.connection.driver_connection, busy_ms / 1000):
+            return
+        conn.exec_driver_sql(begin)  # the error, as SQLAlchemy raises it (or an unpolled BEGIN)
+
+
+def begin_immediate(conn: sqlite3.Connection, wait: float) -> None:
+    """BEGIN IMMEDIATE on ``conn`` (busy timeout 0), trying again every BUSY_POLL seconds
+    while another connection holds the write lock, for ``wait`` seconds at most; then the
+    "database is locked" error."""
+    if wait <= 0 or not _begun(conn, wait):
+        conn.execute("BEGIN IMMEDIATE")
+
+
+def _begun(conn: sqlite3.Connection, wait: float) -> bool:
+    """Whether BEGIN IMMEDIATE succeeded within ``wait`` seconds (False: the lock stayed
+    taken; errors other than a taken lock are raised)."""
+    deadline = None
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as exc:
+            if not errors.is_locked(exc):
+                raise
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + wait
+        if now >= deadline:
+            return False
+        time.sleep(BUSY_POLL)
 
 
 # ---------------------------------------------------------------------- the journal on sqlite3
 
 
-def run(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | None]:
-    """Apply ``ops`` in one write transaction, as :func:`journal_sql.plan` says."""
+def run(conn: sqlite3.Connection, ops: list[Op], wait: float = 0.0) -> list[BaseException | None]:
+    """Apply ``ops`` in one write transaction, as :func:`journal_sql.plan` says, waiting up to
+    ``wait`` seconds for another connection's write lock."""
     gen = journal_sql.plan(ops, pg=False)
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn, wait)
     try:
         res: Any = None
         while True:
@@ -260,7 +304,7 @@ def run_simple(conn: sqlite3.Connection, ops: list[Op]) -> list[BaseException | 
     """Ops that only append events under a lease (see :func:`journal_sql.simple`): each event
     is inserted only if its run's lease is still the op's, in one statement per op (the hot
     path)."""
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn, 0.0)
     try:
         results: list[BaseException | None] = []
         for op in ops:

@@ -92,6 +92,53 @@ async def test_sqlite_busy_is_locked_and_retried(store: Any) -> None:
         other.close()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL queues its writers
+async def test_sqlite_writer_waits_for_the_lock_and_takes_it_once_free(store: Any) -> None:
+    """A writer whose BEGIN IMMEDIATE finds the lock taken tries again until it is free (in
+    durapipe's loop, not SQLite's busy handler, whose sleeps grow to 100 ms); a wait that runs
+    out is SQLite's own "database is locked", which the store classifies and retries."""
+    from durapipe._store.sqlite import begin_immediate
+
+    holder = await _raw(store)
+    waiter = sqlite3.connect(
+        store.url.path, isolation_level=None, timeout=0, check_same_thread=False
+    )
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as info:
+            begin_immediate(waiter, 0.05)
+        assert classify(info.value) is Fault.LOCKED and not waiter.in_transaction
+        waiting = asyncio.create_task(asyncio.to_thread(begin_immediate, waiter, 60.0))
+        await asyncio.sleep(0.05)  # let it find the lock taken (either order must work)
+        holder.execute("ROLLBACK")
+        await asyncio.wait_for(waiting, 60)
+        assert waiter.in_transaction
+        with pytest.raises(sqlite3.OperationalError) as info:
+            holder.execute("BEGIN IMMEDIATE")  # the waiter holds it now
+        assert classify(info.value) is Fault.LOCKED
+        waiter.execute("ROLLBACK")
+    finally:
+        holder.close()
+        waiter.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_sqlite_store_write_waits_out_another_writer(store: Any) -> None:
+    """The store's writer (SQLAlchemy's engine, BEGIN IMMEDIATE in its begin event) waits for
+    another process's lock and writes once it is released; nothing is lost."""
+    holder = await _raw(store)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        write = asyncio.create_task(store.hold("held_while_locked", None, now=1.0))
+        await asyncio.sleep(0.1)
+        assert not write.done()  # it waits for the lock
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await asyncio.wait_for(write, 60)
+    assert any(h.pipeline == "held_while_locked" for h in await store.holds())
+
+
 async def test_a_killed_connection_is_unreachable_and_retried(store: Any) -> None:
     if store.is_sqlite:
         # SQLite has no server: a connection closed under its user is the nearest thing.
