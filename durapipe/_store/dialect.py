@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -52,6 +52,9 @@ class Dialect(ABC):
 
     def notify(self, conn: Connection, payload: str) -> None:  # noqa: B027  # SQLite: nothing
         """Tell other processes, when ``conn``'s transaction commits, what changed."""
+
+    async def vacuum(self, tables: Sequence[str]) -> None:  # noqa: B027  # SQLite: nothing
+        """Clean up after many deleted rows (gc), gently (PostgreSQL: VACUUM)."""
 
     @property
     @abstractmethod

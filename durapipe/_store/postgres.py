@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -264,6 +264,34 @@ class PostgreSQL(Dialect):
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 5)
+
+    async def vacuum(self, tables: Sequence[str]) -> None:
+        """VACUUM ``tables`` at autovacuum's pace, handing what it writes to the disk as it goes.
+
+        gc calls it after deleting a tenth of the runs, so that autovacuum does not: an
+        autovacuum worker writes the pages it cleans without ``backend_flush_after`` (the
+        server's default is 0), Linux keeps them dirty up to a tenth of the memory, and the
+        next checkpoint's fsync then flushes hundreds of MB at once while every commit's WAL
+        flush waits behind it (bench/README.md, "PostgreSQL's gc stall"). A table this role
+        does not own is skipped with PostgreSQL's warning; a failure is logged, not raised:
+        the runs are deleted either way, and autovacuum cleans up after them.
+        """
+        import asyncpg
+
+        settings = {
+            "application_name": "durapipe gc",
+            "vacuum_cost_delay": "2ms",  # autovacuum's pace; a manual VACUUM has no pause
+            "backend_flush_after": "256kB",
+        }
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=10, server_settings=settings)
+            try:
+                for table in tables:  # not truncating: that locks out every reader a while
+                    await conn.execute(f"VACUUM (TRUNCATE false) {table}")
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("gc: VACUUM did not run (%s); autovacuum will clean up", exc)
 
     async def close(self) -> None:
         if self._watchdog is not None:

@@ -26,6 +26,9 @@ GC_BATCH = 1000  # runs deleted per transaction by gc, at most
 GC_FIRST_BATCH, GC_MIN_BATCH = 100, 10
 GC_BATCH_SECONDS = 0.01  # a longer batch halves the next: what a worker's commit may wait
 GC_SQLITE_PAUSE = 0.025  # between two batches, at least (SQLite)
+# PostgreSQL: gc vacuums the tables itself once it has deleted this share of the runs (and at
+# least GC_VACUUM_MIN), before autovacuum's 20% would; and at the end, past GC_VACUUM_TAIL.
+GC_VACUUM_SHARE, GC_VACUUM_MIN, GC_VACUUM_TAIL = 0.1, 10_000, 1_000
 
 
 # The start of a step stored in one row with its completion, as a timeline reads it.
@@ -275,8 +278,11 @@ class Runs(StoreBase):
         short batch at most (SQLite has one write lock), never for the whole gc. On SQLite
         batches start at 100 runs; one whose statements take longer than GC_BATCH_SECONDS
         halves the next (a cold cache, big histories), a quick one doubles it, up to ``batch``.
-        On PostgreSQL a batch locks only the rows it deletes, which no worker writes. Interrupted, it leaves whole runs deleted or kept,
-        and running it again goes on. ``progress`` is called with the total after each batch.
+        On PostgreSQL a batch locks only the rows it deletes, which no worker writes, and gc
+        VACUUMs the tables itself after each tenth of the runs and at the end (see
+        ``PostgreSQL.vacuum``: autovacuum's writes stall every commit at the next checkpoint).
+        Interrupted, it leaves whole runs deleted or kept, and running it again goes on.
+        ``progress`` is called with the total after each batch.
         """
         r = S.runs.c
         ended = list(S.TERMINAL)
@@ -285,6 +291,8 @@ class Runs(StoreBase):
 
         def _tx(conn: Connection) -> tuple[int, int, float, float]:
             began = time.monotonic()  # it holds its locks from here (SQLite: BEGIN IMMEDIATE)
+            if not self.is_sqlite:  # hand the pages it evicts to the disk as it goes (vacuum)
+                conn.exec_driver_sql("SET LOCAL backend_flush_after = '256kB'")
             # Keyset on finished_at: the index is read from where the last batch stopped, not
             # over the entries of the runs deleted before (PostgreSQL keeps them until vacuum).
             found = conn.execute(
@@ -301,16 +309,31 @@ class Runs(StoreBase):
             n = conn.execute(delete(S.runs).where(r.id.in_(part))).rowcount
             return n, len(part), found[-1].finished_at, time.monotonic() - began
 
+        async def runs_now() -> float:  # PostgreSQL's estimate, as autovacuum reads it
+            q = text("SELECT reltuples FROM pg_class WHERE oid = 'durapipe_runs'::regclass")
+            return max(0.0, float(await self._read(lambda c: c.execute(q).scalar_one())))
+
+        async def vacuum() -> float:
+            await self.db.vacuum([t.name for t in (*_RUN_OWNED, S.runs)])
+            return await runs_now()
+
+        vacuum_past = None if self.is_sqlite else GC_VACUUM_SHARE * await runs_now()
+        since = 0  # runs deleted since gc's last VACUUM
         while True:
             # ``took``: the batch's statements, not its wait for the locks (a worker committing
             # steps back to back holds SQLite's lock often) nor its commit (an fsync: on a busy
             # disk smaller batches only make more of them).
             n, seen, after, took = await self._write(_tx)
             total += n
+            since += n
             if progress is not None:
                 progress(total)
             if seen < size:
+                if vacuum_past is not None and since >= GC_VACUUM_TAIL:
+                    await vacuum()
                 return total
+            if vacuum_past is not None and since >= max(GC_VACUUM_MIN, vacuum_past):
+                vacuum_past, since = GC_VACUUM_SHARE * await vacuum(), 0
             if self.is_sqlite and took > GC_BATCH_SECONDS:
                 size = max(GC_MIN_BATCH, size // 2)
             elif self.is_sqlite and took < GC_BATCH_SECONDS / 2:
