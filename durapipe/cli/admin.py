@@ -288,7 +288,8 @@ def gc(
     """Delete finished runs (and their history and logs) older than the given age.
 
     Runs are deleted oldest first, 1,000 at a time, each batch its own short transaction:
-    running workers go on while it works. Stopped half-way, it can be run again.
+    running workers go on while it works. Stopped half-way, it can be run again. On
+    PostgreSQL it VACUUMs the tables itself as it goes, gently, so autovacuum does not.
     """
     seconds = _duration(older_than)
     # NaN would compare as "older" than everything on PostgreSQL and delete every finished run.
