@@ -31,6 +31,15 @@ GC_SQLITE_PAUSE = 0.025  # between two batches, at least (SQLite)
 GC_VACUUM_SHARE, GC_VACUUM_MIN, GC_VACUUM_TAIL = 0.1, 10_000, 1_000
 
 
+async def _vacuum(store: StoreBase, now: bool = True) -> float:
+    """PostgreSQL: VACUUM the tables gc deletes from (when ``now``) -> the runs left, as
+    autovacuum estimates them (``pg_class.reltuples``)."""
+    if now:
+        await store.db.vacuum([t.name for t in (*_RUN_OWNED, S.runs)])
+    q = text("SELECT reltuples FROM pg_class WHERE oid = 'durapipe_runs'::regclass")
+    return max(0.0, float(await store._read(lambda c: c.execute(q).scalar_one())))
+
+
 # The start of a step stored in one row with its completion, as a timeline reads it.
 _Mark = namedtuple("_Mark", "run_id kind step at")
 
@@ -309,15 +318,7 @@ class Runs(StoreBase):
             n = conn.execute(delete(S.runs).where(r.id.in_(part))).rowcount
             return n, len(part), found[-1].finished_at, time.monotonic() - began
 
-        async def runs_now() -> float:  # PostgreSQL's estimate, as autovacuum reads it
-            q = text("SELECT reltuples FROM pg_class WHERE oid = 'durapipe_runs'::regclass")
-            return max(0.0, float(await self._read(lambda c: c.execute(q).scalar_one())))
-
-        async def vacuum() -> float:
-            await self.db.vacuum([t.name for t in (*_RUN_OWNED, S.runs)])
-            return await runs_now()
-
-        vacuum_past = None if self.is_sqlite else GC_VACUUM_SHARE * await runs_now()
+        vacuum_past = None if self.is_sqlite else GC_VACUUM_SHARE * await _vacuum(self, False)
         since = 0  # runs deleted since gc's last VACUUM
         while True:
             # ``took``: the batch's statements, not its wait for the locks (a worker committing
@@ -330,10 +331,10 @@ class Runs(StoreBase):
                 progress(total)
             if seen < size:
                 if vacuum_past is not None and since >= GC_VACUUM_TAIL:
-                    await vacuum()
+                    await _vacuum(self)
                 return total
             if vacuum_past is not None and since >= max(GC_VACUUM_MIN, vacuum_past):
-                vacuum_past, since = GC_VACUUM_SHARE * await vacuum(), 0
+                vacuum_past, since = GC_VACUUM_SHARE * await _vacuum(self), 0
             if self.is_sqlite and took > GC_BATCH_SECONDS:
                 size = max(GC_MIN_BATCH, size // 2)
             elif self.is_sqlite and took < GC_BATCH_SECONDS / 2:
