@@ -81,10 +81,6 @@ def claim_queued(
             soon = time.time() + RETRY_LOCKED
             next_at = soon if next_at is None else min(next_at, soon)
             continue
-        # The time the runs leave the line is now, under the lock — not when the claim was
-        # asked (it may have waited for the lock meanwhile): the rate window counts these
-        # times, and a stale one would let a later claim think the window had room.
-        now = max(now, time.time())
         room = limit - len(rows)
         in_queue = r.queue == name
         if lim.concurrency is not None:
@@ -92,6 +88,12 @@ def claim_queued(
                 select(func.count()).where(in_queue, r.status.in_(HOLDS_SLOT))
             ).scalar_one()
             room = min(room, lim.concurrency - int(running))
+        # The time the runs leave the line is now, under the lock and after the count of the
+        # slots in use — not when the claim was asked (it may have waited for the lock
+        # meanwhile). The rate window counts these times, and a stale one would let a later
+        # claim think the window had room; and a run whose end freed a slot this count saw
+        # was stamped finished before it committed, so before this.
+        now = max(now, time.time())
         if lim.rate_limit is not None and lim.rate_window is not None:
             since = now - lim.rate_window
             taken, oldest = conn.execute(

@@ -175,10 +175,21 @@ class Schedules(StoreBase):
         return await self._read(_tx)
 
     async def fire_due(
-        self, *, pipelines: Iterable[str], now: float, build: BuildRun, limit: int = 100
+        self,
+        *,
+        pipelines: Iterable[str],
+        now: float,
+        build: BuildRun,
+        limit: int = 100,
+        clock: Callable[[], float] | None = None,
     ) -> Fired:
         """Fire the due ticks of up to ``limit`` schedules of these pipelines, each schedule's
-        advance and its runs in the same transaction (see the module's docstring)."""
+        advance and its runs in the same transaction (see the module's docstring).
+
+        ``now`` picks the schedules that are due. ``clock``, when given, is read again once
+        their rows are locked: whether a tick is late (catch-up ``none``) is judged at the
+        time its run is made, not when the worker first looked (a slow transaction would
+        otherwise start a tick that was already late when its run was created)."""
         c = S.schedules.c
         names = list(pipelines)
         if not names:
@@ -193,7 +204,8 @@ class Schedules(StoreBase):
 
         def _tx(conn: Connection) -> Fired:
             rows = list(conn.execute(pick).all())
-            created = self._fire(conn, rows, now, build) if rows else []
+            at = max(now, clock()) if clock is not None and rows else now
+            created = self._fire(conn, rows, at, build) if rows else []
             return Fired(created, len(rows), len(rows) == limit)
 
         return await self._write(_tx)

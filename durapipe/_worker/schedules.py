@@ -130,7 +130,9 @@ class Scheduler:
             return LONGEST_SLEEP
         if nxt > now:
             return min(nxt - now, LONGEST_SLEEP)
-        fired = await self.store.fire_due(pipelines=names, now=now, build=self._build)
+        fired = await self.store.fire_due(
+            pipelines=names, now=now, build=self._build, clock=self.clock.now
+        )
         if fired.run_ids:
             self.on_fired()
         return 0.0 if fired.more or fired.schedules else min(0.05, LONGEST_SLEEP)
