@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -226,6 +227,60 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def _in_a_transaction(db_url: str) -> bool:
+    """Whether another connection holds the write lock (SQLite) or is inside a transaction
+    (PostgreSQL; the tests' databases are their own)."""
+    from durapipe._store.url import resolve_url
+
+    url = resolve_url(db_url)
+    if url.dialect == "sqlite":
+        assert url.path is not None
+        conn = sqlite3.connect(url.path, timeout=0.1, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            conn.close()
+
+    async def busy() -> bool:
+        import asyncpg
+
+        from durapipe._store import Store
+
+        conn = await asyncpg.connect(Store(url).plain_pg_dsn())
+        try:
+            n = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+            )
+            return bool(n)
+        finally:
+            await conn.close()
+
+    return asyncio.run(busy())
+
+
+def stop_between_transactions(p: subprocess.Popen[str], db_url: str) -> None:
+    """SIGSTOP ``p`` at a moment it is in no transaction. Stopped inside one it is a hung
+    writer that no other process gets past (on SQLite the whole database stays locked), which
+    is not what a test of a paused worker is about: it is let go and stopped again."""
+
+    def stopped_outside() -> bool:
+        p.send_signal(signal.SIGSTOP)
+        settle = time.monotonic() + 0.5  # a statement in flight ends without the client
+        while _in_a_transaction(db_url):
+            if time.monotonic() > settle:
+                p.send_signal(signal.SIGCONT)
+                return False
+            time.sleep(0.02)
+        return True
+
+    wait_until(stopped_outside, timeout=30, interval=0.01, what="a stop between transactions")
 
 
 def side_effects(tmp_path: Path, name: str) -> list[str]:

@@ -10,7 +10,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from conftest import PIPELINES, client_call, side_effects, wait_until
+from conftest import (
+    PIPELINES,
+    client_call,
+    side_effects,
+    stop_between_transactions,
+    wait_until,
+)
 
 FENCING = str(PIPELINES / "fencing.py")
 COUNTING = str(PIPELINES / "counting.py")
@@ -33,7 +39,7 @@ def test_a_worker_woken_after_a_takeover_adds_no_lines_to_the_runs_logs(
         lambda: any(x.line == "tick" for x in _logs(db_url, rid)),
         what="worker A's command to print",
     )
-    a.send_signal(signal.SIGSTOP)  # its command goes on printing into A's pipe
+    stop_between_transactions(a, db_url)  # its command goes on printing into A's pipe
     try:
         b = dp_spawn("worker", "-m", FENCING, env=FAST)
         wait_until(

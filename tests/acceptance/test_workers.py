@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PIPELINES, client_call, side_effects, wait_until
+from conftest import (
+    PIPELINES,
+    client_call,
+    side_effects,
+    stop_between_transactions,
+    wait_until,
+)
 
 WORK = str(PIPELINES / "work.py")
 FAST = {"DURAPIPE_LEASE_TTL": "2", "DURAPIPE_POLL_INTERVAL": "0.1"}
@@ -111,7 +117,7 @@ def test_sigstop_past_the_lease_then_sigcont_records_nothing(
         what="worker A to hold the run",
     )
     first_attempt = client_call(db_url, lambda c: c.get(rid)).attempt
-    a.send_signal(signal.SIGSTOP)
+    stop_between_transactions(a, db_url)
     try:
         b = _worker(dp_spawn)
         wait_until(
