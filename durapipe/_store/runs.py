@@ -8,7 +8,7 @@ from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import BindParameter, bindparam, delete, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 
 from .._kinds import RunStatus
@@ -298,25 +298,35 @@ class Runs(StoreBase):
         total, after = 0, float("-inf")
         size = min(batch, GC_FIRST_BATCH) if self.is_sqlite else batch
 
+        # Built once: building a statement costs more than SQLite takes to run it.
+        # Keyset on finished_at: the index is read from where the last batch stopped, not
+        # over the entries of the runs deleted before (PostgreSQL keeps them until vacuum).
+        oldest = (
+            select(r.id, r.finished_at)
+            .where(
+                r.finished_at >= bindparam("after"),
+                r.finished_at < older_than,
+                r.status.in_(ended),
+            )
+            .order_by(r.finished_at)
+            .limit(bindparam("size"))
+        )
+        ids: BindParameter[Any] = bindparam("ids", expanding=True)
+        owned = [delete(table).where(table.c.run_id.in_(ids)) for table in _RUN_OWNED]
+        own = delete(S.runs).where(r.id.in_(ids))
+
         def _tx(conn: Connection) -> tuple[int, int, float, float]:
             began = time.monotonic()  # it holds its locks from here (SQLite: BEGIN IMMEDIATE)
             if not self.is_sqlite:  # hand the pages it evicts to the disk as it goes (vacuum)
                 conn.exec_driver_sql("SET LOCAL backend_flush_after = '256kB'")
-            # Keyset on finished_at: the index is read from where the last batch stopped, not
-            # over the entries of the runs deleted before (PostgreSQL keeps them until vacuum).
-            found = conn.execute(
-                select(r.id, r.finished_at)
-                .where(r.finished_at >= after, r.finished_at < older_than, r.status.in_(ended))
-                .order_by(r.finished_at)
-                .limit(size)
-            ).all()
-            part = [x.id for x in found]
-            if not part:
+            found = conn.execute(oldest, {"after": after, "size": size}).all()
+            part = {"ids": [x.id for x in found]}
+            if not found:
                 return 0, 0, after, 0.0
-            for table in _RUN_OWNED:
-                conn.execute(delete(table).where(table.c.run_id.in_(part)))
-            n = conn.execute(delete(S.runs).where(r.id.in_(part))).rowcount
-            return n, len(part), found[-1].finished_at, time.monotonic() - began
+            for stmt in owned:
+                conn.execute(stmt, part)
+            n = conn.execute(own, part).rowcount
+            return n, len(found), found[-1].finished_at, time.monotonic() - began
 
         vacuum_past = None if self.is_sqlite else GC_VACUUM_SHARE * await _vacuum(self, False)
         since = 0  # runs deleted since gc's last VACUUM

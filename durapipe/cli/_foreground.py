@@ -17,7 +17,7 @@ from .._engine import last_handled_failure
 from .._kinds import ACTIVE, RunStatus
 from .._local import drive_tree, local_runner
 from ..errors import DurapipeError
-from ._app import _err, _out
+from ._app import _err, _out, _settle_heap
 
 
 class _Foreground:
@@ -37,6 +37,10 @@ class _Foreground:
         self.asking: list[tuple[str, str]] = []
         self.reading = False
         self._sending: set[asyncio.Future[Any]] = set()
+
+    async def start(self) -> None:
+        await self.runner.start()
+        _settle_heap()
 
     def _on_input(self, run_id: str, name: str, prompt: str | None, waiting: bool) -> None:
         """A person at the terminal can answer an input the run waits for."""

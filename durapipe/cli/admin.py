@@ -14,7 +14,7 @@ import typer
 
 from .. import _config
 from ..errors import ConfigError, InvalidInput
-from ._app import DbOpt, JsonOpt, NoTsOpt, _err, _out, _print_rich, _run
+from ._app import DbOpt, JsonOpt, NoTsOpt, _err, _out, _print_rich, _run, _settle_heap
 
 # The engine, the runner and the store are imported when a command runs, not with the CLI
 # (tests/unit/test_cli_imports.py).
@@ -161,6 +161,7 @@ def worker(
             log_file=log_file,
         )
         await runner.start()
+        _settle_heap()
         carried = ", ".join(f"{p.name}@{p.version}" for p in pipelines)
         _err(f"worker {runner.id} on {HOST} (pid {os.getpid()}) carrying {carried}")
         if metrics is not None:

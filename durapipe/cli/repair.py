@@ -71,7 +71,7 @@ def fork(
             pdef = load_target(source.entrypoint)
             held = await client.is_held(pdef.name, pdef.version)
             fg = _Foreground(client, [pdef], not no_timestamps)
-            await fg.runner.start()
+            await fg.start()
             try:
                 row, point = await fork_run(
                     client,

@@ -104,7 +104,7 @@ def run(
             _serde.dumps(inputs, what="the inputs")
             held = await client.is_held(pdef.name, pdef.version)
             fg = _Foreground(client, [pdef], not no_timestamps)
-            await fg.runner.start()
+            await fg.start()
             try:
                 row, created = await client.create_run(
                     pdef,
@@ -226,7 +226,7 @@ def resume(
             root = row
             pdef = load_target(root.entrypoint)
             fg = _Foreground(client, [pdef], not no_timestamps)
-            await fg.runner.start()
+            await fg.start()
             try:
                 taken = await _take(client, row, fg.runner)
             except BaseException:
