@@ -31,6 +31,27 @@ GC_SQLITE_PAUSE = 0.025  # between two batches, at least (SQLite)
 GC_VACUUM_SHARE, GC_VACUUM_MIN, GC_VACUUM_TAIL = 0.1, 10_000, 1_000
 
 
+def _gc_statements(older_than: float) -> tuple[Any, list[Any]]:
+    """gc's statements, built once: building one costs more than SQLite takes to run it.
+    -> (the next batch's oldest runs, the deletes of what they own and then of the runs)."""
+    r = S.runs.c
+    # Keyset on finished_at: the index is read from where the last batch stopped, not over
+    # the entries of the runs deleted before (PostgreSQL keeps them until vacuum).
+    oldest = (
+        select(r.id, r.finished_at)
+        .where(
+            r.finished_at >= bindparam("after"),
+            r.finished_at < older_than,
+            r.status.in_(list(S.TERMINAL)),
+        )
+        .order_by(r.finished_at)
+        .limit(bindparam("size"))
+    )
+    ids: BindParameter[Any] = bindparam("ids", expanding=True)
+    owned = [delete(table).where(table.c.run_id.in_(ids)) for table in _RUN_OWNED]
+    return oldest, [*owned, delete(S.runs).where(r.id.in_(ids))]
+
+
 async def _vacuum(store: StoreBase, now: bool = True) -> float:
     """PostgreSQL: VACUUM the tables gc deletes from (when ``now``) -> the runs left, as
     autovacuum estimates them (``pg_class.reltuples``)."""
@@ -293,27 +314,9 @@ class Runs(StoreBase):
         Interrupted, it leaves whole runs deleted or kept, and running it again goes on.
         ``progress`` is called with the total after each batch.
         """
-        r = S.runs.c
-        ended = list(S.TERMINAL)
         total, after = 0, float("-inf")
         size = min(batch, GC_FIRST_BATCH) if self.is_sqlite else batch
-
-        # Built once: building a statement costs more than SQLite takes to run it.
-        # Keyset on finished_at: the index is read from where the last batch stopped, not
-        # over the entries of the runs deleted before (PostgreSQL keeps them until vacuum).
-        oldest = (
-            select(r.id, r.finished_at)
-            .where(
-                r.finished_at >= bindparam("after"),
-                r.finished_at < older_than,
-                r.status.in_(ended),
-            )
-            .order_by(r.finished_at)
-            .limit(bindparam("size"))
-        )
-        ids: BindParameter[Any] = bindparam("ids", expanding=True)
-        owned = [delete(table).where(table.c.run_id.in_(ids)) for table in _RUN_OWNED]
-        own = delete(S.runs).where(r.id.in_(ids))
+        oldest, deletes = _gc_statements(older_than)
 
         def _tx(conn: Connection) -> tuple[int, int, float, float]:
             began = time.monotonic()  # it holds its locks from here (SQLite: BEGIN IMMEDIATE)
@@ -323,9 +326,9 @@ class Runs(StoreBase):
             part = {"ids": [x.id for x in found]}
             if not found:
                 return 0, 0, after, 0.0
-            for stmt in owned:
+            for stmt in deletes[:-1]:
                 conn.execute(stmt, part)
-            n = conn.execute(own, part).rowcount
+            n = conn.execute(deletes[-1], part).rowcount
             return n, len(found), found[-1].finished_at, time.monotonic() - began
 
         vacuum_past = None if self.is_sqlite else GC_VACUUM_SHARE * await _vacuum(self, False)
