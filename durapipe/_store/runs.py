@@ -31,9 +31,9 @@ GC_SQLITE_PAUSE = 0.025  # between two batches, at least (SQLite)
 GC_VACUUM_SHARE, GC_VACUUM_MIN, GC_VACUUM_TAIL = 0.1, 10_000, 1_000
 
 
-def _gc_statements(older_than: float) -> tuple[Any, list[Any]]:
+def _gc_statements(older_than: float) -> tuple[Any, list[Any], Any]:
     """gc's statements, built once: building one costs more than SQLite takes to run it.
-    -> (the next batch's oldest runs, the deletes of what they own and then of the runs)."""
+    -> (the next batch's oldest runs, the deletes of what they own, the delete of the runs)."""
     r = S.runs.c
     # Keyset on finished_at: the index is read from where the last batch stopped, not over
     # the entries of the runs deleted before (PostgreSQL keeps them until vacuum).
@@ -49,7 +49,7 @@ def _gc_statements(older_than: float) -> tuple[Any, list[Any]]:
     )
     ids: BindParameter[Any] = bindparam("ids", expanding=True)
     owned = [delete(table).where(table.c.run_id.in_(ids)) for table in _RUN_OWNED]
-    return oldest, [*owned, delete(S.runs).where(r.id.in_(ids))]
+    return oldest, owned, delete(S.runs).where(r.id.in_(ids))
 
 
 async def _vacuum(store: StoreBase, now: bool = True) -> float:
@@ -316,7 +316,7 @@ class Runs(StoreBase):
         """
         total, after = 0, float("-inf")
         size = min(batch, GC_FIRST_BATCH) if self.is_sqlite else batch
-        oldest, deletes = _gc_statements(older_than)
+        oldest, delete_owned, delete_runs = _gc_statements(older_than)
 
         def _tx(conn: Connection) -> tuple[int, int, float, float]:
             began = time.monotonic()  # it holds its locks from here (SQLite: BEGIN IMMEDIATE)
@@ -326,9 +326,9 @@ class Runs(StoreBase):
             part = {"ids": [x.id for x in found]}
             if not found:
                 return 0, 0, after, 0.0
-            for stmt in deletes[:-1]:
+            for stmt in delete_owned:
                 conn.execute(stmt, part)
-            n = conn.execute(deletes[-1], part).rowcount
+            n = conn.execute(delete_runs, part).rowcount
             return n, len(found), found[-1].finished_at, time.monotonic() - began
 
         vacuum_past = None if self.is_sqlite else GC_VACUUM_SHARE * await _vacuum(self, False)
