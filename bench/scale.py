@@ -3,6 +3,8 @@
     python bench/scale.py                      # every section, both databases
     python bench/scale.py --only core,wake     # some sections; the others keep their last figures
     python bench/scale.py --list               # the sections, their commands and how long they take
+    python bench/scale.py --quick              # every section at small sizes into a scratch file:
+                                               # checks a machine's setup in ~10 minutes
 
 ``bench/run.py`` writes the first part of ``bench/results.md`` (durapipe side by side with DBOS
 on the same workloads); this script writes the part after the marker below, one section per
@@ -35,6 +37,7 @@ class Section:
     title: str
     args: list[str]  # the script and its arguments, without --md
     minutes: int  # about how long it takes on 2 cores
+    quick: list[str]  # --quick: the arguments that replace args[1:] (small sizes)
 
 
 SECTIONS = [
@@ -43,18 +46,21 @@ SECTIONS = [
         "A step against one durable commit (#22)",
         ["core.py", "--reps", "7", "--resume", "1000,10000", "--throughput", "3"],
         6,
+        ["--reps", "1", "--steps", "200", "--resume", "1000", "--throughput", "1"],
     ),
     Section(
         "cli",
         "A CLI that answers at once (#21 item 5)",
         ["cli_startup.py", "--runs", "20", "--db", "sqlite", "--db", "postgresql"],
         3,
+        ["--runs", "2", "--db", "sqlite", "--db", "postgresql"],
     ),
     Section(
         "wake",
         "Wake on time: 10,000 runs due within one second (#21 item 3)",
         ["wake.py", "--runs", "10000", "--db", "sqlite", "--db", "postgresql"],
         5,
+        ["--runs", "300", "--due-in", "15", "--db", "sqlite", "--db", "postgresql"],
     ),
     Section(
         "fanout",
@@ -62,12 +68,14 @@ SECTIONS = [
         ["fanout.py", "--db", "sqlite", "--db", "postgresql", "--children", "10000"]
         + ["--dbos", "10000"],
         6,
+        ["--db", "sqlite", "--db", "postgresql", "--children", "300", "--dbos", "300"],
     ),
     Section(
         "growth",
         "Cost as work grows (#21 item 6)",
         ["growth.py", "--db", "sqlite", "--db", "postgresql"],
         2,
+        ["--db", "sqlite", "--db", "postgresql", "--quick"],  # + --img-dir (main)
     ),
     Section(
         "history",
@@ -75,6 +83,7 @@ SECTIONS = [
         ["history.py", "--db", "postgresql", "--db", "sqlite", "--runs", "1000000"]
         + ["--dbos-runs", "200000"],
         15,
+        ["--db", "postgresql", "--db", "sqlite", "--runs", "2000", "--dbos-runs", "500"],
     ),
 ]
 
@@ -103,7 +112,12 @@ def main() -> None:
     )
     ap.add_argument("--only", help="comma-separated section names (default: all)")
     ap.add_argument("--list", action="store_true", help="list the sections and stop")
-    ap.add_argument("--out", default=str(HERE / "results.md"))
+    ap.add_argument("--out", help="default: bench/results.md (--quick: a file in the temp dir)")
+    ap.add_argument(
+        "--quick", action="store_true",
+        help="every section (or --only's) at small sizes, into a scratch file, never into"
+        " results.md: a check that this machine runs them all (~10 min on 2 cores)",
+    )  # fmt: skip
     ap.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="NAME=FILE",
         help="place FILE (the --md output of an earlier run of the section's command) as the"
@@ -113,13 +127,22 @@ def main() -> None:
     if a.list:
         for s in SECTIONS:
             print(f"{s.name:8} ~{s.minutes:3} min  python bench/{' '.join(s.args)}  ({s.title})")
-        print(f"all: ~{sum(s.minutes for s in SECTIONS)} min")
+        print(f"all: ~{sum(s.minutes for s in SECTIONS)} min; --quick: ~10 min")
         return
     wanted = a.only.split(",") if a.only else [s.name for s in SECTIONS]
     unknown = set(wanted) - {s.name for s in SECTIONS}
     if unknown:
         sys.exit(f"error: no section {', '.join(sorted(unknown))}; `--list` shows them")
-    out = Path(a.out)
+    results = HERE / "results.md"
+    out = Path(
+        a.out or (Path(tempfile.gettempdir()) / "durapipe-scale-quick.md" if a.quick else results)
+    )
+    if a.quick and out.resolve() == results.resolve():
+        sys.exit(
+            "error: --quick writes small-size figures: give --out a scratch file, not results.md"
+        )
+    if a.quick:
+        out.unlink(missing_ok=True)  # its sections are this run's only
     head, kept = _split(out.read_text() if out.exists() else "")
     by_name = {s.name: s for s in SECTIONS}
     for spec in a.imports:
@@ -140,21 +163,25 @@ def main() -> None:
         if s.name not in wanted:
             continue
         md = Path(tempfile.mkstemp(suffix=".md")[1])
-        cmd = [sys.executable, str(HERE / s.args[0]), *s.args[1:], "--md", str(md)]
+        args = s.args[1:]
+        if a.quick:  # the plots of a quick run go next to its file, not over bench/img's
+            args = s.quick + (["--img-dir", str(out.parent)] if s.name == "growth" else [])
+        cmd = [sys.executable, str(HERE / s.args[0]), *args, "--md", str(md)]
         print(f"[{time.strftime('%H:%M:%S')}] {s.name}: {' '.join(cmd)}", flush=True)
         t0 = time.monotonic()
         subprocess.run(cmd, check=True)
         took = (time.monotonic() - t0) / 60
         kept[s.name] = (
             md.read_text().rstrip("\n")
-            + f"\n\n<sub>Section written by `python bench/scale.py --only {s.name}` on"
+            + f"\n\n<sub>Section written by `python bench/scale.py{' --quick' if a.quick else ''}"
+            f" --only {s.name}` on"
             f" {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC in {took:.1f} minutes"
             f" ({os.cpu_count()} CPUs, {platform.machine()}, Python"
             f" {platform.python_version()}).</sub>"
         )
         md.unlink()
         # Written after each section, so an interrupted run keeps what it measured.
-        _write(out, head, kept)
+        _write(out, head, kept, a.quick)
     print(f"wrote {out}")
 
 
@@ -165,8 +192,18 @@ def _nested(text: str) -> str:
     return re.sub(r"^(#{2,5}) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
 
 
-def _write(out: Path, head: str, kept: dict[str, str]) -> None:
+def _write(out: Path, head: str, kept: dict[str, str], quick: bool = False) -> None:
     order = [s.name for s in SECTIONS] + sorted(set(kept) - {s.name for s in SECTIONS})
+    about = (
+        "Generated by `python bench/scale.py --quick`: every section at small sizes, a check"
+        " that this machine runs them; these are not the benchmark's figures."
+        if quick
+        else "Generated by `python bench/scale.py` (all sections: about "
+        f"{sum(s.minutes for s in SECTIONS)} minutes on 2 cores; `--only NAME` refreshes one;"
+        " `--list` shows them); do not edit. See bench/README.md for what each measures, and"
+        ' its "Issue #21: where each target stands" for each target met or missed, with the'
+        " profile behind each one missed."
+    )
     parts = [
         head,
         "",
@@ -174,9 +211,7 @@ def _write(out: Path, head: str, kept: dict[str, str]) -> None:
         "",
         "## At scale and on the hot path (durapipe alone; DBOS where it has the same operation)",
         "",
-        "Generated by `python bench/scale.py` (all sections: about "
-        f"{sum(s.minutes for s in SECTIONS)} minutes on 2 cores; `--only NAME` refreshes one;"
-        " `--list` shows them); do not edit. See bench/README.md for what each measures.",
+        about,
     ]
     for name in order:
         if name in kept:
